@@ -1,0 +1,61 @@
+"""Request dependencies: the session, the caller's tenant, and resources that belong to it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Path
+from sqlalchemy.orm import Session
+
+from app.auth import tenant_for_key
+from app.db import get_db
+from app.errors import NotFound, Unauthorized
+from app.models import Dataset, Job, Model, Tenant
+from app.settings import Settings, get_settings
+
+SessionDep = Annotated[Session, Depends(get_db)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def current_tenant(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Tenant:
+    """The tenant of the Bearer key, or 401."""
+    if not authorization:
+        raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <key>'")
+    scheme, _, key = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized("malformed Authorization header; send 'Authorization: Bearer <key>'")
+    tenant = tenant_for_key(session, key.strip())
+    if tenant is None:
+        raise Unauthorized("invalid or revoked API key")
+    return tenant
+
+
+TenantDep = Annotated[Tenant, Depends(current_tenant)]
+
+
+def owned(session: Session, cls: type, obj_id: str, tenant: Tenant, what: str):
+    """The tenant's row with this id; another tenant's id is as missing as an unknown one."""
+    row = session.get(cls, obj_id)
+    if row is None or row.tenant_id != tenant.id:
+        raise NotFound(f"no {what} with id {obj_id!r}")
+    return row
+
+
+def valid_job(session: SessionDep, tenant: TenantDep, job_id: Annotated[str, Path()]) -> Job:
+    """The caller's job, or 404."""
+    return owned(session, Job, job_id, tenant, "job")
+
+
+def valid_model(session: SessionDep, tenant: TenantDep, model_id: Annotated[str, Path()]) -> Model:
+    """The caller's model, or 404."""
+    return owned(session, Model, model_id, tenant, "model")
+
+
+def valid_dataset(session: SessionDep, tenant: TenantDep, dataset_id: Annotated[str, Path()]) -> Dataset:
+    """The caller's dataset, or 404."""
+    return owned(session, Dataset, dataset_id, tenant, "dataset")
+
+
+JobDep = Annotated[Job, Depends(valid_job)]
+ModelDep = Annotated[Model, Depends(valid_model)]
+DatasetDep = Annotated[Dataset, Depends(valid_dataset)]

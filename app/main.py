@@ -1,0 +1,29 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from app.errors import install_handlers
+from app.routes import datasets, health, jobs, models
+
+logger = logging.getLogger(__name__)
+
+
+def create_app() -> FastAPI:
+    """Build the API; it stores and enqueues, it never trains (and never imports torch)."""
+    app = FastAPI(
+        title="Distillery",
+        version="1.0",
+        description="Knowledge distillation as a service: upload a teacher and data, get a small, fast student "
+                    "and a report. Every /v1 route needs `Authorization: Bearer <key>`.",
+    )
+    install_handlers(app)
+    for router in (health.router, models.router, datasets.router, jobs.router):
+        app.include_router(router)
+    return app
+
+
+app = create_app()

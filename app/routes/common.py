@@ -1,0 +1,29 @@
+"""Helpers shared by the v1 routes: pagination and the declared error responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
+
+from app.schemas import ErrorResponse
+
+MAX_LIMIT = 100
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI declarations of error responses, all with the error envelope."""
+    text = {400: "Bad request", 401: "Missing or invalid API key", 404: "Not found in this tenant",
+            409: "Conflict with the resource's state", 413: "Upload over the size limit",
+            422: "Invalid request", 429: "Too many jobs", 503: "Not ready"}
+    return {code: {"model": ErrorResponse, "description": text.get(code, "Error")} for code in (401, 422, *codes)}
+
+
+def paginate(session: Session, query: Select, id_column, limit: int, after: str | None) -> tuple[list, str | None]:
+    """Newest first: ids are time-ordered, so `after` means ids smaller than it."""
+    if after:
+        query = query.where(id_column < after)
+    rows = list(session.scalars(query.order_by(id_column.desc()).limit(limit + 1)))
+    next_after = rows[limit - 1].id if len(rows) > limit else None
+    return rows[:limit], next_after

@@ -1,0 +1,106 @@
+"""/v1/datasets: training and evaluation data."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import DatasetDep, SessionDep, SettingsDep, TenantDep
+from app.errors import Unprocessable
+from app.models import Dataset
+from app.routes import uploads
+from app.routes.common import MAX_LIMIT, errors, paginate
+from app.schemas import DatasetPublic, Page
+from app.sniff import sniff_dataset
+from app.storage import LocalStorage
+from app.uploads import ReceivedForm, multipart_openapi
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+EXTENSIONS = {"npz": "data.npz", "csv": "data.csv", "jsonl": "data.jsonl", "parquet": "data.parquet"}
+UPLOAD_BODY = multipart_openapi(
+    {"file": ".npz (arrays x, optional y), CSV, JSONL or Parquet; recognised by content",
+     "tokenizer": "Optional tokenizer.json (the `tokenizers` library's format) for a text column"},
+    {"name": "Optional display name", "label_column": "Label column of a table (default: label, if present)",
+     "text_column": "Text column to tokenise with the tokenizer", "max_length": "Tokens per example (default 128)",
+     "classes": "Order of string labels: a JSON list or comma-separated names"},
+)
+
+
+def parse_options(form: ReceivedForm) -> dict:
+    """Dataset options from the form fields, checked."""
+    fields = form.fields
+    options: dict = {}
+    for key in ("label_column", "text_column"):
+        if fields.get(key):
+            options[key] = fields[key].strip()
+    if fields.get("max_length"):
+        try:
+            options["max_length"] = int(fields["max_length"])
+        except ValueError:
+            raise Unprocessable("max_length must be an integer") from None
+        if not 1 <= options["max_length"] <= 8192:
+            raise Unprocessable("max_length must be between 1 and 8192")
+    if fields.get("classes"):
+        raw = fields["classes"].strip()
+        try:
+            classes = json.loads(raw) if raw.startswith("[") else [c.strip() for c in raw.split(",")]
+        except json.JSONDecodeError as exc:
+            raise Unprocessable(f"classes is not a JSON list: {exc}") from None
+        if not classes or len(set(map(str, classes))) != len(classes):
+            raise Unprocessable("classes must be a non-empty list of distinct names")
+        options["classes"] = [str(c) for c in classes]
+    if options.get("text_column") and "tokenizer" not in form.files:
+        raise Unprocessable("text_column needs a tokenizer: send tokenizer.json as the 'tokenizer' file field")
+    return options
+
+
+@router.post("", status_code=201, response_model=DatasetPublic, openapi_extra=UPLOAD_BODY,
+             responses=errors(413), summary="Upload a dataset")
+async def upload_dataset(request: Request, tenant: TenantDep, session: SessionDep,
+                         settings: SettingsDep) -> Dataset:
+    """Stream a dataset (and optional tokenizer) to the store; a worker validates it."""
+    storage, form = await uploads.receive(request, settings, {"file", "tokenizer"})
+    try:
+        options = parse_options(form)
+        fmt = await run_in_threadpool(sniff_dataset, form.files["file"].path, options)
+        row = Dataset(**uploads.new_upload_fields(form, tenant, "dst", fmt), options=options)
+        if "tokenizer" in form.files:
+            tok = form.files["tokenizer"]
+            rel = f"{storage.upload_dir(tenant.id, 'datasets', row.id)}/tokenizer.json"
+            storage.put(tok.path, rel)
+            row.options = {**options, "tokenizer_path": rel, "tokenizer_sha256": tok.sha256}
+    except Exception:
+        form.cleanup()
+        raise
+    await uploads.finish(session, storage, form, row, "datasets", EXTENSIONS[fmt])
+    return row
+
+
+@router.get("", response_model=Page[DatasetPublic], responses=errors(), summary="List datasets")
+def list_datasets(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+                  after: str | None = None) -> dict:
+    """The tenant's datasets, newest first."""
+    query = select(Dataset).where(Dataset.tenant_id == tenant.id)
+    rows, next_after = paginate(session, query, Dataset.id, limit, after)
+    return {"data": rows, "next_after": next_after}
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=errors(404), summary="Get a dataset")
+def get_dataset(dataset: DatasetDep) -> Dataset:
+    """One dataset."""
+    return dataset
+
+
+@router.delete("/{dataset_id}", status_code=204, responses=errors(404, 409), summary="Delete a dataset")
+def delete_dataset(dataset: DatasetDep, session: SessionDep, tenant: TenantDep, settings: SettingsDep) -> Response:
+    """Delete a dataset and its files; 409 while a queued or running job uses it."""
+    uploads.refuse_if_in_use(session, tenant, dataset.id, "dataset")
+    session.delete(dataset)
+    session.commit()
+    LocalStorage.from_settings(settings).remove_tree(dataset.path.rsplit("/", 1)[0])
+    return Response(status_code=204)

@@ -1,0 +1,128 @@
+"""/v1/jobs: distillation jobs, their events, artifacts and report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy import select
+
+from app.db import get_sessionmaker
+from app.deps import JobDep, SessionDep, SettingsDep, TenantDep
+from app.errors import NotFound
+from app.jobs import TERMINAL, cancel_job, create_job
+from app.models import Artifact, Job, JobEvent
+from app.routes.common import MAX_LIMIT, errors, paginate
+from app.schemas import ArtifactsPage, EventPublic, EventsPage, JobCreate, JobPublic, Page
+from app.storage import LocalStorage
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+@router.post("", status_code=201, response_model=JobPublic, responses=errors(404, 409, 429),
+             summary="Create a distillation job")
+def post_job(body: JobCreate, session: SessionDep, tenant: TenantDep,
+             idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> Job:
+    """Queue a job; 409 while an input is validating, 422 if an input is invalid or the job impossible."""
+    return create_job(session, tenant, body, idempotency_key)
+
+
+@router.get("", response_model=Page[JobPublic], responses=errors(), summary="List jobs")
+def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None = None,
+              limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20, after: str | None = None) -> dict:
+    """The tenant's jobs, newest first, optionally by status."""
+    query = select(Job).where(Job.tenant_id == tenant.id)
+    if status:
+        query = query.where(Job.status == status)
+    rows, next_after = paginate(session, query, Job.id, limit, after)
+    return {"data": rows, "next_after": next_after}
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=errors(404), summary="Get a job")
+def get_job(job: JobDep) -> Job:
+    """One job with its progress and latest metrics."""
+    return job
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=errors(404, 409), summary="Cancel a job")
+def post_cancel(job: JobDep, session: SessionDep) -> Job:
+    """Cancel a queued or running job; 409 once it has finished."""
+    return cancel_job(session, job)
+
+
+def _events_after(job_id: str, after: int, limit: int) -> list[JobEvent]:
+    with get_sessionmaker()() as session:
+        return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
+                                    .order_by(JobEvent.id).limit(limit)))
+
+
+def _job_status(job_id: str) -> str | None:
+    with get_sessionmaker()() as session:
+        return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+async def _event_stream(job_id: str, after: int):
+    """Server-sent events: everything after `after`, live, until the job has ended and all is sent."""
+    while True:
+        events = await asyncio.to_thread(_events_after, job_id, after, 500)
+        for event in events:
+            after = event.id
+            payload = EventPublic.model_validate(event).model_dump_json()
+            yield f"id: {event.id}\nevent: {event.type}\ndata: {payload}\n\n"
+        if not events:
+            if await asyncio.to_thread(_job_status, job_id) in TERMINAL:
+                # One more read: events written just before the status changed must not be lost.
+                if not await asyncio.to_thread(_events_after, job_id, after, 1):
+                    yield "event: end\ndata: {}\n\n"
+                    return
+            else:
+                yield ": keep-alive\n\n"
+                await asyncio.sleep(0.5)
+
+
+@router.get("/{job_id}/events", response_model=EventsPage, responses=errors(404),
+            summary="A job's events (JSON, or live as server-sent events)")
+def get_events(request: Request, job: JobDep, session: SessionDep, after: int = 0,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+               last_event_id: Annotated[str | None, Header()] = None):
+    """Events in order; with `Accept: text/event-stream` they stream live until the job ends."""
+    if "text/event-stream" in request.headers.get("accept", ""):
+        start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+        return StreamingResponse(_event_stream(job.id, start), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    rows = list(session.scalars(select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.id > after)
+                                .order_by(JobEvent.id).limit(limit + 1)))
+    next_after = rows[limit - 1].id if len(rows) > limit else None
+    return {"data": rows[:limit], "next_after": next_after}
+
+
+@router.get("/{job_id}/artifacts", response_model=ArtifactsPage, responses=errors(404),
+            summary="List a job's artifacts")
+def list_artifacts(job: JobDep, session: SessionDep) -> dict:
+    """Files the job produced, with sizes and sha256."""
+    rows = session.scalars(select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)).all()
+    return {"data": rows, "next_after": None}
+
+
+@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse, responses=errors(404),
+            summary="Download an artifact")
+def download_artifact(job: JobDep, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
+    """The artifact's bytes."""
+    row = session.scalar(select(Artifact).where(Artifact.job_id == job.id, Artifact.name == name))
+    if row is None:
+        raise NotFound(f"job {job.id} has no artifact named {name!r}")
+    path = LocalStorage.from_settings(settings).path(row.path)
+    return FileResponse(path, filename=row.name, media_type="application/octet-stream",
+                        headers={"X-Checksum-Sha256": row.sha256})
+
+
+@router.get("/{job_id}/report", responses=errors(404), summary="The job's report")
+def get_report(job: JobDep) -> dict:
+    """The report of a finished job; 404 until there is one."""
+    if not job.report:
+        raise NotFound(f"job {job.id} has no report yet (status {job.status})", code="report_not_ready")
+    return json.loads(json.dumps(job.report))

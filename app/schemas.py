@@ -1,0 +1,239 @@
+"""Wire shapes of the v1 API (DESIGN.md, "Wire contract")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+
+T = TypeVar("T")
+
+ARCHITECTURES: dict[str, set[str]] = {
+    "mlp": {"hidden_sizes", "dropout"},
+    "cnn": {"channels", "dropout", "hidden_size"},
+    "lstm": {"embedding_dim", "hidden_dim", "num_layers", "bidirectional", "dropout"},
+    "textcnn": {"embedding_dim", "num_filters", "kernel_sizes", "dropout"},
+    "transformer": {"d_model", "layers", "heads", "ff_dim", "dropout"},
+}
+EXPORT_FORMATS = ("torchscript", "safetensors", "onnx", "pt2", "int8")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["not_found"])
+    message: str = Field(examples=["no job with id job_0123 in this tenant"])
+
+
+class ErrorResponse(BaseModel):
+    """The one error envelope: every 4xx and 5xx body has this shape."""
+
+    error: ErrorDetail
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    next_after: str | None = None
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    @field_serializer("*", when_used="json")
+    def _iso(self, value: Any) -> Any:
+        # ISO 8601 UTC with a Z, the same on SQLite and PostgreSQL.
+        if isinstance(value, datetime):
+            return value.isoformat().replace("+00:00", "Z")
+        return value
+
+
+class UploadPublic(_Out):
+    id: str
+    name: str
+    format: str
+    status: Literal["validating", "ready", "invalid"]
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+    error: dict[str, Any] | None = None
+    info: dict[str, Any] | None = None
+
+
+class ModelPublic(UploadPublic):
+    """An uploaded teacher or student model."""
+
+
+class DatasetPublic(UploadPublic):
+    """An uploaded dataset."""
+
+
+class Hyperparameters(BaseModel):
+    """Training settings; unknown keys are refused so that a typo is not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1, le=65536)
+    learning_rate: float = Field(0.001, gt=0, le=10)
+    temperature: float = Field(4.0, gt=0, le=100)
+    alpha: float = Field(0.9, ge=0, le=1)
+    loss: Literal["kl", "mse", "dkd"] = "kl"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    patience: int | None = Field(None, ge=1)
+    dkd_alpha: float = Field(1.0, ge=0)
+    dkd_beta: float = Field(8.0, ge=0)
+    weight_decay: float = Field(0.01, ge=0, le=1)
+    warmup_fraction: float = Field(0.05, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    augmentation: dict[str, float] | None = None
+    compile: bool = False
+
+    @field_validator("augmentation")
+    @classmethod
+    def _known_augmentations(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        allowed = {"noise", "mixup", "token_dropout", "token_mask"}
+        for key, amount in (value or {}).items():
+            if key not in allowed:
+                raise ValueError(f"unknown augmentation {key!r}; use one of {sorted(allowed)}")
+            if not 0 <= amount <= 1:
+                raise ValueError(f"augmentation {key} must be in [0, 1], got {amount}")
+        return value
+
+
+class StudentSpec(BaseModel):
+    """A built-in architecture with its size parameters, or an uploaded model by id."""
+
+    model_config = ConfigDict(extra="allow")
+
+    architecture: str | None = None
+    model_id: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> StudentSpec:
+        extra = set(self.model_extra or {})
+        if self.model_id is not None:
+            if self.architecture is not None or extra:
+                raise ValueError("give either model_id or an architecture with its parameters, not both")
+            return self
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)} (or give model_id)")
+        unknown = extra - ARCHITECTURES[self.architecture]
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {sorted(unknown)} for {self.architecture}; "
+                f"allowed: {sorted(ARCHITECTURES[self.architecture])}"
+            )
+        for key in ("hidden_sizes", "channels", "kernel_sizes"):
+            sizes = (self.model_extra or {}).get(key)
+            if sizes is not None and (
+                not isinstance(sizes, list) or not all(isinstance(s, int) and 0 < s <= 65536 for s in sizes)
+            ):
+                raise ValueError(f"{key} must be a list of positive integers")
+        for key in ("embedding_dim", "hidden_dim", "num_layers", "num_filters", "d_model", "layers",
+                    "heads", "ff_dim", "hidden_size"):
+            value = (self.model_extra or {}).get(key)
+            if value is not None and (not isinstance(value, int) or not 0 < value <= 65536):
+                raise ValueError(f"{key} must be a positive integer")
+        dropout = (self.model_extra or {}).get("dropout")
+        if dropout is not None and not (isinstance(dropout, int | float) and 0 <= dropout < 1):
+            raise ValueError("dropout must be in [0, 1)")
+        return self
+
+
+class JobCreate(BaseModel):
+    """A distillation job request."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"teacher_id": "mdl_0190c7a1b2c3d4e5f6a7b8", "train_dataset_id": "dst_0190c7a1b2c3d4e5f6a7",
+                          "student": {"architecture": "mlp", "hidden_sizes": [32]},
+                          "hyperparameters": {"epochs": 20}}]
+        },
+    )
+
+    teacher_id: str
+    train_dataset_id: str
+    eval_dataset_id: str | None = None
+    student: StudentSpec = Field(default_factory=lambda: StudentSpec(architecture="mlp", hidden_sizes=[64]))
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    export: list[Literal["torchscript", "safetensors", "onnx", "pt2", "int8"]] = Field(
+        default_factory=lambda: ["torchscript", "safetensors"]
+    )
+    baseline: bool = False
+
+    @field_validator("export")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+
+class Progress(BaseModel):
+    epoch: int | None = None
+    epochs: int | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    fraction: float | None = None
+
+
+class Metrics(BaseModel):
+    train_loss: float | None = None
+    eval_accuracy: float | None = None
+    eval_agreement: float | None = None
+
+
+class JobPublic(_Out):
+    """A distillation job as clients see it."""
+
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    phase: str | None
+    attempt: int
+    teacher_id: str
+    train_dataset_id: str
+    eval_dataset_id: str | None
+    student: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    export: list[str]
+    baseline: bool
+    progress: Progress
+    metrics: Metrics
+    error: ErrorDetail | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @field_validator("progress", "metrics", mode="before")
+    @classmethod
+    def _empty(cls, value: Any) -> Any:
+        return value or {}
+
+
+class EventPublic(_Out):
+    id: int
+    type: str
+    level: str
+    message: str
+    data: dict[str, Any] | None
+    created_at: datetime
+
+
+class EventsPage(BaseModel):
+    data: list[EventPublic]
+    next_after: int | None = None
+
+
+class ArtifactPublic(_Out):
+    name: str
+    format: str
+    size_bytes: int
+    sha256: str
+
+
+class ArtifactsPage(BaseModel):
+    data: list[ArtifactPublic]
+    next_after: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,53 @@
+"""Service settings, read from DISTILLERY_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the embedded defaults need no servers."""
+
+    model_config = SettingsConfigDict(env_prefix="DISTILLERY_", extra="ignore")
+
+    # Everything local (SQLite file, embedded broker, artifacts) lives under data_dir by default.
+    data_dir: Path = Path(".distillery")
+    database_url: str | None = None  # default: sqlite:///<data_dir>/distillery.db
+    broker_url: str | None = None  # default: kombu's SQLAlchemy transport on <data_dir>/broker.db
+    storage_dir: Path | None = None  # default: <data_dir>/storage
+    max_upload_bytes: int = 2 * 1024**3
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # A worker heartbeat older than this makes /readyz fail.
+    worker_heartbeat_timeout_s: float = 60.0
+    worker_heartbeat_interval_s: float = 10.0
+    # Hard cap on one job's run time; also the Celery time limit (see worker/celery_app.py).
+    job_time_limit_s: int = 24 * 3600
+    # Redis re-delivers an unacknowledged message after this; it must exceed job_time_limit_s,
+    # else a long job's message is handed to a second worker (the row claim still stops it running twice).
+    broker_visibility_timeout_s: int = 25 * 3600
+    progress_interval_s: float = 1.0
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in data_dir."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'distillery.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        """The broker URL, defaulting to kombu's SQLAlchemy transport on a SQLite file."""
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        """Where uploads and artifacts are kept."""
+        return (self.storage_dir or self.data_dir / "storage").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings instance."""
+    return Settings()

@@ -1,0 +1,70 @@
+"""The artifact store: a local folder laid out by tenant (S3-compatible stores can follow the same API)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from app.settings import Settings
+
+
+class LocalStorage:
+    """Files under one root folder; rows keep paths relative to it."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalStorage:
+        """The store configured by the settings."""
+        return cls(settings.resolved_storage_dir)
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Where partial uploads are written; same filesystem as the store, so moves are atomic."""
+        return self.root / "tmp"
+
+    def path(self, relative: str) -> Path:
+        """The absolute path of a stored file; refuses anything that would leave the root."""
+        full = (self.root / relative).resolve()
+        if not full.is_relative_to(self.root):
+            raise ValueError(f"path {relative!r} leaves the storage root")
+        return full
+
+    def put(self, source: Path, relative: str) -> Path:
+        """Move a finished file into the store under `relative` (atomic rename on one filesystem)."""
+        dest = self.path(relative)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, dest)
+        return dest
+
+    def upload_dir(self, tenant_id: str, kind: str, obj_id: str) -> str:
+        """Relative folder of an uploaded model or dataset."""
+        return f"{tenant_id}/{kind}/{obj_id}"
+
+    def job_dir(self, tenant_id: str, job_id: str) -> Path:
+        """Absolute folder of one job's work files, checkpoints and artifacts."""
+        return self.path(f"{tenant_id}/jobs/{job_id}")
+
+    def cache_dir(self, tenant_id: str) -> Path:
+        """Per-tenant cache of teacher outputs: never shared across tenants."""
+        return self.path(f"{tenant_id}/cache/teacher_outputs")
+
+    def relative(self, full: Path) -> str:
+        """The store-relative form of an absolute path inside the root."""
+        return str(Path(full).resolve().relative_to(self.root))
+
+    def remove_tree(self, relative: str) -> None:
+        """Delete a stored folder (missing is fine)."""
+        shutil.rmtree(self.path(relative), ignore_errors=True)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,50 @@
+"""Shared fixtures: backends (real PostgreSQL and Redis, or the embedded defaults)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+import redis
+
+PG_ADMIN = os.environ.get("DISTILLERY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("DISTILLERY_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def unavailable(what: str, exc: Exception):
+    """Skip when a server is down, except under CI=true, where a skip would prove nothing."""
+    message = f"{what} unreachable: {exc}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (CI=true: integration tests must not skip)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    name = f"distillery_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    except Exception as exc:
+        unavailable("PostgreSQL", exc)
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url():
+    """A Redis database index of its own, emptied before and after the test."""
+    url = f"{REDIS_URL}/11"
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=5)
+        client.flushdb()
+    except Exception as exc:
+        unavailable("Redis", exc)
+    yield url
+    client.flushdb()

@@ -1,0 +1,70 @@
+"""The worker's Celery app: the same configuration as the API's client, plus the tasks and a heartbeat.
+
+Long GPU jobs: acks are late and prefetch is one (app/queue.py), the pool is solo so CUDA is initialised
+in the process that trains, and one worker serves one GPU (pin it with CUDA_VISIBLE_DEVICES). A job's
+Celery hard time limit is DISTILLERY_JOB_TIME_LIMIT_S; Redis's visibility timeout
+(DISTILLERY_BROKER_VISIBILITY_TIMEOUT_S) is set longer so that a running job's message is not handed to a
+second worker while the first still holds it; if it ever is, the claim on the job row makes it a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+from celery.signals import worker_ready, worker_shutdown
+from sqlalchemy import delete
+
+from app.db import get_sessionmaker
+from app.models import WorkerHeartbeat, utcnow
+from app.queue import make_celery
+from app.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+celery = make_celery(get_settings())
+celery.conf.include = ["worker.tasks"]
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+_stop = threading.Event()
+
+
+def beat_once(queues: str = "") -> None:
+    """Record that this worker is alive (read by /readyz)."""
+    with get_sessionmaker()() as session:
+        row = session.get(WorkerHeartbeat, WORKER_ID)
+        if row is None:
+            session.add(WorkerHeartbeat(id=WORKER_ID, queues=queues, started_at=utcnow(), heartbeat_at=utcnow()))
+        else:
+            row.heartbeat_at = utcnow()
+        session.commit()
+
+
+def _heartbeat_loop(queues: str) -> None:
+    interval = get_settings().worker_heartbeat_interval_s
+    while not _stop.is_set():
+        try:
+            beat_once(queues)
+        except Exception:  # a database blip must not kill the worker
+            logger.exception("worker heartbeat failed")
+        _stop.wait(interval)
+
+
+@worker_ready.connect
+def _start_heartbeat(sender=None, **_kwargs) -> None:
+    queues = ",".join(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else ""
+    threading.Thread(target=_heartbeat_loop, args=(queues,), name="heartbeat", daemon=True).start()
+    logger.info("worker %s ready", WORKER_ID)
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_kwargs) -> None:
+    _stop.set()
+    try:
+        with get_sessionmaker()() as session:
+            session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.id == WORKER_ID))
+            session.commit()
+    except Exception:
+        logger.exception("could not remove the worker heartbeat")

@@ -1,0 +1,207 @@
+"""The job adapter: claim the row, call the engine with a progress callback, record what it produced.
+
+Every write after the claim is fenced by (status = running, attempt = ours): a worker that lost the job
+(cancelled, or requeued to another attempt) cannot overwrite what the newer owner wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import update
+
+from app.db import get_sessionmaker
+from app.jobs import add_event
+from app.models import Artifact, Dataset, Job, Model, utcnow
+from app.settings import get_settings
+from app.storage import LocalStorage, sha256_file
+from worker.celery_app import WORKER_ID
+from worker.validate import dataset_spec_options
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_FORMATS = {".pt": "torchscript", ".pt2": "pt2", ".onnx": "onnx", ".safetensors": "safetensors",
+                    ".json": "json", ".html": "html"}
+
+
+class LostLease(Exception):
+    """The job is no longer ours: cancelled, or handed to another attempt."""
+
+
+class JobRecorder:
+    """Writes a running job's progress, metrics and events, throttled and fenced by attempt."""
+
+    def __init__(self, job_id: str, attempt: int):
+        self.job_id, self.attempt = job_id, attempt
+        self.interval = get_settings().progress_interval_s
+        self.last_progress = 0.0
+        self.last_check = 0.0
+        self.lost = False
+
+    def fenced_update(self, session, **values) -> bool:
+        """Update the job row only while this attempt still owns it."""
+        result = session.execute(
+            update(Job).where(Job.id == self.job_id, Job.attempt == self.attempt, Job.status == "running")
+            .values(heartbeat_at=utcnow(), **values))
+        return result.rowcount == 1
+
+    def __call__(self, event) -> None:
+        """The engine's progress callback."""
+        now = time.monotonic()
+        if event.type == "progress" and now - self.last_progress < self.interval:
+            return
+        values: dict = {}
+        if event.type == "phase":
+            values["phase"] = event.data.get("phase")
+        elif event.type == "progress":
+            values["progress"] = event.data
+            self.last_progress = now
+        elif event.type == "metrics":
+            values["metrics"] = {k: event.data.get(k) for k in ("train_loss", "eval_accuracy", "eval_agreement")}
+        level = "warning" if event.type == "warning" else "info"
+        with get_sessionmaker()() as session:
+            if not self.fenced_update(session, **values):
+                session.rollback()
+                self.lost = True
+                return
+            add_event(session, self.job_id, event.type, event.message, event.data, level=level)
+            session.commit()
+
+    def should_stop(self) -> bool:
+        """Polled by the engine each step; reads the row at most every half second."""
+        now = time.monotonic()
+        if self.lost or now - self.last_check < 0.5:
+            return self.lost
+        self.last_check = now
+        with get_sessionmaker()() as session:
+            row = session.get(Job, self.job_id)
+            self.lost = row is None or row.status != "running" or row.attempt != self.attempt
+        return self.lost
+
+
+def claim(job_id: str) -> Job | None:
+    """Compare-and-set queued -> running; None when another delivery or worker already has it."""
+    with get_sessionmaker()() as session:
+        result = session.execute(
+            update(Job).where(Job.id == job_id, Job.status == "queued")
+            .values(status="running", attempt=Job.attempt + 1, worker_id=WORKER_ID, phase="validating",
+                    started_at=utcnow(), heartbeat_at=utcnow()))
+        if result.rowcount != 1:
+            session.rollback()
+            return None
+        job = session.get(Job, job_id)
+        add_event(session, job_id, "status", f"job running on {WORKER_ID} (attempt {job.attempt})",
+                  {"status": "running", "attempt": job.attempt, "worker": WORKER_ID})
+        session.commit()
+        return job
+
+
+def _heartbeat(recorder: JobRecorder, stop: threading.Event) -> None:
+    interval = get_settings().worker_heartbeat_interval_s
+    while not stop.wait(interval):
+        try:
+            with get_sessionmaker()() as session:
+                if not recorder.fenced_update(session):
+                    recorder.lost = True
+                    return
+                session.commit()
+        except Exception:
+            logger.exception("job heartbeat failed")
+
+
+def _inputs(job: Job, storage: LocalStorage):
+    """The engine's view of the job's files."""
+    from worker.engine import DatasetSpec
+
+    with get_sessionmaker()() as session:
+        teacher = session.get(Model, job.teacher_id)
+        train = session.get(Dataset, job.train_dataset_id)
+        eval_ = session.get(Dataset, job.eval_dataset_id) if job.eval_dataset_id else None
+        student_model = session.get(Model, job.student["model_id"]) if job.student.get("model_id") else None
+    missing = [what for what, row in (("teacher", teacher), ("train dataset", train)) if row is None]
+    if job.eval_dataset_id and eval_ is None:
+        missing.append("eval dataset")
+    if missing:
+        return None, f"the job's {', '.join(missing)} was deleted"
+
+    def spec(row: Dataset):
+        return DatasetSpec(path=str(storage.path(row.path)), **dataset_spec_options(row, storage))
+
+    student = ({"model_path": str(storage.path(student_model.path))} if student_model else dict(job.student))
+    return (str(storage.path(teacher.path)), spec(train), spec(eval_) if eval_ else None, student), None
+
+
+def record_artifacts(session, job_id: str, out_dir: Path, storage: LocalStorage) -> None:
+    """One artifact row per file the engine wrote, with size and sha256."""
+    for path in sorted(p for p in out_dir.iterdir() if p.is_file()):
+        fmt = "int8-onnx" if path.name.endswith(".int8.onnx") else ARTIFACT_FORMATS.get(path.suffix, "file")
+        session.add(Artifact(job_id=job_id, name=path.name, format=fmt, size_bytes=path.stat().st_size,
+                             sha256=sha256_file(path), path=storage.relative(path)))
+
+
+def finish(recorder: JobRecorder, status: str, **values) -> bool:
+    """End the job (fenced); False when it was no longer ours."""
+    with get_sessionmaker()() as session:
+        if not recorder.fenced_update(session, status=status, phase=None, finished_at=utcnow(), **values):
+            session.rollback()
+            return False
+        message = f"job {status}" + (f": {values['error']['message']}" if values.get("error") else "")
+        add_event(session, recorder.job_id, "status", message, {"status": status},
+                  level="error" if status == "failed" else "info")
+        session.commit()
+        return True
+
+
+def run(job_id: str) -> None:
+    """Run one job end to end, if this delivery wins the claim."""
+    from worker.engine import DistillConfig, EngineError, distill
+
+    job = claim(job_id)
+    if job is None:
+        logger.info("job %s is not queued; this delivery is a no-op", job_id)
+        return
+    logger.info("job %s claimed, attempt %d", job_id, job.attempt)
+    storage = LocalStorage.from_settings(get_settings())
+    recorder = JobRecorder(job_id, job.attempt)
+    work = storage.job_dir(job.tenant_id, job_id)
+    out_dir = work / f"attempt-{job.attempt}" / "artifacts"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(recorder, stop), daemon=True).start()
+    try:
+        inputs, problem = _inputs(job, storage)
+        if problem:
+            finish(recorder, "failed", error={"code": "input_deleted", "message": problem})
+            return
+        teacher_path, train, eval_, student = inputs
+        config = DistillConfig.from_dict({**job.hyperparameters, "student": student, "export": job.export,
+                                          "baseline": job.baseline})
+        report = distill(teacher_path, train, eval_, config, str(out_dir), progress=recorder,
+                         should_stop=recorder.should_stop, checkpoint_dir=str(work / "checkpoints"),
+                         teacher_cache_dir=str(storage.cache_dir(job.tenant_id)))
+        report["job_id"] = job_id
+        with get_sessionmaker()() as session:
+            record_artifacts(session, job_id, out_dir, storage)
+            history = report.get("history") or [{}]
+            metrics = {k: history[-1].get(k) for k in ("train_loss", "eval_accuracy", "eval_agreement")}
+            if not recorder.fenced_update(session, status="succeeded", phase=None, finished_at=utcnow(),
+                                          report=report, metrics=metrics):
+                session.rollback()
+                logger.info("job %s finished but is no longer ours; results dropped", job_id)
+                return
+            add_event(session, job_id, "status", "job succeeded", {"status": "succeeded"})
+            session.commit()
+    except EngineError as exc:
+        if exc.code == "cancelled" or recorder.lost:
+            logger.info("job %s stopped: no longer ours", job_id)
+        else:
+            finish(recorder, "failed", error={"code": exc.code, "message": exc.message})
+    except Exception as exc:
+        logger.exception("job %s crashed", job_id)
+        finish(recorder, "failed", error={"code": "internal",
+                                          "message": f"the worker failed unexpectedly: {type(exc).__name__}: {exc}"})
+    finally:
+        stop.set()
