@@ -1,0 +1,221 @@
+"""The training loop: one student, AdamW + warmup/cosine, checkpoints each epoch, resumable bitwise.
+
+Best-epoch choice and early stopping use a validation slice held out of the training data; the
+history's eval_accuracy / eval_agreement are measured on that slice, never on the report's eval split.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from worker.engine import checkpoint as ckpt
+from worker.engine.augment import augment_batch
+from worker.engine.config import DistillConfig, ProgressEvent
+from worker.engine.errors import EngineError
+from worker.engine.losses import distillation_loss
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 1.0
+# Settings that change the trajectory: a checkpoint written under other values cannot be resumed.
+RESUME_KEYS = ("student", "epochs", "batch_size", "learning_rate", "temperature", "alpha", "loss",
+               "dkd_alpha", "dkd_beta", "seed", "patience", "weight_decay", "warmup_fraction",
+               "grad_clip", "augmentation")
+
+
+@dataclass
+class Split:
+    """Examples, optional labels and teacher logits (None when the teacher runs online), on one device."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    teacher_logits: torch.Tensor | None
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]
+    best_epoch: int
+    best_metric: float | None
+
+
+def lr_at(step: int, total_steps: int, base_lr: float, warmup_fraction: float) -> float:
+    """Linear warmup then cosine decay to zero."""
+    warmup = int(warmup_fraction * total_steps)
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, device: str, batch_size: int = 1024) -> tuple[float | None, float | None]:
+    """(accuracy, agreement with the teacher's argmax) of `model` on `split`; None where not measurable."""
+    model.eval()
+    preds = torch.cat([model(split.x[i:i + batch_size].to(device)).argmax(1)
+                       for i in range(0, len(split.x), batch_size)])
+    accuracy = agreement = None
+    if split.y is not None:
+        accuracy = (preds == split.y.to(device)).float().mean().item()
+    if split.teacher_logits is not None:
+        agreement = (preds == split.teacher_logits.to(device).argmax(1)).float().mean().item()
+    return accuracy, agreement
+
+
+def train_student(model: nn.Module, train: Split, val: Split, config: DistillConfig, *, alpha: float,
+                  num_classes: int, device: str, teacher: Callable | None = None,
+                  progress: Callable[[ProgressEvent], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None, checkpoint_dir: str | None = None,
+                  report_progress: bool = True) -> TrainResult:
+    """Train `model` in place and leave it holding the best epoch's weights."""
+    emit = progress if (progress and report_progress) else (lambda event: None)
+    n = len(train.x)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    forward = _maybe_compile(model, config, progress)
+    use_bf16 = device.startswith("cuda")
+    select_by = "accuracy" if val.y is not None else "agreement"
+
+    # Where the run stands; a checkpoint overwrites all of it.
+    epoch, start_step, global_step = 0, 0, 0
+    history: list[dict] = []
+    best_metric, best_epoch, bad_epochs, finished = None, 0, 0, False
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    generator, perm, loss_sum = None, None, torch.zeros((), device=device)
+
+    saved = ckpt.load_checkpoint(checkpoint_dir)
+    if saved is not None and _same_run(saved[1], config):
+        tensors, meta = saved
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        best_state = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+        ckpt.restore_optimizer(optimizer, tensors, meta["optimizer_groups"])
+        ckpt.restore_rng(tensors, meta["rng"])
+        epoch, start_step, global_step = meta["epoch"], meta["step"], meta["global_step"]
+        history, best_metric, best_epoch = meta["history"], meta["best_metric"], meta["best_epoch"]
+        bad_epochs, finished = meta["bad_epochs"], meta["finished"]
+        if start_step > 0:  # stopped mid-epoch: continue the same shuffle and random stream
+            generator = torch.Generator().manual_seed(0)
+            generator.set_state(tensors["generator"])
+            perm, loss_sum = tensors["perm"], tensors["loss_sum"].to(device)
+        if progress:
+            progress(ProgressEvent("info", f"resuming from epoch {epoch + 1}, step {start_step}",
+                                   {"epoch": epoch, "step": start_step, "resumed": True}))
+    elif saved is not None and progress:
+        progress(ProgressEvent("warning", "ignoring a checkpoint written with other settings", {}))
+
+    def save(position_epoch: int, position_step: int) -> None:
+        if not checkpoint_dir:
+            return
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update({f"best.{k}": v for k, v in best_state.items()})
+        optim_tensors, groups = ckpt.optimizer_tensors(optimizer)
+        rng_tensors, rng_meta = ckpt.rng_state()
+        tensors.update(optim_tensors)
+        tensors.update(rng_tensors)
+        if position_step > 0:
+            tensors.update({"generator": generator.get_state(), "perm": perm, "loss_sum": loss_sum})
+        ckpt.save_checkpoint(checkpoint_dir, tensors, {
+            "epoch": position_epoch, "step": position_step, "global_step": global_step,
+            "history": history, "best_metric": best_metric, "best_epoch": best_epoch,
+            "bad_epochs": bad_epochs, "finished": finished, "optimizer_groups": groups,
+            "rng": rng_meta, "config": config.to_dict()})
+
+    last_report = time.monotonic()
+    while epoch < config.epochs and not finished:
+        if start_step == 0:
+            # Seeded per epoch, so the order never depends on how many times the run was interrupted.
+            generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+            perm = torch.randperm(n, generator=generator)
+            loss_sum = torch.zeros((), device=device)
+        model.train()
+        for step in range(start_step, steps_per_epoch):
+            if should_stop is not None and should_stop():
+                save(epoch, step)
+                raise EngineError("cancelled", f"stopped at epoch {epoch + 1}, step {step}; "
+                                  "a checkpoint was saved" if checkpoint_dir else "stopped on request")
+            index = perm[step * config.batch_size:(step + 1) * config.batch_size]
+            x = train.x[index.to(train.x.device)].to(device, non_blocking=True)
+            y = None if train.y is None else train.y[index.to(train.y.device)].to(device)
+            if config.augmenting:
+                x, y = augment_batch(x, y, num_classes, config.augmentation, generator)
+                teacher_logits = teacher(x).to(device)  # the teacher sees the same augmented batch
+            else:
+                teacher_logits = train.teacher_logits[index.to(train.teacher_logits.device)].to(device)
+
+            lr = lr_at(global_step, total_steps, config.learning_rate, config.warmup_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                student_logits = forward(x)
+            loss = distillation_loss(config.loss, student_logits.float(), teacher_logits, y,
+                                     config.temperature, alpha, config.dkd_alpha, config.dkd_beta)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            # Accumulate on the device: reading .item() every step would synchronise the GPU.
+            loss_sum += loss.detach() * len(index)
+            global_step += 1
+            if time.monotonic() - last_report >= PROGRESS_EVERY_S:
+                last_report = time.monotonic()
+                emit(_progress_event(epoch, config.epochs, global_step, total_steps))
+
+        train_loss = (loss_sum / n).item()
+        accuracy, agreement = evaluate(model, val, device)
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "eval_accuracy": accuracy,
+                        "eval_agreement": agreement})
+        metric = accuracy if select_by == "accuracy" else agreement
+        if metric is not None and (best_metric is None or metric > best_metric):
+            best_metric, best_epoch, bad_epochs = metric, epoch + 1, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        epoch, start_step = epoch + 1, 0
+        if config.patience is not None and bad_epochs >= config.patience:
+            finished = True
+            if progress and report_progress:
+                progress(ProgressEvent("info", f"early stop: no better validation {select_by} for "
+                                       f"{bad_epochs} epochs", {"epoch": epoch}))
+        finished = finished or epoch >= config.epochs
+        save(epoch, 0)
+        last_report = time.monotonic()
+        emit(_progress_event(epoch - 1, config.epochs, global_step, total_steps, epoch_end=True))
+        emit(ProgressEvent("metrics", f"epoch {epoch}: train loss {train_loss:.4f}", dict(history[-1])))
+
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(history, best_epoch, best_metric)
+
+
+def _progress_event(epoch: int, epochs: int, step: int, total_steps: int, epoch_end: bool = False) -> ProgressEvent:
+    fraction = step / total_steps if total_steps else 1.0
+    data = {"epoch": epoch + 1, "epochs": epochs, "step": step, "total_steps": total_steps,
+            "fraction": round(fraction, 4)}
+    word = "finished" if epoch_end else "in"
+    return ProgressEvent("progress", f"{word} epoch {epoch + 1}/{epochs}, step {step}/{total_steps}", data)
+
+
+def _same_run(meta: dict, config: DistillConfig) -> bool:
+    saved = meta.get("config", {})
+    current = config.to_dict()
+    return all(saved.get(k) == current[k] for k in RESUME_KEYS)
+
+
+def _maybe_compile(model: nn.Module, config: DistillConfig, progress) -> Callable:
+    if not config.compile:
+        return model
+    try:
+        return torch.compile(model)
+    except Exception as exc:  # compilation is an optimisation; never fail a job over it
+        if progress:
+            progress(ProgressEvent("warning", f"torch.compile failed, training uncompiled: {exc}", {}))
+        return model

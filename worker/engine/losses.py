@@ -1,0 +1,94 @@
+"""Distillation objectives. Each takes tensors explicitly and returns a scalar loss.
+
+`targets` may be class indices [N] (int64), class probabilities [N, C] (float, e.g. after mixup),
+or None for unlabeled data, in which case only the teacher term is used.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _hard_target_term(student_logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    if targets is None:
+        return student_logits.new_zeros(())
+    return F.cross_entropy(student_logits, targets)
+
+
+def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(t/T) || softmax(s/T)), averaged over the batch (Hinton et al. 2015)."""
+    log_p_student = F.log_softmax(student_logits / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    # T^2 keeps the soft-target gradient scale independent of T (Hinton et al. 2015, section 2).
+    return kl * temperature**2
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None,
+            temperature: float, alpha: float) -> torch.Tensor:
+    """Knowledge distillation, Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network" (2015).
+
+    (1 - alpha) * CE(s, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T)); without targets alpha is 1.
+    """
+    if targets is None:
+        alpha = 1.0
+    soft = soft_kl(student_logits, teacher_logits, temperature) if alpha > 0 else student_logits.new_zeros(())
+    hard = _hard_target_term(student_logits, targets) if alpha < 1 else student_logits.new_zeros(())
+    return (1 - alpha) * hard + alpha * soft
+
+
+def mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None,
+             alpha: float) -> torch.Tensor:
+    """Logit matching, Ba & Caruana, "Do Deep Nets Really Need to be Deep?" (NeurIPS 2014).
+
+    (1 - alpha) * CE(s, y) + alpha * mean squared error between student and teacher logits.
+    """
+    if targets is None:
+        alpha = 1.0
+    hard = _hard_target_term(student_logits, targets) if alpha < 1 else student_logits.new_zeros(())
+    return (1 - alpha) * hard + alpha * F.mse_loss(student_logits, teacher_logits)
+
+
+def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None,
+             temperature: float, alpha: float, dkd_alpha: float = 1.0, dkd_beta: float = 8.0) -> torch.Tensor:
+    """Decoupled KD, Zhao et al., "Decoupled Knowledge Distillation" (CVPR 2022).
+
+    DKD = T^2 * (dkd_alpha * TCKD + dkd_beta * NCKD), where TCKD is the binary KL of target vs. rest
+    and NCKD the KL among the non-target classes. The loss is (1 - alpha) * CE(s, y) + alpha * DKD.
+    Without labels the teacher's argmax is the target class and alpha is 1.
+    """
+    if targets is None:
+        target_class = teacher_logits.argmax(dim=1)
+        alpha = 1.0
+    else:
+        target_class = targets.argmax(dim=1) if targets.ndim == 2 else targets
+    gt_mask = F.one_hot(target_class, student_logits.shape[1]).bool()
+    batch = student_logits.shape[0]
+    t = temperature
+    p_student = F.softmax(student_logits / t, dim=1)
+    p_teacher = F.softmax(teacher_logits / t, dim=1)
+    # Target vs. all other classes, as two-way distributions.
+    b_student = torch.stack([(p_student * gt_mask).sum(1), (p_student * ~gt_mask).sum(1)], dim=1)
+    b_teacher = torch.stack([(p_teacher * gt_mask).sum(1), (p_teacher * ~gt_mask).sum(1)], dim=1)
+    tckd = F.kl_div(torch.log(b_student.clamp_min(1e-12)), b_teacher, reduction="sum") / batch
+    # Among non-target classes only: push the target logit far down, as the paper's code does.
+    log_q_student = F.log_softmax(student_logits / t - 1000.0 * gt_mask, dim=1)
+    q_teacher = F.softmax(teacher_logits / t - 1000.0 * gt_mask, dim=1)
+    nckd = F.kl_div(log_q_student, q_teacher, reduction="sum") / batch
+    dkd = (dkd_alpha * tckd + dkd_beta * nckd) * t**2
+    hard = _hard_target_term(student_logits, targets) if alpha < 1 else student_logits.new_zeros(())
+    return (1 - alpha) * hard + alpha * dkd
+
+
+def distillation_loss(name: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      targets: torch.Tensor | None, temperature: float, alpha: float,
+                      dkd_alpha: float = 1.0, dkd_beta: float = 8.0) -> torch.Tensor:
+    """Dispatch to the loss named in the configuration ("kl", "mse" or "dkd")."""
+    if name == "kl":
+        return kd_loss(student_logits, teacher_logits, targets, temperature, alpha)
+    if name == "mse":
+        return mse_loss(student_logits, teacher_logits, targets, alpha)
+    if name == "dkd":
+        return dkd_loss(student_logits, teacher_logits, targets, temperature, alpha, dkd_alpha, dkd_beta)
+    raise ValueError(f"unknown loss {name!r}")
