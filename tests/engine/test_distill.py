@@ -27,8 +27,14 @@ def config(**overrides) -> DistillConfig:
 def full_run(tmp_path_factory, teacher_path, train_spec, test_spec):
     out = tmp_path_factory.mktemp("full")
     events = []
-    report = distill(teacher_path, train_spec, test_spec, config(export=ALL_EXPORTS, baseline=True), str(out),
-                     progress=events.append)
+    report = distill(
+        teacher_path,
+        train_spec,
+        test_spec,
+        config(export=ALL_EXPORTS, baseline=True),
+        str(out),
+        progress=events.append,
+    )
     return report, out, events
 
 
@@ -64,11 +70,22 @@ def test_report_accuracy_is_reproduced_from_the_downloaded_student(full_run):
 
 def test_all_artifacts_and_manifest_are_written(full_run):
     report, out, _ = full_run
-    for name in ("student.pt", "student.safetensors", "student.json", "student.onnx", "student.pt2",
-                 "student.int8.onnx", "manifest.json", "report.json"):
+    for name in (
+        "student.pt",
+        "student.safetensors",
+        "student.json",
+        "student.onnx",
+        "student.pt2",
+        "student.int8.onnx",
+        "manifest.json",
+        "report.json",
+    ):
         assert (out / name).exists(), name
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["classes"] == report["classes"] and manifest["input"] == {"shape": [64], "dtype": "float32"}
+    assert manifest["classes"] == report["classes"] and manifest["input"] == {
+        "shape": [64],
+        "dtype": "float32",
+    }
     assert len(manifest["teacher_sha256"]) == 64 and len(manifest["dataset_sha256"]["train"]) == 64
     assert manifest["config"]["student"] == SMALL_STUDENT
     assert {"torch", "numpy", "onnxruntime", "python"} <= set(manifest["versions"])
@@ -77,7 +94,9 @@ def test_all_artifacts_and_manifest_are_written(full_run):
 def test_safetensors_and_json_rebuild_the_same_student(full_run):
     _, out, _ = full_run
     spec = json.loads((out / "student.json").read_text())
-    model = build_student(spec["student"], spec["input"]["shape"], spec["input"]["dtype"], spec["num_classes"])
+    model = build_student(
+        spec["student"], spec["input"]["shape"], spec["input"]["dtype"], spec["num_classes"]
+    )
     model.load_state_dict(load_file(str(out / "student.safetensors")))
     x = torch.from_numpy(digits.digits_arrays()[2][:16])
     scripted = torch.jit.load(str(out / "student.pt"))
@@ -117,12 +136,16 @@ def test_baseline_reports_both_accuracies(full_run):
 def test_unlabeled_training_data_still_distils_well(tmp_path, teacher_path, data_dir, test_spec):
     events = []
     unlabeled = DatasetSpec(str(data_dir / "train_unlabeled.npz"), "npz")
-    report = distill(teacher_path, unlabeled, test_spec, config(baseline=True), str(tmp_path), progress=events.append)
+    report = distill(
+        teacher_path, unlabeled, test_spec, config(baseline=True), str(tmp_path), progress=events.append
+    )
     assert report["student"]["accuracy"] >= 0.95 * report["teacher"]["accuracy"]
     assert report["baseline"] is None
     warnings = [e.message for e in events if e.type == "warning"]
     assert any("no labels" in w for w in warnings) and any("baseline" in w for w in warnings)
-    assert report["history"][0]["eval_accuracy"] is None and report["history"][0]["eval_agreement"] is not None
+    assert (
+        report["history"][0]["eval_accuracy"] is None and report["history"][0]["eval_agreement"] is not None
+    )
 
 
 def test_onnx_teacher_distils_and_holds_out_eval_from_train(tmp_path, train_spec):
@@ -132,24 +155,39 @@ def test_onnx_teacher_distils_and_holds_out_eval_from_train(tmp_path, train_spec
     assert report["student"]["accuracy"] >= 0.9 * report["teacher"]["accuracy"]
 
 
-def test_second_run_with_the_same_cache_dir_does_not_call_the_teacher(tmp_path, monkeypatch, teacher_path,
-                                                                     train_spec, test_spec):
+def test_second_run_with_the_same_cache_dir_does_not_call_the_teacher(
+    tmp_path, monkeypatch, teacher_path, train_spec, test_spec
+):
     calls = []
     real = teacher_outputs_module.compute_teacher_outputs
-    monkeypatch.setattr(teacher_outputs_module, "compute_teacher_outputs",
-                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    monkeypatch.setattr(
+        teacher_outputs_module,
+        "compute_teacher_outputs",
+        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs),
+    )
     cache = str(tmp_path / "cache")
-    first = distill(teacher_path, train_spec, test_spec, config(epochs=1), str(tmp_path / "a"), teacher_cache_dir=cache)
+    first = distill(
+        teacher_path, train_spec, test_spec, config(epochs=1), str(tmp_path / "a"), teacher_cache_dir=cache
+    )
     assert first["teacher_outputs_cache"] == "miss" and len(calls) == 2  # train and eval, once each
-    second = distill(teacher_path, train_spec, test_spec, config(epochs=1), str(tmp_path / "b"), teacher_cache_dir=cache)
+    second = distill(
+        teacher_path, train_spec, test_spec, config(epochs=1), str(tmp_path / "b"), teacher_cache_dir=cache
+    )
     assert second["teacher_outputs_cache"] == "hit" and len(calls) == 2
     assert second["teacher"]["accuracy"] == first["teacher"]["accuracy"]
 
 
 def test_augmentation_runs_the_teacher_online(tmp_path, teacher_path, train_spec, test_spec):
     events = []
-    report = distill(teacher_path, train_spec, test_spec, config(epochs=2, augmentation={"noise": 0.05, "mixup": 0.2}),
-                     str(tmp_path), progress=events.append, teacher_cache_dir=str(tmp_path / "cache"))
+    report = distill(
+        teacher_path,
+        train_spec,
+        test_spec,
+        config(epochs=2, augmentation={"noise": 0.05, "mixup": 0.2}),
+        str(tmp_path),
+        progress=events.append,
+        teacher_cache_dir=str(tmp_path / "cache"),
+    )
     assert report["teacher_outputs_cache"] is None
     assert any(e.type == "info" and "augmented" in e.message for e in events)
 
@@ -160,7 +198,9 @@ def test_cnn_student_on_image_shaped_data(tmp_path, teacher_path):
     wrapped = tmp_path / "teacher_img.pt"
     inner = torch.jit.load(teacher_path)
     torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), inner)), str(wrapped))
-    spec = DatasetSpec(str(digits.write_npz(tmp_path / "img.npz", x[:400].reshape(-1, 1, 8, 8), y[:400])), "npz")
+    spec = DatasetSpec(
+        str(digits.write_npz(tmp_path / "img.npz", x[:400].reshape(-1, 1, 8, 8), y[:400])), "npz"
+    )
     cnn = {"architecture": "cnn", "channels": [8, 16]}
     report = distill(str(wrapped), spec, None, config(student=cnn, epochs=2), str(tmp_path / "out"))
     assert report["student"]["num_parameters"] < report["teacher"]["num_parameters"]

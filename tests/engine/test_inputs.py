@@ -68,8 +68,12 @@ def test_raw_pickle_is_refused(tmp_path):
 def test_inspect_model_describes_torchscript_and_onnx(teacher_path):
     assert inspect_model(teacher_path)["format"] == "torchscript"
     info = inspect_model(str(digits.export_teacher_onnx()))
-    assert info == {"format": "onnx", "num_parameters": 301066, "input": {"shape": [64], "dtype": "float32"},
-                    "num_classes": 10}
+    assert info == {
+        "format": "onnx",
+        "num_parameters": 301066,
+        "input": {"shape": [64], "dtype": "float32"},
+        "num_classes": 10,
+    }
 
 
 def test_teacher_data_shape_mismatch_is_input_mismatch(tmp_path, teacher_path):
@@ -89,14 +93,31 @@ def test_more_labels_than_teacher_classes_is_class_mismatch(tmp_path, teacher_pa
     assert err.message == "teacher outputs 10 classes but the dataset has 12 labels"
 
 
-@pytest.mark.parametrize("settings", [{"epochs": 0}, {"alpha": 1.5}, {"loss": "l1"}, {"export": ["zip"]},
-                                      {"temperature": 0}, {"learning_rate": "fast"}, {"unknown": 1}])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"epochs": 0},
+        {"alpha": 1.5},
+        {"loss": "l1"},
+        {"export": ["zip"]},
+        {"temperature": 0},
+        {"learning_rate": "fast"},
+        {"unknown": 1},
+    ],
+)
 def test_impossible_config_is_invalid_config(settings):
     assert error_of(DistillConfig.from_dict, settings).code == "invalid_config"
 
 
-@pytest.mark.parametrize("student", [{"architecture": "resnet"}, {"architecture": "mlp", "hidden_sizes": [0]},
-                                     {"architecture": "cnn", "channels": [8]}, {"architecture": "mlp", "depth": 3}])
+@pytest.mark.parametrize(
+    "student",
+    [
+        {"architecture": "resnet"},
+        {"architecture": "mlp", "hidden_sizes": [0]},
+        {"architecture": "cnn", "channels": [8]},
+        {"architecture": "mlp", "depth": 3},
+    ],
+)
 def test_bad_student_is_invalid_student(tmp_path, teacher_path, train_spec, student):
     config = DistillConfig(student=student, epochs=1)
     err = error_of(distill, teacher_path, train_spec, None, config, str(tmp_path / "out"))

@@ -59,7 +59,7 @@ def test_t_squared_keeps_gradient_scale_comparable_across_temperatures():
         t = torch.tensor([[0.0, 0.1, -0.1]])
         soft_kl(s, t, temperature).backward()
         grads.append(s.grad.clone())
-    centred = (torch.tensor([0.1, -0.2, 0.05]) - torch.tensor([0.0, 0.1, -0.1]))
+    centred = torch.tensor([0.1, -0.2, 0.05]) - torch.tensor([0.0, 0.1, -0.1])
     expected = (centred - centred.mean()) / 3
     for grad in grads:
         assert torch.allclose(grad[0], expected, atol=2e-3)
@@ -78,7 +78,9 @@ def hand_dkd(student, teacher, target, temperature, a, b):
     ps, pt = softmax(student, temperature), softmax(teacher, temperature)
     tckd = kl([pt[target], 1 - pt[target]], [ps[target], 1 - ps[target]])
     rest = [i for i in range(len(student)) if i != target]
-    nckd = kl(softmax([teacher[i] for i in rest], temperature), softmax([student[i] for i in rest], temperature))
+    nckd = kl(
+        softmax([teacher[i] for i in rest], temperature), softmax([student[i] for i in rest], temperature)
+    )
     return temperature**2 * (a * tckd + b * nckd)
 
 

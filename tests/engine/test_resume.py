@@ -21,11 +21,21 @@ def small_spec(tmp_path_factory):
 
 
 def make_config(augment: bool) -> DistillConfig:
-    return DistillConfig.from_dict({
-        "student": {"architecture": "mlp", "hidden_sizes": [16], "dropout": 0.2},  # dropout uses the global RNG
-        "epochs": 4, "batch_size": 32, "learning_rate": 0.01, "seed": 7, "export": ["torchscript", "safetensors"],
-        "augmentation": {"noise": 0.1, "mixup": 0.3} if augment else None,
-    })
+    return DistillConfig.from_dict(
+        {
+            "student": {
+                "architecture": "mlp",
+                "hidden_sizes": [16],
+                "dropout": 0.2,
+            },  # dropout uses the global RNG
+            "epochs": 4,
+            "batch_size": 32,
+            "learning_rate": 0.01,
+            "seed": 7,
+            "export": ["torchscript", "safetensors"],
+            "augmentation": {"noise": 0.1, "mixup": 0.3} if augment else None,
+        }
+    )
 
 
 def stop_after(calls: int):
@@ -40,21 +50,38 @@ def stop_after(calls: int):
 
 @pytest.mark.parametrize("augment", [False, True])
 @pytest.mark.parametrize("stop_at_call", [10, 14])  # mid-epoch 2, and exactly at the end of epoch 2
-def test_resumed_run_is_bitwise_equal_to_uninterrupted_run(tmp_path, teacher_path, small_spec, augment, stop_at_call):
+def test_resumed_run_is_bitwise_equal_to_uninterrupted_run(
+    tmp_path, teacher_path, small_spec, augment, stop_at_call
+):
     config = make_config(augment)
     reference = distill(teacher_path, small_spec, None, config, str(tmp_path / "ref"))
 
     checkpoints = str(tmp_path / "ckpt")
     with pytest.raises(EngineError) as info:
-        distill(teacher_path, small_spec, None, config, str(tmp_path / "first"),
-                should_stop=stop_after(stop_at_call), checkpoint_dir=checkpoints)
+        distill(
+            teacher_path,
+            small_spec,
+            None,
+            config,
+            str(tmp_path / "first"),
+            should_stop=stop_after(stop_at_call),
+            checkpoint_dir=checkpoints,
+        )
     assert info.value.code == "cancelled"
     saved = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
     assert saved["global_step"] == stop_at_call
 
     events, polls = [], []
-    resumed = distill(teacher_path, small_spec, None, config, str(tmp_path / "second"), progress=events.append,
-                      checkpoint_dir=checkpoints, should_stop=lambda: polls.append(1) or False)
+    resumed = distill(
+        teacher_path,
+        small_spec,
+        None,
+        config,
+        str(tmp_path / "second"),
+        progress=events.append,
+        checkpoint_dir=checkpoints,
+        should_stop=lambda: polls.append(1) or False,
+    )
     assert any(e.data.get("resumed") for e in events)
     assert len(polls) == TOTAL_STEPS - stop_at_call  # only the remaining steps ran
     expected = load_file(str(tmp_path / "ref" / "student.safetensors"))
@@ -67,9 +94,18 @@ def test_resumed_run_is_bitwise_equal_to_uninterrupted_run(tmp_path, teacher_pat
 
 def test_finished_checkpoint_is_reused_without_training(tmp_path, teacher_path, small_spec):
     config = make_config(False)
-    first = distill(teacher_path, small_spec, None, config, str(tmp_path / "a"), checkpoint_dir=str(tmp_path / "c"))
+    first = distill(
+        teacher_path, small_spec, None, config, str(tmp_path / "a"), checkpoint_dir=str(tmp_path / "c")
+    )
     calls = []
-    second = distill(teacher_path, small_spec, None, config, str(tmp_path / "b"), checkpoint_dir=str(tmp_path / "c"),
-                     should_stop=lambda: calls.append(1) or False)
+    second = distill(
+        teacher_path,
+        small_spec,
+        None,
+        config,
+        str(tmp_path / "b"),
+        checkpoint_dir=str(tmp_path / "c"),
+        should_stop=lambda: calls.append(1) or False,
+    )
     assert calls == [] and second["history"] == first["history"]
     assert second["student"]["accuracy"] == first["student"]["accuracy"]

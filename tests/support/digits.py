@@ -18,9 +18,9 @@ from torch import nn
 TEACHER_HIDDEN = (512, 512)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def digits_arrays(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x_train float32 [N, 64] in [0, 1], y_train int64, x_test, y_test): sklearn's bundled digits, fixed split."""
+    """(x_train float32 [N, 64] in [0, 1], y_train, x_test, y_test) from sklearn's bundled digits."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -32,8 +32,13 @@ def digits_arrays(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 
 def _teacher_module() -> nn.Module:
-    return nn.Sequential(nn.Linear(64, TEACHER_HIDDEN[0]), nn.ReLU(), nn.Linear(*TEACHER_HIDDEN), nn.ReLU(),
-                         nn.Linear(TEACHER_HIDDEN[1], 10))
+    return nn.Sequential(
+        nn.Linear(64, TEACHER_HIDDEN[0]),
+        nn.ReLU(),
+        nn.Linear(*TEACHER_HIDDEN),
+        nn.ReLU(),
+        nn.Linear(TEACHER_HIDDEN[1], 10),
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,9 +97,15 @@ def export_teacher_onnx(out_dir: str | Path | None = None) -> Path:
     if not path.exists():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(_trained_teacher(), (torch.zeros(2, 64),), str(path), dynamo=False,
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            torch.onnx.export(
+                _trained_teacher(),
+                (torch.zeros(2, 64),),
+                str(path),
+                dynamo=False,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            )
     return path
 
 
@@ -105,7 +116,9 @@ def write_npz(path: str | Path, x: np.ndarray, y: np.ndarray | None = None) -> P
     return Path(path)
 
 
-def write_csv(path: str | Path, x: np.ndarray, y: np.ndarray | None = None, label_column: str = "label") -> Path:
+def write_csv(
+    path: str | Path, x: np.ndarray, y: np.ndarray | None = None, label_column: str = "label"
+) -> Path:
     """Write feature columns f0..fN (and the label column when y is given) to a CSV file."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)

@@ -6,5 +6,12 @@ from worker.engine.distill import distill
 from worker.engine.errors import EngineError
 from worker.engine.teachers import inspect_model
 
-__all__ = ["EngineError", "DatasetSpec", "DistillConfig", "ProgressEvent", "inspect_model", "inspect_dataset",
-           "distill"]
+__all__ = [
+    "EngineError",
+    "DatasetSpec",
+    "DistillConfig",
+    "ProgressEvent",
+    "inspect_model",
+    "inspect_dataset",
+    "distill",
+]

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 
-def augment_batch(x: torch.Tensor, y: torch.Tensor | None, num_classes: int, settings: dict,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+def augment_batch(
+    x: torch.Tensor, y: torch.Tensor | None, num_classes: int, settings: dict, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Apply noise / mixup (float inputs) or token dropout (token ids); y becomes soft targets after mixup."""
     if x.is_floating_point():
         noise = float(settings.get("noise", 0.0))

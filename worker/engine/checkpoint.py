@@ -28,7 +28,9 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     return tensors, state["param_groups"]
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]
+) -> None:
     """Inverse of optimizer_tensors."""
     state: dict[int, dict] = {}
     for key, value in tensors.items():
@@ -46,8 +48,10 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
             tensors[f"rng.cuda.{i}"] = s
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
-    meta = {"numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-            "python": [version, list(internal), gauss_next]}
+    meta = {
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "python": [version, list(internal), gauss_next],
+    }
     return tensors, meta
 
 
@@ -87,8 +91,12 @@ def load_checkpoint(directory: str | None) -> tuple[dict[str, torch.Tensor], dic
     with safe_open(tensor_path, framework="pt") as f:
         generation = (f.metadata() or {}).get("generation")
     if generation != meta.get("generation"):
-        logger.warning("checkpoint in %s is torn (generation %s vs %s); starting over",
-                       directory, generation, meta.get("generation"))
+        logger.warning(
+            "checkpoint in %s is torn (generation %s vs %s); starting over",
+            directory,
+            generation,
+            meta.get("generation"),
+        )
         return None
     return load_file(tensor_path), meta
 

@@ -124,7 +124,11 @@ class DistillConfig:
             for key, value in self.augmentation.items():
                 if key not in allowed:
                     raise bad(f"unknown augmentation {key!r}; known: {sorted(allowed)}")
-                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= allowed[key]:
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not 0 <= value <= allowed[key]
+                ):
                     raise bad(f"augmentation {key} must be a number in [0, {allowed[key]}], got {value!r}")
         if self.device is not None and not (self.device == "cpu" or str(self.device).startswith("cuda")):
             raise bad(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")

@@ -63,16 +63,19 @@ def load_dataset(spec: DatasetSpec) -> LoadedDataset:
         from worker.engine.text import load_text_table  # written separately; imported only when needed
 
         x, y, classes = load_text_table(spec)
-        return LoadedDataset(np.asarray(x, dtype=np.int64), _optional_int64(y), classes,
-                             tokenizer_path=spec.tokenizer_path)
+        return LoadedDataset(
+            np.asarray(x, dtype=np.int64), _optional_int64(y), classes, tokenizer_path=spec.tokenizer_path
+        )
     if spec.format == "npz":
         x, y = _read_npz(spec.path)
         columns = None
     elif spec.format == "csv":
         x, y, columns = _read_csv(spec)
     else:
-        raise EngineError("invalid_dataset", f"unsupported dataset format {spec.format!r}; "
-                          "supported: npz, csv, jsonl, parquet")
+        raise EngineError(
+            "invalid_dataset",
+            f"unsupported dataset format {spec.format!r}; supported: npz, csv, jsonl, parquet",
+        )
     if x.shape[0] == 0:
         raise EngineError("invalid_dataset", "the dataset has no rows")
     if y is not None and y.shape[0] != x.shape[0]:
@@ -96,8 +99,11 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     except EngineError:
         raise
     except ValueError as exc:  # numpy refuses object arrays when allow_pickle=False
-        raise EngineError("invalid_dataset", f"the .npz file holds pickled objects, which are refused "
-                          f"for safety; store plain numeric arrays ({exc})") from exc
+        raise EngineError(
+            "invalid_dataset",
+            f"the .npz file holds pickled objects, which are refused "
+            f"for safety; store plain numeric arrays ({exc})",
+        ) from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise EngineError("invalid_dataset", f"cannot read the .npz file: {exc}") from exc
     if x.ndim < 2:
@@ -127,8 +133,10 @@ def _read_csv(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray | None, list[st
     label_column = spec.label_column or DEFAULT_LABEL_COLUMN
     if label_column not in header:
         if spec.label_column:  # the user named it, so its absence is an error, not "unlabeled"
-            raise EngineError("invalid_dataset", f"label column {spec.label_column!r} not found; "
-                              f"the CSV has columns {header}")
+            raise EngineError(
+                "invalid_dataset",
+                f"label column {spec.label_column!r} not found; the CSV has columns {header}",
+            )
         label_index = None
     else:
         label_index = header.index(label_column)
@@ -138,13 +146,16 @@ def _read_csv(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray | None, list[st
     features, labels = [], []
     for line, row in enumerate(rows, start=2):
         if len(row) != len(header):
-            raise EngineError("invalid_dataset", f"CSV line {line} has {len(row)} fields, "
-                              f"the header has {len(header)}")
+            raise EngineError(
+                "invalid_dataset", f"CSV line {line} has {len(row)} fields, the header has {len(header)}"
+            )
         try:
             features.append([float(row[i]) for i in feature_index])
         except ValueError as exc:
-            raise EngineError("invalid_dataset", f"CSV line {line}: feature columns must be numeric "
-                              f"({exc}); for text set text_column") from exc
+            raise EngineError(
+                "invalid_dataset",
+                f"CSV line {line}: feature columns must be numeric ({exc}); for text set text_column",
+            ) from exc
         if label_index is not None:
             labels.append(row[label_index].strip())
     x = np.asarray(features, dtype=np.float32).reshape(len(features), len(feature_index))
@@ -152,7 +163,9 @@ def _read_csv(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray | None, list[st
     return x, y, header
 
 
-def encode_labels(y: np.ndarray | None, classes: list[str] | None) -> tuple[np.ndarray | None, list[str] | None]:
+def encode_labels(
+    y: np.ndarray | None, classes: list[str] | None
+) -> tuple[np.ndarray | None, list[str] | None]:
     """Integer labels keep their values; string labels follow `classes` or else sorted order."""
     if y is None:
         return None, [str(c) for c in classes] if classes else None
@@ -163,7 +176,9 @@ def encode_labels(y: np.ndarray | None, classes: list[str] | None) -> tuple[np.n
         if not classes:
             return as_int, [str(i) for i in range(int(as_int.max()) + 1)]
         if int(as_int.max()) >= len(classes):  # integer labels keep their values; classes only name them
-            raise EngineError("invalid_dataset", f"label {int(as_int.max())} has no name in classes {classes}")
+            raise EngineError(
+                "invalid_dataset", f"label {int(as_int.max())} has no name in classes {classes}"
+            )
         return as_int, [str(c) for c in classes]
     names = [str(v) for v in y.tolist()]
     order = [str(c) for c in classes] if classes else sorted(set(names))

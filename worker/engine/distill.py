@@ -11,7 +11,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from worker.engine import export as ex
 from worker.engine.config import DatasetSpec, DistillConfig, ProgressEvent
 from worker.engine.errors import EngineError
 from worker.engine.evaluate import evaluate_and_export
@@ -40,15 +39,30 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def distill(teacher_path: str, train: DatasetSpec, eval: DatasetSpec | None, config: DistillConfig, out_dir: str,
-            progress: Callable[[ProgressEvent], None] | None = None,
-            should_stop: Callable[[], bool] | None = None,
-            checkpoint_dir: str | None = None,
-            teacher_cache_dir: str | None = None) -> dict:
+def distill(
+    teacher_path: str,
+    train: DatasetSpec,
+    eval: DatasetSpec | None,
+    config: DistillConfig,
+    out_dir: str,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_dir: str | None = None,
+    teacher_cache_dir: str | None = None,
+) -> dict:
     """Distil the teacher into a student; write artifacts and report.json into out_dir; return the report."""
     try:
-        return _distill(teacher_path, train, eval, config, out_dir, progress or (lambda event: None),
-                        should_stop, checkpoint_dir, teacher_cache_dir)
+        return _distill(
+            teacher_path,
+            train,
+            eval,
+            config,
+            out_dir,
+            progress or (lambda event: None),
+            should_stop,
+            checkpoint_dir,
+            teacher_cache_dir,
+        )
     except EngineError:
         raise
     except Exception as exc:  # anything else is our bug, not the user's: say so plainly
@@ -56,8 +70,9 @@ def distill(teacher_path: str, train: DatasetSpec, eval: DatasetSpec | None, con
         raise EngineError("internal", f"{type(exc).__name__}: {exc}") from exc
 
 
-def _distill(teacher_path, train_spec, eval_spec, config, out_dir, emit, should_stop, checkpoint_dir,
-             teacher_cache_dir) -> dict:
+def _distill(
+    teacher_path, train_spec, eval_spec, config, out_dir, emit, should_stop, checkpoint_dir, teacher_cache_dir
+) -> dict:
     emit(ProgressEvent("phase", "validating inputs", {"phase": "validating"}))
     config.validate()
     device = resolve_device(config.device)
@@ -66,8 +81,14 @@ def _distill(teacher_path, train_spec, eval_spec, config, out_dir, emit, should_
     prep = prepare(teacher_path, train_spec, eval_spec, config, device)
     labeled = prep.train.y is not None
     if not labeled:
-        emit(ProgressEvent("warning", "the training data has no labels: the hard-label term is dropped and "
-                           "the student learns from the teacher's outputs only (alpha = 1)", {"alpha": 1.0}))
+        emit(
+            ProgressEvent(
+                "warning",
+                "the training data has no labels: the hard-label term is dropped and "
+                "the student learns from the teacher's outputs only (alpha = 1)",
+                {"alpha": 1.0},
+            )
+        )
 
     emit(ProgressEvent("phase", "computing teacher outputs", {"phase": "teacher_outputs"}))
     all_logits, cache_status = _train_teacher_logits(prep, train_spec, config, teacher_cache_dir, emit)
@@ -85,9 +106,19 @@ def _distill(teacher_path, train_spec, eval_spec, config, out_dir, emit, should_
     student = new_student()
     _check_student(student, train_split.x[:2].to(device), prep.num_classes)
     started = time.monotonic()
-    result = train_student(student, train_split, val_split, config, alpha=config.alpha if labeled else 1.0,
-                           num_classes=prep.num_classes, device=device, teacher=prep.teacher, progress=emit,
-                           should_stop=should_stop, checkpoint_dir=checkpoint_dir)
+    result = train_student(
+        student,
+        train_split,
+        val_split,
+        config,
+        alpha=config.alpha if labeled else 1.0,
+        num_classes=prep.num_classes,
+        device=device,
+        teacher=prep.teacher,
+        progress=emit,
+        should_stop=should_stop,
+        checkpoint_dir=checkpoint_dir,
+    )
     train_seconds = time.monotonic() - started
 
     baseline_model = None
@@ -96,18 +127,46 @@ def _distill(teacher_path, train_spec, eval_spec, config, out_dir, emit, should_
     elif config.baseline:
         emit(ProgressEvent("info", "training the baseline: same student, labels only (alpha = 0)", {}))
         baseline_model = new_student()
-        train_student(baseline_model, train_split, val_split, config, alpha=0.0, num_classes=prep.num_classes,
-                      device=device, teacher=prep.teacher, progress=emit, should_stop=should_stop,
-                      checkpoint_dir=os.path.join(checkpoint_dir, "baseline") if checkpoint_dir else None,
-                      report_progress=False)
+        train_student(
+            baseline_model,
+            train_split,
+            val_split,
+            config,
+            alpha=0.0,
+            num_classes=prep.num_classes,
+            device=device,
+            teacher=prep.teacher,
+            progress=emit,
+            should_stop=should_stop,
+            checkpoint_dir=os.path.join(checkpoint_dir, "baseline") if checkpoint_dir else None,
+            report_progress=False,
+        )
 
-    sections = evaluate_and_export(prep, student, baseline_model, config, out_dir, eval_x, eval_y, eval_logits,
-                                   train_spec, eval_spec, emit)
+    sections = evaluate_and_export(
+        prep,
+        student,
+        baseline_model,
+        config,
+        out_dir,
+        eval_x,
+        eval_y,
+        eval_logits,
+        train_spec,
+        eval_spec,
+        emit,
+    )
     report = build_report(
-        device=device, train_seconds=train_seconds, eval_examples=len(eval_x), classes=prep.classes,
-        teacher=sections["teacher"], student=sections["student"], baseline=sections["baseline"],
-        teacher_outputs_cache=cache_status, history=result.history,
-        extra={"best_epoch": result.best_epoch, "loss": config.loss, **sections["extra"]})
+        device=device,
+        train_seconds=train_seconds,
+        eval_examples=len(eval_x),
+        classes=prep.classes,
+        teacher=sections["teacher"],
+        student=sections["student"],
+        baseline=sections["baseline"],
+        teacher_outputs_cache=cache_status,
+        history=result.history,
+        extra={"best_epoch": result.best_epoch, "loss": config.loss, **sections["extra"]},
+    )
     write_report(out_dir, report)
     return report
 
@@ -115,9 +174,15 @@ def _distill(teacher_path, train_spec, eval_spec, config, out_dir, emit, should_
 def _preprocessing(spec: DatasetSpec, prep: Prepared) -> dict:
     # Everything that changes the rows the teacher sees, besides the dataset file itself.
     tokenizer = ex_sha(spec.tokenizer_path)
-    return {"format": spec.format, "label_column": spec.label_column, "text_column": spec.text_column,
-            "max_length": spec.max_length, "tokenizer": tokenizer, "shape": prep.train.input_shape,
-            "dtype": str(prep.train.x.dtype)}
+    return {
+        "format": spec.format,
+        "label_column": spec.label_column,
+        "text_column": spec.text_column,
+        "max_length": spec.max_length,
+        "tokenizer": tokenizer,
+        "shape": prep.train.input_shape,
+        "dtype": str(prep.train.x.dtype),
+    }
 
 
 def ex_sha(path: str | None) -> str | None:
@@ -129,9 +194,17 @@ def ex_sha(path: str | None) -> str | None:
 def _train_teacher_logits(prep, spec, config, cache_dir, emit) -> tuple[torch.Tensor, str | None]:
     """Teacher logits for every train row, or (when augmenting) only for the held-out rows."""
     if config.augmenting:
-        emit(ProgressEvent("info", "augmentation is on: the teacher runs on every augmented batch, "
-                           "so its outputs are not cached", {"teacher_outputs_cache": None}))
-        held_out = np.concatenate([prep.val_index] + ([prep.eval_index] if prep.eval_index is not None else []))
+        emit(
+            ProgressEvent(
+                "info",
+                "augmentation is on: the teacher runs on every augmented batch, "
+                "so its outputs are not cached",
+                {"teacher_outputs_cache": None},
+            )
+        )
+        held_out = np.concatenate(
+            [prep.val_index] + ([prep.eval_index] if prep.eval_index is not None else [])
+        )
         logits = torch.zeros(prep.train.rows, prep.num_classes)
         logits[held_out] = compute_teacher_outputs(prep.teacher, prep.train.x[held_out])
         return logits, None
@@ -169,8 +242,12 @@ def _check_student(student: torch.nn.Module, sample: torch.Tensor, num_classes: 
         with torch.no_grad():
             out = student.eval()(sample)
     except Exception as exc:
-        raise EngineError("invalid_student", f"the student cannot take examples of shape {list(sample.shape[1:])} "
-                          f"{sample.dtype}: {exc}") from exc
+        raise EngineError(
+            "invalid_student",
+            f"the student cannot take examples of shape {list(sample.shape[1:])} {sample.dtype}: {exc}",
+        ) from exc
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != num_classes:
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise EngineError("invalid_student", f"the student must return [batch, {num_classes}] logits, got {shape}")
+        raise EngineError(
+            "invalid_student", f"the student must return [batch, {num_classes}] logits, got {shape}"
+        )

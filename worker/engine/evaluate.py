@@ -1,4 +1,4 @@
-"""Evaluating and exporting phases: measure teacher and the EXPORTED student on the eval split, write artifacts."""
+"""Evaluating and exporting phases: measure the teacher and the EXPORTED student, write artifacts."""
 
 from __future__ import annotations
 
@@ -20,12 +20,15 @@ logger = logging.getLogger(__name__)
 @torch.no_grad()
 def predict(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Logits of a torch module over x on the CPU, in batches."""
-    return torch.cat([model(torch.from_numpy(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]).numpy()
+    return torch.cat(
+        [model(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    ).numpy()
 
 
-def evaluate_and_export(prep, student, baseline_model, config, out_dir, eval_x, eval_y, eval_logits,
-                        train_spec, eval_spec, emit) -> dict:
-    """Write student.pt, measure everything the report needs, then write the other artifacts and the manifest."""
+def evaluate_and_export(
+    prep, student, baseline_model, config, out_dir, eval_x, eval_y, eval_logits, train_spec, eval_spec, emit
+) -> dict:
+    """Write student.pt, measure what the report needs, then the other artifacts and the manifest."""
     emit(ProgressEvent("phase", "evaluating on the eval split", {"phase": "evaluating"}))
     student = student.to("cpu").float().eval()
     example = torch.from_numpy(eval_x[:2])
@@ -37,24 +40,38 @@ def evaluate_and_export(prep, student, baseline_model, config, out_dir, eval_x, 
     teacher_pred = eval_logits.numpy().argmax(1)
 
     cpu_teacher = prep.teacher if prep.teacher.device == "cpu" else load_teacher(prep.teacher.path, "cpu")
-    teacher = {"accuracy": accuracy(teacher_pred, eval_y), "num_parameters": prep.teacher.num_parameters,
-               "size_bytes": prep.teacher.size_bytes, "latency_ms": latencies(cpu_teacher, example[:1])}
-    student_section = {"accuracy": accuracy(student_pred, eval_y),
-                       "agreement": float(np.mean(student_pred == teacher_pred)),
-                       "num_parameters": count_parameters(student), "size_bytes": os.path.getsize(student_path),
-                       "latency_ms": latencies(exported, example[:1])}
+    teacher = {
+        "accuracy": accuracy(teacher_pred, eval_y),
+        "num_parameters": prep.teacher.num_parameters,
+        "size_bytes": prep.teacher.size_bytes,
+        "latency_ms": latencies(cpu_teacher, example[:1]),
+    }
+    student_section = {
+        "accuracy": accuracy(student_pred, eval_y),
+        "agreement": float(np.mean(student_pred == teacher_pred)),
+        "num_parameters": count_parameters(student),
+        "size_bytes": os.path.getsize(student_path),
+        "latency_ms": latencies(exported, example[:1]),
+    }
     baseline = None
     if baseline_model is not None:
         baseline_pred = predict(baseline_model.to("cpu").float().eval(), eval_x).argmax(1)
-        baseline = {"accuracy": accuracy(baseline_pred, eval_y),
-                    "agreement": float(np.mean(baseline_pred == teacher_pred))}
+        baseline = {
+            "accuracy": accuracy(baseline_pred, eval_y),
+            "agreement": float(np.mean(baseline_pred == teacher_pred)),
+        }
 
     emit(ProgressEvent("phase", "exporting the student", {"phase": "exporting"}))
     artifacts, extra, failures = [ex.TORCHSCRIPT], {}, {}
     input_info = {"shape": prep.train.input_shape, "dtype": str(prep.train.x.dtype)}
     if "safetensors" in config.export:
-        architecture = {"student": config.student, "input": input_info, "num_classes": prep.num_classes,
-                        "vocab_size": prep.vocab_size, "classes": prep.classes}
+        architecture = {
+            "student": config.student,
+            "input": input_info,
+            "num_classes": prep.num_classes,
+            "vocab_size": prep.vocab_size,
+            "classes": prep.classes,
+        }
         artifacts += ex.export_safetensors(student, architecture, out_dir)
     if "onnx" in config.export or "int8" in config.export:
         try:
@@ -63,7 +80,9 @@ def evaluate_and_export(prep, student, baseline_model, config, out_dir, eval_x, 
             extra["onnx_max_abs_diff"] = float(np.max(np.abs(onnx_logits - student_logits)))
             artifacts.append(ex.ONNX)
             if "int8" in config.export:
-                extra["int8"] = _int8_section(onnx_path, out_dir, eval_x, eval_y, teacher_pred, student_section)
+                extra["int8"] = _int8_section(
+                    onnx_path, out_dir, eval_x, eval_y, teacher_pred, student_section
+                )
                 artifacts.append(ex.INT8)
         except Exception as exc:  # an optional format failing must not cost the user the whole job
             failures["onnx"] = f"{type(exc).__name__}: {exc}"
@@ -78,10 +97,20 @@ def evaluate_and_export(prep, student, baseline_model, config, out_dir, eval_x, 
     if failures:
         extra["export_errors"] = failures
     dataset_sha = {"train": prep.train_sha256, "eval": prep.eval_sha256}
-    ex.write_manifest(out_dir, classes=prep.classes, input_shape=input_info["shape"], input_dtype=input_info["dtype"],
-                      teacher_sha256=prep.teacher_sha256, dataset_sha256=dataset_sha, config=config.to_dict(),
-                      artifacts=artifacts + [ex.MANIFEST], tokenizer_path=prep.train.tokenizer_path)
-    extra["artifacts"] = artifacts + [ex.MANIFEST, "report.json"] + (["tokenizer.json"] if prep.train.tokenizer_path else [])
+    ex.write_manifest(
+        out_dir,
+        classes=prep.classes,
+        input_shape=input_info["shape"],
+        input_dtype=input_info["dtype"],
+        teacher_sha256=prep.teacher_sha256,
+        dataset_sha256=dataset_sha,
+        config=config.to_dict(),
+        artifacts=artifacts + [ex.MANIFEST],
+        tokenizer_path=prep.train.tokenizer_path,
+    )
+    extra["artifacts"] = (
+        artifacts + [ex.MANIFEST, "report.json"] + (["tokenizer.json"] if prep.train.tokenizer_path else [])
+    )
     return {"teacher": teacher, "student": student_section, "baseline": baseline, "extra": extra}
 
 
@@ -94,6 +123,10 @@ def _int8_section(onnx_path, out_dir, eval_x, eval_y, teacher_pred, student_sect
     drop = None
     if int8_accuracy is not None and student_section["accuracy"] is not None:
         drop = round(student_section["accuracy"] - int8_accuracy, 6)
-    return {"accuracy": int8_accuracy, "agreement": float(np.mean(pred == teacher_pred)),
-            "accuracy_drop": drop, "size_bytes": os.path.getsize(path),
-            "latency_ms": latencies(lambda x: session.run(None, {name: x.numpy()}), torch.from_numpy(eval_x[:1]))}
+    return {
+        "accuracy": int8_accuracy,
+        "agreement": float(np.mean(pred == teacher_pred)),
+        "accuracy_drop": drop,
+        "size_bytes": os.path.getsize(path),
+        "latency_ms": latencies(lambda x: session.run(None, {name: x.numpy()}), torch.from_numpy(eval_x[:1])),
+    }

@@ -72,14 +72,28 @@ def export_onnx(model: nn.Module, example: torch.Tensor, out_dir: str) -> str:
     path = os.path.join(out_dir, ONNX)
     with quiet():
         try:
-            torch.onnx.export(model, (example,), path, dynamo=False, input_names=["input"],
-                              output_names=["logits"], opset_version=17,
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            torch.onnx.export(
+                model,
+                (example,),
+                path,
+                dynamo=False,
+                input_names=["input"],
+                output_names=["logits"],
+                opset_version=17,
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            )
         except Exception as exc:
             logger.info("TorchScript-based ONNX export failed (%s); trying dynamo", exc)
             batch = torch.export.Dim("batch", min=1)
-            torch.onnx.export(model, (example,), path, dynamo=True, input_names=["input"],
-                              output_names=["logits"], dynamic_shapes=({0: batch},))
+            torch.onnx.export(
+                model,
+                (example,),
+                path,
+                dynamo=True,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+            )
     return path
 
 
@@ -93,8 +107,9 @@ def onnx_session(path: str):
 def run_onnx(session, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Logits of an ONNX model over x, in batches."""
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[i:i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)])
+    return np.concatenate(
+        [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    )
 
 
 def export_pt2(model: nn.Module, example: torch.Tensor, out_dir: str) -> str:
@@ -119,20 +134,41 @@ def library_versions() -> dict:
     """Versions of the libraries that produced the artifacts."""
     import onnxruntime
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "onnxruntime": onnxruntime.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
-def write_manifest(out_dir: str, *, classes, input_shape, input_dtype, teacher_sha256, dataset_sha256,
-                   config: dict, artifacts: list[str], tokenizer_path: str | None) -> str:
+def write_manifest(
+    out_dir: str,
+    *,
+    classes,
+    input_shape,
+    input_dtype,
+    teacher_sha256,
+    dataset_sha256,
+    config: dict,
+    artifacts: list[str],
+    tokenizer_path: str | None,
+) -> str:
     """Write manifest.json; copy the tokenizer beside it when the dataset had one."""
     tokenizer = None
     if tokenizer_path:
         tokenizer = "tokenizer.json"
         shutil.copyfile(tokenizer_path, os.path.join(out_dir, tokenizer))
-    manifest = {"classes": classes, "input": {"shape": input_shape, "dtype": input_dtype},
-                "teacher_sha256": teacher_sha256, "dataset_sha256": dataset_sha256, "config": config,
-                "tokenizer": tokenizer, "artifacts": artifacts, "versions": library_versions()}
+    manifest = {
+        "classes": classes,
+        "input": {"shape": input_shape, "dtype": input_dtype},
+        "teacher_sha256": teacher_sha256,
+        "dataset_sha256": dataset_sha256,
+        "config": config,
+        "tokenizer": tokenizer,
+        "artifacts": artifacts,
+        "versions": library_versions(),
+    }
     path = os.path.join(out_dir, MANIFEST)
     with open(path, "w") as f:
         json.dump(manifest, f, indent=2)

@@ -25,9 +25,23 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 1.0
 # Settings that change the trajectory: a checkpoint written under other values cannot be resumed.
-RESUME_KEYS = ("student", "epochs", "batch_size", "learning_rate", "temperature", "alpha", "loss",
-               "dkd_alpha", "dkd_beta", "seed", "patience", "weight_decay", "warmup_fraction",
-               "grad_clip", "augmentation")
+RESUME_KEYS = (
+    "student",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "temperature",
+    "alpha",
+    "loss",
+    "dkd_alpha",
+    "dkd_beta",
+    "seed",
+    "patience",
+    "weight_decay",
+    "warmup_fraction",
+    "grad_clip",
+    "augmentation",
+)
 
 
 @dataclass
@@ -56,11 +70,14 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_fraction: float) -
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, device: str, batch_size: int = 1024) -> tuple[float | None, float | None]:
+def evaluate(
+    model: nn.Module, split: Split, device: str, batch_size: int = 1024
+) -> tuple[float | None, float | None]:
     """(accuracy, agreement with the teacher's argmax) of `model` on `split`; None where not measurable."""
     model.eval()
-    preds = torch.cat([model(split.x[i:i + batch_size].to(device)).argmax(1)
-                       for i in range(0, len(split.x), batch_size)])
+    preds = torch.cat(
+        [model(split.x[i : i + batch_size].to(device)).argmax(1) for i in range(0, len(split.x), batch_size)]
+    )
     accuracy = agreement = None
     if split.y is not None:
         accuracy = (preds == split.y.to(device)).float().mean().item()
@@ -69,17 +86,29 @@ def evaluate(model: nn.Module, split: Split, device: str, batch_size: int = 1024
     return accuracy, agreement
 
 
-def train_student(model: nn.Module, train: Split, val: Split, config: DistillConfig, *, alpha: float,
-                  num_classes: int, device: str, teacher: Callable | None = None,
-                  progress: Callable[[ProgressEvent], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None, checkpoint_dir: str | None = None,
-                  report_progress: bool = True) -> TrainResult:
+def train_student(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    config: DistillConfig,
+    *,
+    alpha: float,
+    num_classes: int,
+    device: str,
+    teacher: Callable | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_dir: str | None = None,
+    report_progress: bool = True,
+) -> TrainResult:
     """Train `model` in place and leave it holding the best epoch's weights."""
     emit = progress if (progress and report_progress) else (lambda event: None)
     n = len(train.x)
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     forward = _maybe_compile(model, config, progress)
     use_bf16 = device.startswith("cuda")
     select_by = "accuracy" if val.y is not None else "agreement"
@@ -106,8 +135,13 @@ def train_student(model: nn.Module, train: Split, val: Split, config: DistillCon
             generator.set_state(tensors["generator"])
             perm, loss_sum = tensors["perm"], tensors["loss_sum"].to(device)
         if progress:
-            progress(ProgressEvent("info", f"resuming from epoch {epoch + 1}, step {start_step}",
-                                   {"epoch": epoch, "step": start_step, "resumed": True}))
+            progress(
+                ProgressEvent(
+                    "info",
+                    f"resuming from epoch {epoch + 1}, step {start_step}",
+                    {"epoch": epoch, "step": start_step, "resumed": True},
+                )
+            )
     elif saved is not None and progress:
         progress(ProgressEvent("warning", "ignoring a checkpoint written with other settings", {}))
 
@@ -122,11 +156,23 @@ def train_student(model: nn.Module, train: Split, val: Split, config: DistillCon
         tensors.update(rng_tensors)
         if position_step > 0:
             tensors.update({"generator": generator.get_state(), "perm": perm, "loss_sum": loss_sum})
-        ckpt.save_checkpoint(checkpoint_dir, tensors, {
-            "epoch": position_epoch, "step": position_step, "global_step": global_step,
-            "history": history, "best_metric": best_metric, "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs, "finished": finished, "optimizer_groups": groups,
-            "rng": rng_meta, "config": config.to_dict()})
+        ckpt.save_checkpoint(
+            checkpoint_dir,
+            tensors,
+            {
+                "epoch": position_epoch,
+                "step": position_step,
+                "global_step": global_step,
+                "history": history,
+                "best_metric": best_metric,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs,
+                "finished": finished,
+                "optimizer_groups": groups,
+                "rng": rng_meta,
+                "config": config.to_dict(),
+            },
+        )
 
     last_report = time.monotonic()
     while epoch < config.epochs and not finished:
@@ -139,9 +185,13 @@ def train_student(model: nn.Module, train: Split, val: Split, config: DistillCon
         for step in range(start_step, steps_per_epoch):
             if should_stop is not None and should_stop():
                 save(epoch, step)
-                raise EngineError("cancelled", f"stopped at epoch {epoch + 1}, step {step}; "
-                                  "a checkpoint was saved" if checkpoint_dir else "stopped on request")
-            index = perm[step * config.batch_size:(step + 1) * config.batch_size]
+                raise EngineError(
+                    "cancelled",
+                    f"stopped at epoch {epoch + 1}, step {step}; a checkpoint was saved"
+                    if checkpoint_dir
+                    else "stopped on request",
+                )
+            index = perm[step * config.batch_size : (step + 1) * config.batch_size]
             x = train.x[index.to(train.x.device)].to(device, non_blocking=True)
             y = None if train.y is None else train.y[index.to(train.y.device)].to(device)
             if config.augmenting:
@@ -155,8 +205,16 @@ def train_student(model: nn.Module, train: Split, val: Split, config: DistillCon
                 group["lr"] = lr
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 student_logits = forward(x)
-            loss = distillation_loss(config.loss, student_logits.float(), teacher_logits, y,
-                                     config.temperature, alpha, config.dkd_alpha, config.dkd_beta)
+            loss = distillation_loss(
+                config.loss,
+                student_logits.float(),
+                teacher_logits,
+                y,
+                config.temperature,
+                alpha,
+                config.dkd_alpha,
+                config.dkd_beta,
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
@@ -171,8 +229,14 @@ def train_student(model: nn.Module, train: Split, val: Split, config: DistillCon
 
         train_loss = (loss_sum / n).item()
         accuracy, agreement = evaluate(model, val, device)
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "eval_accuracy": accuracy,
-                        "eval_agreement": agreement})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "eval_accuracy": accuracy,
+                "eval_agreement": agreement,
+            }
+        )
         metric = accuracy if select_by == "accuracy" else agreement
         if metric is not None and (best_metric is None or metric > best_metric):
             best_metric, best_epoch, bad_epochs = metric, epoch + 1, 0
@@ -183,8 +247,13 @@ def train_student(model: nn.Module, train: Split, val: Split, config: DistillCon
         if config.patience is not None and bad_epochs >= config.patience:
             finished = True
             if progress and report_progress:
-                progress(ProgressEvent("info", f"early stop: no better validation {select_by} for "
-                                       f"{bad_epochs} epochs", {"epoch": epoch}))
+                progress(
+                    ProgressEvent(
+                        "info",
+                        f"early stop: no better validation {select_by} for {bad_epochs} epochs",
+                        {"epoch": epoch},
+                    )
+                )
         finished = finished or epoch >= config.epochs
         save(epoch, 0)
         last_report = time.monotonic()
@@ -196,10 +265,17 @@ def train_student(model: nn.Module, train: Split, val: Split, config: DistillCon
     return TrainResult(history, best_epoch, best_metric)
 
 
-def _progress_event(epoch: int, epochs: int, step: int, total_steps: int, epoch_end: bool = False) -> ProgressEvent:
+def _progress_event(
+    epoch: int, epochs: int, step: int, total_steps: int, epoch_end: bool = False
+) -> ProgressEvent:
     fraction = step / total_steps if total_steps else 1.0
-    data = {"epoch": epoch + 1, "epochs": epochs, "step": step, "total_steps": total_steps,
-            "fraction": round(fraction, 4)}
+    data = {
+        "epoch": epoch + 1,
+        "epochs": epochs,
+        "step": step,
+        "total_steps": total_steps,
+        "fraction": round(fraction, 4),
+    }
     word = "finished" if epoch_end else "in"
     return ProgressEvent("progress", f"{word} epoch {epoch + 1}/{epochs}, step {step}/{total_steps}", data)
 

@@ -25,8 +25,13 @@ def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return kl * temperature**2
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None,
-            temperature: float, alpha: float) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor | None,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
     """Knowledge distillation, Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network" (2015).
 
     (1 - alpha) * CE(s, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T)); without targets alpha is 1.
@@ -38,8 +43,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
     return (1 - alpha) * hard + alpha * soft
 
 
-def mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None,
-             alpha: float) -> torch.Tensor:
+def mse_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None, alpha: float
+) -> torch.Tensor:
     """Logit matching, Ba & Caruana, "Do Deep Nets Really Need to be Deep?" (NeurIPS 2014).
 
     (1 - alpha) * CE(s, y) + alpha * mean squared error between student and teacher logits.
@@ -50,8 +56,15 @@ def mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets
     return (1 - alpha) * hard + alpha * F.mse_loss(student_logits, teacher_logits)
 
 
-def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None,
-             temperature: float, alpha: float, dkd_alpha: float = 1.0, dkd_beta: float = 8.0) -> torch.Tensor:
+def dkd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor | None,
+    temperature: float,
+    alpha: float,
+    dkd_alpha: float = 1.0,
+    dkd_beta: float = 8.0,
+) -> torch.Tensor:
     """Decoupled KD, Zhao et al., "Decoupled Knowledge Distillation" (CVPR 2022).
 
     DKD = T^2 * (dkd_alpha * TCKD + dkd_beta * NCKD), where TCKD is the binary KL of target vs. rest
@@ -81,9 +94,16 @@ def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets
     return (1 - alpha) * hard + alpha * dkd
 
 
-def distillation_loss(name: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                      targets: torch.Tensor | None, temperature: float, alpha: float,
-                      dkd_alpha: float = 1.0, dkd_beta: float = 8.0) -> torch.Tensor:
+def distillation_loss(
+    name: str,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor | None,
+    temperature: float,
+    alpha: float,
+    dkd_alpha: float = 1.0,
+    dkd_beta: float = 8.0,
+) -> torch.Tensor:
     """Dispatch to the loss named in the configuration ("kl", "mse" or "dkd")."""
     if name == "kl":
         return kd_loss(student_logits, teacher_logits, targets, temperature, alpha)

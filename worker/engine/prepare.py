@@ -38,8 +38,13 @@ class Prepared:
     vocab_size: int | None
 
 
-def prepare(teacher_path: str, train_spec: DatasetSpec, eval_spec: DatasetSpec | None, config: DistillConfig,
-            device: str) -> Prepared:
+def prepare(
+    teacher_path: str,
+    train_spec: DatasetSpec,
+    eval_spec: DatasetSpec | None,
+    config: DistillConfig,
+    device: str,
+) -> Prepared:
     """Load and cross-check the inputs; raise EngineError with a message a user can act on."""
     teacher = load_teacher(teacher_path, device)
     train = load_dataset(train_spec)
@@ -50,8 +55,11 @@ def prepare(teacher_path: str, train_spec: DatasetSpec, eval_spec: DatasetSpec |
             eval_spec = dataclasses.replace(eval_spec, classes=train.classes)
         evaluation = load_dataset(eval_spec)
         if evaluation.input_shape != train.input_shape or evaluation.x.dtype != train.x.dtype:
-            raise EngineError("invalid_dataset", f"eval examples are {evaluation.input_shape} {evaluation.x.dtype} "
-                              f"but train examples are {train.input_shape} {train.x.dtype}")
+            raise EngineError(
+                "invalid_dataset",
+                f"eval examples are {evaluation.input_shape} {evaluation.x.dtype} "
+                f"but train examples are {train.input_shape} {train.x.dtype}",
+            )
     label_classes = [d.num_classes for d in (train, evaluation) if d is not None and d.y is not None]
     num_label_classes = max(label_classes) if label_classes else None
     num_classes = check_teacher(teacher, train.x, num_label_classes)
@@ -60,22 +68,36 @@ def prepare(teacher_path: str, train_spec: DatasetSpec, eval_spec: DatasetSpec |
         classes = list(evaluation.classes)
     classes += [str(i) for i in range(len(classes), num_classes)]  # teacher classes the data never names
 
-    train_index, val_index, eval_index = split_indices(train.rows, config.seed, holdout_eval=evaluation is None)
+    train_index, val_index, eval_index = split_indices(
+        train.rows, config.seed, holdout_eval=evaluation is None
+    )
     return Prepared(
-        teacher=teacher, teacher_sha256=file_sha256(teacher_path), train=train,
-        train_sha256=train_spec.sha256 or file_sha256(train_spec.path), eval=evaluation,
+        teacher=teacher,
+        teacher_sha256=file_sha256(teacher_path),
+        train=train,
+        train_sha256=train_spec.sha256 or file_sha256(train_spec.path),
+        eval=evaluation,
         eval_sha256=None if eval_spec is None else eval_spec.sha256 or file_sha256(eval_spec.path),
-        train_index=train_index, val_index=val_index, eval_index=eval_index, num_classes=num_classes,
-        classes=classes[:num_classes], vocab_size=_vocab_size(train, evaluation),
+        train_index=train_index,
+        val_index=val_index,
+        eval_index=eval_index,
+        num_classes=num_classes,
+        classes=classes[:num_classes],
+        vocab_size=_vocab_size(train, evaluation),
     )
 
 
-def split_indices(rows: int, seed: int, holdout_eval: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def split_indices(
+    rows: int, seed: int, holdout_eval: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Seeded (train, validation, eval) row indices; eval is taken first and only when holdout_eval."""
     needed = 3 if holdout_eval else 2
     if rows < needed:
-        raise EngineError("invalid_dataset", f"the training data has {rows} rows; at least {needed} are needed "
-                          "(a validation slice" + (" and an eval split" if holdout_eval else "") + " are held out)")
+        raise EngineError(
+            "invalid_dataset",
+            f"the training data has {rows} rows; at least {needed} are needed "
+            "(a validation slice" + (" and an eval split" if holdout_eval else "") + " are held out)",
+        )
     order = np.random.default_rng(seed).permutation(rows)
     eval_index = None
     if holdout_eval:

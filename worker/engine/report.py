@@ -16,13 +16,26 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-REPORT_KEYS = ("job_id", "device", "train_seconds", "eval_examples", "classes", "teacher", "student",
-               "baseline", "compression_ratio", "speedup", "teacher_outputs_cache", "history")
+REPORT_KEYS = (
+    "job_id",
+    "device",
+    "train_seconds",
+    "eval_examples",
+    "classes",
+    "teacher",
+    "student",
+    "baseline",
+    "compression_ratio",
+    "speedup",
+    "teacher_outputs_cache",
+    "history",
+)
 
 
 @torch.no_grad()
-def latency_ms(run: Callable[[torch.Tensor], object], example: torch.Tensor, batch: int,
-               warmup: int = 3, runs: int = 15) -> float:
+def latency_ms(
+    run: Callable[[torch.Tensor], object], example: torch.Tensor, batch: int, warmup: int = 3, runs: int = 15
+) -> float:
     """Median wall time in milliseconds of `run` on a batch of `batch` rows, after warmup."""
     reps = max(1, -(-batch // len(example)))
     x = example.repeat(reps, *([1] * (example.ndim - 1)))[:batch].contiguous()
@@ -56,16 +69,26 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def device_name(device: str) -> str:
-    """"cpu" or "cuda:0 <GPU name>"."""
+    """ "cpu" or "cuda:0 <GPU name>"."""
     if not device.startswith("cuda"):
         return "cpu"
     index = torch.device(device).index or 0
     return f"cuda:{index} {torch.cuda.get_device_name(index)}"
 
 
-def build_report(*, device: str, train_seconds: float, eval_examples: int, classes: list[str],
-                 teacher: dict, student: dict, baseline: dict | None, teacher_outputs_cache: str | None,
-                 history: list[dict], extra: dict) -> dict:
+def build_report(
+    *,
+    device: str,
+    train_seconds: float,
+    eval_examples: int,
+    classes: list[str],
+    teacher: dict,
+    student: dict,
+    baseline: dict | None,
+    teacher_outputs_cache: str | None,
+    history: list[dict],
+    extra: dict,
+) -> dict:
     """Assemble the report with DESIGN.md's keys (job_id is filled by the caller), plus extras."""
     report = {
         "job_id": None,
@@ -77,7 +100,9 @@ def build_report(*, device: str, train_seconds: float, eval_examples: int, class
         "student": student,
         "baseline": baseline,
         "compression_ratio": ratio(teacher["num_parameters"], student["num_parameters"]),
-        "speedup": {k: ratio(teacher["latency_ms"][k], student["latency_ms"][k]) for k in ("batch_1", "batch_64")},
+        "speedup": {
+            k: ratio(teacher["latency_ms"][k], student["latency_ms"][k]) for k in ("batch_1", "batch_64")
+        },
         "teacher_outputs_cache": teacher_outputs_cache,
         "history": history,
     }

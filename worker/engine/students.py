@@ -40,8 +40,12 @@ class CNN(nn.Module):
         blocks: list[nn.Module] = []
         width = in_channels
         for size in channels:
-            blocks += [nn.Conv2d(width, size, 3, padding=1, bias=False), nn.BatchNorm2d(size), nn.ReLU(),
-                       nn.MaxPool2d(2, ceil_mode=True)]
+            blocks += [
+                nn.Conv2d(width, size, 3, padding=1, bias=False),
+                nn.BatchNorm2d(size),
+                nn.ReLU(),
+                nn.MaxPool2d(2, ceil_mode=True),
+            ]
             width = size
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -54,9 +58,14 @@ class CNN(nn.Module):
 
 def _positive_ints(spec: dict, key: str, default: list[int]) -> list[int]:
     value = spec.get(key, default)
-    if (not isinstance(value, list) or not value
-            or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65536 for v in value)):
-        raise EngineError("invalid_student", f"{key} must be a non-empty list of positive integers, got {value!r}")
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65536 for v in value)
+    ):
+        raise EngineError(
+            "invalid_student", f"{key} must be a non-empty list of positive integers, got {value!r}"
+        )
     return value
 
 
@@ -70,12 +79,16 @@ def _dropout(spec: dict) -> float:
 def _check_keys(spec: dict, allowed: set[str]) -> None:
     unknown = sorted(set(spec) - allowed - {"architecture"})
     if unknown:
-        raise EngineError("invalid_student", f"unknown student setting(s) {unknown} for "
-                          f"{spec.get('architecture')!r}; known: {sorted(allowed)}")
+        raise EngineError(
+            "invalid_student",
+            f"unknown student setting(s) {unknown} for "
+            f"{spec.get('architecture')!r}; known: {sorted(allowed)}",
+        )
 
 
-def build_student(spec: dict, input_shape: list[int], input_dtype: str, num_classes: int,
-                  vocab_size: int | None = None) -> nn.Module:
+def build_student(
+    spec: dict, input_shape: list[int], input_dtype: str, num_classes: int, vocab_size: int | None = None
+) -> nn.Module:
     """Build a fresh student from its spec for inputs of `input_shape` (per example) and `num_classes`."""
     if not isinstance(spec, dict):
         raise EngineError("invalid_student", f"student must be an object, got {spec!r}")
@@ -88,8 +101,11 @@ def build_student(spec: dict, input_shape: list[int], input_dtype: str, num_clas
         return build_text_student(spec, input_shape, num_classes, vocab_size)
     is_float = "float" in str(input_dtype)
     if architecture in ("mlp", "cnn") and not is_float:
-        raise EngineError("invalid_student", f"{architecture!r} needs float features but the data is "
-                          f"{input_dtype}; for token ids use one of {list(TEXT_ARCHITECTURES)}")
+        raise EngineError(
+            "invalid_student",
+            f"{architecture!r} needs float features but the data is "
+            f"{input_dtype}; for token ids use one of {list(TEXT_ARCHITECTURES)}",
+        )
     if architecture == "mlp":
         _check_keys(spec, {"hidden_sizes", "dropout"})
         hidden = spec.get("hidden_sizes", [64])
@@ -99,12 +115,18 @@ def build_student(spec: dict, input_shape: list[int], input_dtype: str, num_clas
     if architecture == "cnn":
         _check_keys(spec, {"channels", "dropout"})
         if len(input_shape) != 3:
-            raise EngineError("invalid_student", f"'cnn' needs examples shaped [channels, height, width], "
-                              f"got {input_shape}; use 'mlp' for flat features")
+            raise EngineError(
+                "invalid_student",
+                f"'cnn' needs examples shaped [channels, height, width], "
+                f"got {input_shape}; use 'mlp' for flat features",
+            )
         return CNN(input_shape[0], _positive_ints(spec, "channels", [16, 32]), num_classes, _dropout(spec))
     known = ["mlp", "cnn", *TEXT_ARCHITECTURES]
-    raise EngineError("invalid_student", f"unknown student architecture {architecture!r}; known: {known}, "
-                      "or {'model_path': ...} for an uploaded TorchScript student")
+    raise EngineError(
+        "invalid_student",
+        f"unknown student architecture {architecture!r}; known: {known}, "
+        "or {'model_path': ...} for an uploaded TorchScript student",
+    )
 
 
 def load_uploaded_student(path: str) -> nn.Module:

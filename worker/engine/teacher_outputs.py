@@ -30,36 +30,51 @@ def check_teacher(teacher: Teacher, x: np.ndarray, num_label_classes: int | None
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         expected = ""
         if teacher.input_shape is not None:
-            expected = f" (the teacher expects {teacher.input_shape[1:]} of {np.dtype(teacher.input_dtype).name})"
-        raise EngineError("input_mismatch", f"the teacher cannot take this data: examples of shape "
-                          f"{list(x.shape[1:])} and dtype {x.dtype}{expected}; teacher error: {first_line}") from exc
+            expected = (
+                f" (the teacher expects {teacher.input_shape[1:]} of {np.dtype(teacher.input_dtype).name})"
+            )
+        raise EngineError(
+            "input_mismatch",
+            f"the teacher cannot take this data: examples of shape "
+            f"{list(x.shape[1:])} and dtype {x.dtype}{expected}; teacher error: {first_line}",
+        ) from exc
     if logits.shape[0] != sample.shape[0]:
-        raise EngineError("input_mismatch", f"the teacher returned {logits.shape[0]} rows for "
-                          f"{sample.shape[0]} examples of shape {list(x.shape[1:])}")
+        raise EngineError(
+            "input_mismatch",
+            f"the teacher returned {logits.shape[0]} rows for "
+            f"{sample.shape[0]} examples of shape {list(x.shape[1:])}",
+        )
     width = int(logits.shape[1])
     if num_label_classes is not None and width < num_label_classes:
-        raise EngineError("class_mismatch", f"teacher outputs {width} classes but the dataset has "
-                          f"{num_label_classes} labels")
+        raise EngineError(
+            "class_mismatch",
+            f"teacher outputs {width} classes but the dataset has {num_label_classes} labels",
+        )
     return width
 
 
 @torch.no_grad()
-def compute_teacher_outputs(teacher: Teacher, x: np.ndarray, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
+def compute_teacher_outputs(
+    teacher: Teacher, x: np.ndarray, batch_size: int = INFERENCE_BATCH
+) -> torch.Tensor:
     """Teacher logits for every row of x, on the CPU, as float32 [N, C]."""
     parts = []
     for start in range(0, len(x), batch_size):
-        parts.append(teacher(torch.from_numpy(x[start:start + batch_size])).float().cpu())
+        parts.append(teacher(torch.from_numpy(x[start : start + batch_size])).float().cpu())
     return torch.cat(parts)
 
 
 def cache_key(teacher_sha256: str, dataset_sha256: str, preprocessing: dict) -> str:
     """Key of cached teacher outputs: the teacher file, the dataset file and how it was read."""
-    blob = json.dumps({"teacher": teacher_sha256, "dataset": dataset_sha256, "pre": preprocessing},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"teacher": teacher_sha256, "dataset": dataset_sha256, "pre": preprocessing}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def teacher_outputs(teacher: Teacher, x: np.ndarray, cache_dir: str | None, key: str) -> tuple[torch.Tensor, str | None]:
+def teacher_outputs(
+    teacher: Teacher, x: np.ndarray, cache_dir: str | None, key: str
+) -> tuple[torch.Tensor, str | None]:
     """Teacher logits for x, read from `cache_dir` when present there; returns (logits, "hit"|"miss"|None)."""
     if cache_dir is None:
         return compute_teacher_outputs(teacher, x), None

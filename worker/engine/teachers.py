@@ -15,10 +15,25 @@ from worker.engine.errors import EngineError
 logger = logging.getLogger(__name__)
 
 SUPPORTED = "TorchScript (torch.jit.save) or ONNX"
-_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
-                10: "float16", 11: "float64", 16: "bfloat16"}
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
-               "tensor(int32)": np.int32, "tensor(float16)": np.float16}
+_ONNX_DTYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    16: "bfloat16",
+}
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(float16)": np.float16,
+}
 
 
 def sniff_format(path: str) -> str:
@@ -31,8 +46,10 @@ def sniff_format(path: str) -> str:
     if head.startswith(b"PK"):
         return _sniff_zip(path)
     if head[:1] == b"\x80":  # pickle protocol 2+ opcode: never unpickle user files
-        raise EngineError("invalid_model", f"this is a raw Python pickle, which is refused for safety; "
-                          f"upload a {SUPPORTED} model")
+        raise EngineError(
+            "invalid_model",
+            f"this is a raw Python pickle, which is refused for safety; upload a {SUPPORTED} model",
+        )
     if _onnx_graph(path) is not None:
         return "onnx"
     raise EngineError("invalid_model", f"unrecognised model file; upload a {SUPPORTED} model")
@@ -47,12 +64,16 @@ def _sniff_zip(path: str) -> str:
     if any(p.startswith("code/") for p in parts) and "constants.pkl" in parts:
         return "torchscript"
     if "models/model.json" in parts or any(p.startswith("models/") for p in parts):
-        raise EngineError("invalid_model", f"torch.export (.pt2) programs are not accepted yet; "
-                          f"upload a {SUPPORTED} model")
+        raise EngineError(
+            "invalid_model", f"torch.export (.pt2) programs are not accepted yet; upload a {SUPPORTED} model"
+        )
     if "data.pkl" in parts:
-        raise EngineError("invalid_model", "this is a torch.save archive (a pickled module or state_dict), "
-                          f"which cannot be run without its Python code; export a {SUPPORTED} model, "
-                          "e.g. torch.jit.save(torch.jit.script(model), 'teacher.pt')")
+        raise EngineError(
+            "invalid_model",
+            "this is a torch.save archive (a pickled module or state_dict), "
+            f"which cannot be run without its Python code; export a {SUPPORTED} model, "
+            "e.g. torch.jit.save(torch.jit.script(model), 'teacher.pt')",
+        )
     raise EngineError("invalid_model", f"unrecognised zip archive; upload a {SUPPORTED} model")
 
 
@@ -133,7 +154,9 @@ def _as_logits(out) -> torch.Tensor:
         out = out[0]
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise EngineError("invalid_model", f"the model must return logits of shape [batch, classes], got {shape}")
+        raise EngineError(
+            "invalid_model", f"the model must return logits of shape [batch, classes], got {shape}"
+        )
     return out.float()
 
 
@@ -145,8 +168,12 @@ def load_teacher(path: str, device: str = "cpu") -> Teacher:
 def inspect_model(path: str) -> dict:
     """Open a teacher/student file (TorchScript or ONNX, recognised by content) and describe it."""
     teacher = load_teacher(path, "cpu")
-    info = {"format": teacher.format, "num_parameters": teacher.num_parameters, "input": None,
-            "num_classes": None}
+    info = {
+        "format": teacher.format,
+        "num_parameters": teacher.num_parameters,
+        "input": None,
+        "num_classes": None,
+    }
     if teacher.format == "onnx":
         dtype = np.dtype(teacher.input_dtype).name if teacher.input_dtype else None
         info["input"] = {"shape": teacher.input_shape[1:], "dtype": dtype}
