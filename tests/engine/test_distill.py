@@ -1,6 +1,7 @@
 """End-to-end distillation on digits: quality, report, artifacts, baseline, ONNX teacher, cache."""
 
 import json
+import warnings
 
 import numpy as np
 import onnxruntime as ort
@@ -204,3 +205,19 @@ def test_cnn_student_on_image_shaped_data(tmp_path, teacher_path):
     cnn = {"architecture": "cnn", "channels": [8, 16]}
     report = distill(str(wrapped), spec, None, config(student=cnn, epochs=2), str(tmp_path / "out"))
     assert report["student"]["num_parameters"] < report["teacher"]["num_parameters"]
+
+
+def test_uploaded_torchscript_student_is_fine_tuned(tmp_path, teacher_path, train_spec, test_spec):
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(64, 24), torch.nn.ReLU(), torch.nn.Linear(24, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(module), str(tmp_path / "student_in.pt"))
+    student = {"model_path": str(tmp_path / "student_in.pt")}
+    report = distill(
+        teacher_path, train_spec, test_spec, config(student=student, epochs=10), str(tmp_path / "out")
+    )
+    assert report["student"]["num_parameters"] == 64 * 24 + 24 + 24 * 10 + 10
+    assert report["student"]["accuracy"] >= 0.9
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["config"]["student"] == {"uploaded": "student_in.pt"}  # no server paths in artifacts

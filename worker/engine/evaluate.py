@@ -66,7 +66,7 @@ def evaluate_and_export(
     input_info = {"shape": prep.train.input_shape, "dtype": str(prep.train.x.dtype)}
     if "safetensors" in config.export:
         architecture = {
-            "student": config.student,
+            "student": public_student_spec(config.student),
             "input": input_info,
             "num_classes": prep.num_classes,
             "vocab_size": prep.vocab_size,
@@ -104,7 +104,7 @@ def evaluate_and_export(
         input_dtype=input_info["dtype"],
         teacher_sha256=prep.teacher_sha256,
         dataset_sha256=dataset_sha,
-        config=config.to_dict(),
+        config={**config.to_dict(), "student": public_student_spec(config.student)},
         artifacts=artifacts + [ex.MANIFEST],
         tokenizer_path=prep.train.tokenizer_path,
     )
@@ -112,6 +112,13 @@ def evaluate_and_export(
         artifacts + [ex.MANIFEST, "report.json"] + (["tokenizer.json"] if prep.train.tokenizer_path else [])
     )
     return {"teacher": teacher, "student": student_section, "baseline": baseline, "extra": extra}
+
+
+def public_student_spec(spec: dict) -> dict:
+    """The student spec as shown to users: an uploaded student's server path becomes its file name."""
+    if "model_path" in spec:
+        return {"uploaded": os.path.basename(spec["model_path"])}
+    return spec
 
 
 def _int8_section(onnx_path, out_dir, eval_x, eval_y, teacher_pred, student_section) -> dict:

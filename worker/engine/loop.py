@@ -20,28 +20,11 @@ from worker.engine.augment import augment_batch
 from worker.engine.config import DistillConfig, ProgressEvent
 from worker.engine.errors import EngineError
 from worker.engine.losses import distillation_loss
+from worker.engine.training_steps import evaluate, lr_at, maybe_compile, progress_event, same_run
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 1.0
-# Settings that change the trajectory: a checkpoint written under other values cannot be resumed.
-RESUME_KEYS = (
-    "student",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "temperature",
-    "alpha",
-    "loss",
-    "dkd_alpha",
-    "dkd_beta",
-    "seed",
-    "patience",
-    "weight_decay",
-    "warmup_fraction",
-    "grad_clip",
-    "augmentation",
-)
 
 
 @dataclass
@@ -58,32 +41,6 @@ class TrainResult:
     history: list[dict]
     best_epoch: int
     best_metric: float | None
-
-
-def lr_at(step: int, total_steps: int, base_lr: float, warmup_fraction: float) -> float:
-    """Linear warmup then cosine decay to zero."""
-    warmup = int(warmup_fraction * total_steps)
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total_steps - warmup)
-    return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, split: Split, device: str, batch_size: int = 1024
-) -> tuple[float | None, float | None]:
-    """(accuracy, agreement with the teacher's argmax) of `model` on `split`; None where not measurable."""
-    model.eval()
-    preds = torch.cat(
-        [model(split.x[i : i + batch_size].to(device)).argmax(1) for i in range(0, len(split.x), batch_size)]
-    )
-    accuracy = agreement = None
-    if split.y is not None:
-        accuracy = (preds == split.y.to(device)).float().mean().item()
-    if split.teacher_logits is not None:
-        agreement = (preds == split.teacher_logits.to(device).argmax(1)).float().mean().item()
-    return accuracy, agreement
 
 
 def train_student(
@@ -109,7 +66,7 @@ def train_student(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    forward = _maybe_compile(model, config, progress)
+    forward = maybe_compile(model, config, progress)
     use_bf16 = device.startswith("cuda")
     select_by = "accuracy" if val.y is not None else "agreement"
 
@@ -121,7 +78,7 @@ def train_student(
     generator, perm, loss_sum = None, None, torch.zeros((), device=device)
 
     saved = ckpt.load_checkpoint(checkpoint_dir)
-    if saved is not None and _same_run(saved[1], config):
+    if saved is not None and same_run(saved[1], config):
         tensors, meta = saved
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best_state = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
@@ -225,7 +182,7 @@ def train_student(
             global_step += 1
             if time.monotonic() - last_report >= PROGRESS_EVERY_S:
                 last_report = time.monotonic()
-                emit(_progress_event(epoch, config.epochs, global_step, total_steps))
+                emit(progress_event(epoch, config.epochs, global_step, total_steps))
 
         train_loss = (loss_sum / n).item()
         accuracy, agreement = evaluate(model, val, device)
@@ -257,41 +214,9 @@ def train_student(
         finished = finished or epoch >= config.epochs
         save(epoch, 0)
         last_report = time.monotonic()
-        emit(_progress_event(epoch - 1, config.epochs, global_step, total_steps, epoch_end=True))
+        emit(progress_event(epoch - 1, config.epochs, global_step, total_steps, epoch_end=True))
         emit(ProgressEvent("metrics", f"epoch {epoch}: train loss {train_loss:.4f}", dict(history[-1])))
 
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(history, best_epoch, best_metric)
-
-
-def _progress_event(
-    epoch: int, epochs: int, step: int, total_steps: int, epoch_end: bool = False
-) -> ProgressEvent:
-    fraction = step / total_steps if total_steps else 1.0
-    data = {
-        "epoch": epoch + 1,
-        "epochs": epochs,
-        "step": step,
-        "total_steps": total_steps,
-        "fraction": round(fraction, 4),
-    }
-    word = "finished" if epoch_end else "in"
-    return ProgressEvent("progress", f"{word} epoch {epoch + 1}/{epochs}, step {step}/{total_steps}", data)
-
-
-def _same_run(meta: dict, config: DistillConfig) -> bool:
-    saved = meta.get("config", {})
-    current = config.to_dict()
-    return all(saved.get(k) == current[k] for k in RESUME_KEYS)
-
-
-def _maybe_compile(model: nn.Module, config: DistillConfig, progress) -> Callable:
-    if not config.compile:
-        return model
-    try:
-        return torch.compile(model)
-    except Exception as exc:  # compilation is an optimisation; never fail a job over it
-        if progress:
-            progress(ProgressEvent("warning", f"torch.compile failed, training uncompiled: {exc}", {}))
-        return model

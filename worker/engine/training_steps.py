@@ -1,0 +1,92 @@
+"""Small pieces of the training loop: the learning-rate schedule, validation, progress events, compile."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from worker.engine.config import DistillConfig, ProgressEvent
+
+if TYPE_CHECKING:
+    from worker.engine.loop import Split
+
+# Settings that change the trajectory: a checkpoint written under other values cannot be resumed.
+RESUME_KEYS = (
+    "student",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "temperature",
+    "alpha",
+    "loss",
+    "dkd_alpha",
+    "dkd_beta",
+    "seed",
+    "patience",
+    "weight_decay",
+    "warmup_fraction",
+    "grad_clip",
+    "augmentation",
+)
+
+
+def lr_at(step: int, total_steps: int, base_lr: float, warmup_fraction: float) -> float:
+    """Linear warmup then cosine decay to zero."""
+    warmup = int(warmup_fraction * total_steps)
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, split: Split, device: str, batch_size: int = 1024
+) -> tuple[float | None, float | None]:
+    """(accuracy, agreement with the teacher's argmax) of `model` on `split`; None where not measurable."""
+    model.eval()
+    preds = torch.cat(
+        [model(split.x[i : i + batch_size].to(device)).argmax(1) for i in range(0, len(split.x), batch_size)]
+    )
+    accuracy = agreement = None
+    if split.y is not None:
+        accuracy = (preds == split.y.to(device)).float().mean().item()
+    if split.teacher_logits is not None:
+        agreement = (preds == split.teacher_logits.to(device).argmax(1)).float().mean().item()
+    return accuracy, agreement
+
+
+def progress_event(
+    epoch: int, epochs: int, step: int, total_steps: int, epoch_end: bool = False
+) -> ProgressEvent:
+    fraction = step / total_steps if total_steps else 1.0
+    data = {
+        "epoch": epoch + 1,
+        "epochs": epochs,
+        "step": step,
+        "total_steps": total_steps,
+        "fraction": round(fraction, 4),
+    }
+    word = "finished" if epoch_end else "in"
+    return ProgressEvent("progress", f"{word} epoch {epoch + 1}/{epochs}, step {step}/{total_steps}", data)
+
+
+def same_run(meta: dict, config: DistillConfig) -> bool:
+    saved = meta.get("config", {})
+    current = config.to_dict()
+    return all(saved.get(k) == current[k] for k in RESUME_KEYS)
+
+
+def maybe_compile(model: nn.Module, config: DistillConfig, progress) -> Callable:
+    if not config.compile:
+        return model
+    try:
+        return torch.compile(model)
+    except Exception as exc:  # compilation is an optimisation; never fail a job over it
+        if progress:
+            progress(ProgressEvent("warning", f"torch.compile failed, training uncompiled: {exc}", {}))
+        return model
