@@ -40,7 +40,7 @@ def _ready_input(session: Session, cls: type, obj_id: str, tenant: Tenant, what:
 
 
 def _shapes_fit(expected: list, actual: list) -> bool:
-    """Whether an example shape fits a model's input shape without its batch axis (named axes fit anything)."""
+    """Whether an example's shape fits a model's per-example input shape."""
     return len(expected) == len(actual) and all(
         not isinstance(e, int) or e <= 0 or e == a for e, a in zip(expected, actual, strict=True))
 
@@ -50,7 +50,8 @@ def _check_fit(body: JobCreate, teacher: Model, train: Dataset, eval_: Dataset |
     t_info, d_info = teacher.info or {}, train.info or {}
     d_input = (d_info.get("input") or {}).get("shape")
     t_input = (t_info.get("input") or {}).get("shape")
-    if t_input and d_input and not _shapes_fit(t_input[1:], d_input):
+    # Both shapes are per example (no batch axis); a None or named axis fits any size.
+    if t_input and d_input and not _shapes_fit(t_input, d_input):
         raise Unprocessable(f"the teacher takes inputs of shape {t_input} but the dataset's examples have shape "
                             f"{d_input}", code="input_mismatch")
     t_classes, d_classes = t_info.get("num_classes"), d_info.get("num_classes")

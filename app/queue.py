@@ -30,6 +30,11 @@ def make_celery(settings: Settings) -> Celery:
     broker = settings.resolved_broker_url
     if broker.startswith("sqla+sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if broker.startswith("sqla+"):
+        # Its options go to create_engine, so the poll interval (1 s by default) is set on the class.
+        from kombu.transport.sqlalchemy import Transport
+
+        Transport.polling_interval = 0.2
     celery = Celery("distillery", broker=broker)
     celery.conf.update(
         task_ignore_result=True,
