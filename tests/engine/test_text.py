@@ -56,6 +56,25 @@ def test_tokenise_pad_truncate(tmp_path, tok):
     assert x.shape == (3, 128)
 
 
+def test_special_tokens_survive_truncation(tmp_path):
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    vocab = {**VOCAB, "[CLS]": 5, "[SEP]": 6}
+    path = _tokenizer(tmp_path / "t.json", vocab=vocab)
+    tok = Tokenizer.from_file(str(path))
+    specials = [("[CLS]", 5), ("[SEP]", 6)]
+    tok.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=specials)
+    tok.enable_truncation(2)  # the loader replaces the file's own truncation and padding
+    tok.enable_padding(pad_id=0, pad_token="[PAD]", length=40)
+    tok.save(str(path))
+    p = _csv(tmp_path, "text\nhello world foo\nfoo\n")
+    x, _, _ = load_text_table(_spec(p, tokenizer_path=str(path), max_length=4))
+    assert x.tolist() == [[5, 2, 3, 6], [5, 4, 6, 0]]
+    x, _, _ = load_text_table(_spec(p, tokenizer_path=str(path), max_length=1))
+    assert x.tolist() == [[5], [5]]  # shorter than the special tokens: cut, not an error
+
+
 def test_pad_id_rules(tmp_path):
     assert pad_id_of(str(_tokenizer(tmp_path / "a.json", padding=4))) == 4
     assert pad_id_of(str(_tokenizer(tmp_path / "b.json", vocab={"<unk>": 0, "<pad>": 1, "hi": 2}))) == 1
@@ -77,7 +96,7 @@ def test_string_labels_follow_classes(tmp_path, tok):
 
 
 def test_integer_labels_keep_values(tmp_path, tok):
-    p = _csv(tmp_path, "text,y\nhello,2\nworld,0\n")
+    p = _csv(tmp_path, "text,y\nhello,2\nworld,0.0\n")
     _, y, classes = load_text_table(_spec(p, tokenizer_path=tok, label_column="y"))
     assert y.tolist() == [2, 0] and classes == ["0", "1", "2"]
     _, _, classes = load_text_table(_spec(p, tokenizer_path=tok, label_column="y", classes=["a", "b", "c"]))
@@ -88,6 +107,8 @@ def test_labels_missing(tmp_path, tok):
     p = _csv(tmp_path, "text,target\nhello,1\n")
     x, y, classes = load_text_table(_spec(p, tokenizer_path=tok))
     assert y is None and classes is None
+    _, y, classes = load_text_table(_spec(p, tokenizer_path=tok, classes=["a", "b"]))
+    assert y is None and classes == ["a", "b"]
     with pytest.raises(TextDatasetError, match=r"'label'.*\['text', 'target'\]"):
         load_text_table(_spec(p, tokenizer_path=tok, label_column="label"))
 
@@ -194,6 +215,11 @@ def test_student_forward_and_trace(spec):
         loaded = torch.jit.load(buf)
     x2 = _ids(3)
     torch.testing.assert_close(loaded(x2), model(x2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.testing.assert_close(torch.jit.script(model)(x2), model(x2))
+        program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.testing.assert_close(program.module()(x2), model(x2))
 
 
 def test_lstm_ignores_padding():

@@ -129,8 +129,20 @@ def _spec(path: Path, tokenizer: Path, classes=None) -> SimpleNamespace:
                            tokenizer_path=str(tokenizer), max_length=MAX_LENGTH, classes=classes)
 
 
-def train_lstm_teacher(out_dir: str | Path, epochs: int = 4, seed: int = 0,
-                       embedding_dim: int = 128, hidden_dim: int = 192) -> Path:
+def _fit(model: LSTMTeacher, opt, xt: torch.Tensor, yt: torch.Tensor, epochs: int, batch_size: int,
+         gen: torch.Generator) -> None:
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
+            xb = xt[idx]
+            xb = xb[:, : max(1, int((xb != model.pad_id).sum(1).max()))]  # right padding: trim pad columns
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xb), yt[idx]).backward()
+            opt.step()
+
+
+def train_lstm_teacher(out_dir: str | Path, epochs: int = 4, seed: int = 0, embedding_dim: int = 128,
+                       hidden_dim: int = 192, batch_size: int = 64) -> Path:
     """Train the LSTM teacher on the fixture in out_dir and save TorchScript teacher.pt (+ teacher.json)."""
     from worker.engine.text import load_text_table, pad_id_of
 
@@ -144,15 +156,14 @@ def train_lstm_teacher(out_dir: str | Path, epochs: int = 4, seed: int = 0,
     torch.manual_seed(seed)
     model = LSTMTeacher(len(vocab), len(classes), embedding_dim, hidden_dim, pad_id_of(str(tok)))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     start = time.monotonic()
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        for idx in torch.randperm(len(xt), generator=gen).split(64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small LSTM steps: one thread is faster, and far faster on a busy machine
+    try:
+        _fit(model, opt, torch.from_numpy(x), torch.from_numpy(y), epochs, batch_size, gen)
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     with torch.no_grad():
         acc = float((model(torch.from_numpy(xe)).argmax(1).numpy() == ye).mean())

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_LENGTH = 128
 MAX_MAX_LENGTH = 8192
 TEXT_FORMATS = ("csv", "jsonl", "parquet")
-_INT_RE = re.compile(r"^[+-]?\d+$")
+_INT_RE = re.compile(r"^[+-]?\d+(\.0*)?$")
 
 
 class TextDatasetError(ValueError):
@@ -193,7 +193,7 @@ def _labels(values: list, name: str, classes: list[str] | None, fmt: str):
         elif isinstance(v, float) and v.is_integer():
             ints.append(int(v))
         elif isinstance(v, str) and fmt == "csv" and _INT_RE.match(v):
-            ints.append(int(v))
+            ints.append(int(float(v)))
         else:
             break
     if len(ints) == len(as_str):
@@ -239,7 +239,10 @@ def _load(spec: Any) -> dict:
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
             raise TextDatasetError(f"text column {text_column!r} is not text in row {bad + 1}")
-        seqs = [enc.ids for enc in tok.encode_batch(texts)]
+        try:
+            seqs = [enc.ids for enc in tok.encode_batch(texts)]
+        except Exception as e:  # e.g. max_length shorter than the tokenizer's special tokens
+            raise TextDatasetError(f"could not tokenise the text column: {e}") from None
     else:
         tok = _load_tokenizer(tokenizer_path) if tokenizer_path else None
         pad_id = _pad_id(tok) if tok else 0
@@ -250,7 +253,8 @@ def _load(spec: Any) -> dict:
             raise TextDatasetError(f"input_ids has id {max_id} but the tokenizer has only {vocab_size} ids")
     x = _to_matrix(seqs, max_length, pad_id)
     label_column = getattr(spec, "label_column", None)
-    y = classes = None
+    y, classes = None, getattr(spec, "classes", None)
+    classes = [str(c) for c in classes] if classes else None
     if label_column is not None and label_column not in columns:
         raise TextDatasetError(f"label column {label_column!r} not found; the columns are {columns}")
     label_column = label_column or "label"

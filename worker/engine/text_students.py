@@ -27,7 +27,7 @@ def _masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class LSTMStudent(nn.Module):
-    """Embedding + LSTM with pad-aware pooling (masked mean or last valid state)."""
+    """Embedding + LSTM with pad-aware pooling (masked mean or last valid state; right padding)."""
 
     def __init__(self, vocab_size: int, num_classes: int, pad_id: int, embedding_dim: int,
                  hidden_dim: int, num_layers: int, bidirectional: bool, dropout: float, pooling: str):
@@ -69,8 +69,8 @@ class TextCNNStudent(nn.Module):
         self.head = nn.Linear(num_filters * len(kernel_sizes), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        valid = (x != self.pad_id).to(torch.float32)
         e = self.embedding(x).transpose(1, 2)
+        valid = (x != self.pad_id).to(e.dtype)
         pooled = []
         for conv in self.convs:
             h = torch.relu(conv(e))  # [B, F, L-k+1]; ReLU >= 0, so zeroing masks windows out
@@ -94,11 +94,11 @@ class _EncoderBlock(nn.Module):
                                 nn.Linear(ff_dim, d_model))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, h: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         b, seq, d = h.shape
         qkv = self.qkv(self.norm1(h)).view(b, seq, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim) + key_bias
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)).masked_fill(pad, -1e4)
         att = self.dropout(torch.softmax(scores, dim=-1)) @ v  # [B, H, L, Dh]
         h = h + self.dropout(self.proj(att.transpose(1, 2).reshape(b, seq, d)))
         return h + self.dropout(self.ff(self.norm2(h)))
@@ -120,11 +120,11 @@ class TransformerStudent(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = x != self.pad_id
-        # A large negative (not -inf) keeps all-pad rows finite.
-        key_bias = (~mask).to(torch.float32).mul(-1e9).view(x.shape[0], 1, 1, x.shape[1])
+        # Pad keys get score -1e4 (not -inf): all-pad rows stay finite, and fp16/bf16 can hold it.
+        pad = (~mask).view(x.shape[0], 1, 1, x.shape[1])
         h = self.dropout(self.embedding(x) + self.positions[:, : x.shape[1]])
         for block in self.blocks:
-            h = block(h, key_bias)
+            h = block(h, pad)
         return self.head(_masked_mean(self.norm(h), mask))
 
 
