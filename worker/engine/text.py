@@ -25,6 +25,11 @@ class TextDatasetError(ValueError):
 
     code = "invalid_dataset"
 
+    @property
+    def message(self) -> str:
+        """The user-facing message (the same attribute name as the engine's own errors)."""
+        return str(self)
+
 
 def _read_csv(path: str) -> tuple[list[str], dict[str, list]]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
