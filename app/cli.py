@@ -97,11 +97,30 @@ def _default_key() -> str:
     return key
 
 
+def _server_class():
+    import contextlib
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises a caught SIGTERM after shutdown; `up` must stop its workers first and exit 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
 @app.command()
 def up(data_dir: DataDir = None, host: Annotated[str | None, typer.Option()] = None,
        port: Annotated[int | None, typer.Option()] = None) -> None:
     """Start everything on this machine: API, workers, SQLite and an embedded broker; Ctrl-C stops it."""
-    import uvicorn
 
     from app.settings import get_settings
 
@@ -109,11 +128,12 @@ def up(data_dir: DataDir = None, host: Annotated[str | None, typer.Option()] = N
     settings = get_settings()
     _migrate()
     key = _default_key()
+    _Server = _server_class()
     host, port = host or settings.api_host, port or settings.api_port
     # Two workers: uploads are validated while a long job trains.
     workers = [subprocess.Popen(_worker_argv("jobs", "jobs")),
                subprocess.Popen(_worker_argv("uploads", "uploads"))]
-    server = uvicorn.Server(uvicorn.Config("app.main:app", host=host, port=port, log_level="info"))
+    server = _Server(uvicorn.Config("app.main:app", host=host, port=port, log_level="info"))
     url = f"http://{host}:{port}"
     typer.echo(f"\nDistillery is starting at {url}  (API docs: {url}/docs)\n"
                f"data directory: {settings.data_dir.resolve()}\nAPI key (also in {settings.data_dir / 'api_key'}):"
@@ -168,6 +188,16 @@ def distill(ctx: typer.Context) -> None:
     from worker.local import main as local_main
 
     raise typer.Exit(local_main(ctx.args))
+
+
+@app.command()
+def example(out: Annotated[Path, typer.Argument(help="Folder to write into")] = Path("example")) -> None:
+    """Write a small trained teacher (teacher.pt) and data (train.npz, eval.npz, train.csv) to try with."""
+    from worker.examples import write_example
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name, path in write_example(out).items():
+        typer.echo(f"{name}: {path}")
 
 
 def main() -> None:

@@ -1,0 +1,84 @@
+"""The README's commands work as written: `distillery up` serves, the quickstart runs, CI runs the test command."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from tests.support.service import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def block(marker: str) -> str:
+    """The bash block that follows `<!-- marker -->` in the README."""
+    match = re.search(rf"<!-- {marker} -->\s*```bash\n(.*?)```", README, re.S)
+    assert match, f"README has no {marker} block"
+    return match.group(1).strip()
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    command = block("test-command")
+    assert "pytest" in command and "pip install" in command
+    extracted = subprocess.run(
+        ["bash", "-c", "awk '/<!-- test-command -->/{f=1; next} f && /^```bash/{g=1; next} g && /^```/{exit} g' "
+         "README.md"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    assert extracted == command
+    assert "test-command" in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.integration
+def test_run_command_serves_and_the_quickstart_works_as_written(tmp_path):
+    run_command = block("run-command")
+    serve = run_command.rsplit("&&", 1)[1].strip()
+    assert serve == ".venv/bin/distillery up"
+    # A new user's folder: the venv the tests run in stands in for the one the install step made.
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
+    env.update(DISTILLERY_API_PORT=str(port), PYTHONUNBUFFERED="1")
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed below
+    up = subprocess.Popen(["bash", "-c", f"exec {serve}"], cwd=tmp_path, env=env, stdout=log,
+                          stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        output = (tmp_path / "up.log").read_text()
+        assert f"http://127.0.0.1:{port}" in output, output
+        key = (tmp_path / ".distillery" / "api_key").read_text().strip()
+        assert key in output.splitlines(), "the key is printed on its own line"
+        quick = subprocess.run(["bash", "-euo", "pipefail", "-c", block("quickstart")], cwd=tmp_path,
+                               env={**env, "DISTILLERY_URL": url}, capture_output=True, text=True, timeout=600)
+        assert quick.returncode == 0, quick.stdout[-3000:] + quick.stderr[-3000:] + output[-3000:]
+        assert '"status": "succeeded"' in quick.stdout
+        assert '"compression_ratio"' in quick.stdout
+        student = torch.jit.load(str(tmp_path / "student.pt"))
+        assert student(torch.zeros(2, 20)).shape == (2, 5)
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        try:
+            code = up.wait(timeout=60)
+        finally:
+            log.close()
+    assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
+    # Ctrl-C / SIGTERM stops everything: no worker outlives `up`.
+    time.sleep(1)
+    leftovers = subprocess.run(["pgrep", "-s", str(up.pid)], capture_output=True, text=True).stdout.split()
+    assert leftovers == []
