@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from sqlalchemy import delete
 
 from app.db import get_sessionmaker
@@ -29,6 +29,8 @@ celery.conf.include = ["worker.tasks"]
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 _stop = threading.Event()
+# Set when the worker is asked to stop (SIGTERM): the running job checkpoints and is handed back.
+HANDOFF = threading.Event()
 
 
 def beat_once(queues: str = "") -> None:
@@ -56,7 +58,16 @@ def _heartbeat_loop(queues: str) -> None:
 def _start_heartbeat(sender=None, **_kwargs) -> None:
     queues = ",".join(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else ""
     threading.Thread(target=_heartbeat_loop, args=(queues,), name="heartbeat", daemon=True).start()
+    from worker.reaper import run_forever
+
+    threading.Thread(target=run_forever, args=(_stop,), name="reaper", daemon=True).start()
     logger.info("worker %s ready", WORKER_ID)
+
+
+@worker_shutting_down.connect
+def _hand_back(**_kwargs) -> None:
+    # Runs in the signal handler: only set a flag; the job's should_stop() sees it within a step.
+    HANDOFF.set()
 
 
 @worker_shutdown.connect

@@ -11,14 +11,17 @@ import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 
 from app.db import get_sessionmaker
 from app.jobs import add_event
+from app.queue import enqueue_job
 from app.models import Artifact, Dataset, Job, Model, utcnow
 from app.settings import get_settings
 from app.storage import LocalStorage, sha256_file
-from worker.celery_app import WORKER_ID
+from app.webhooks import notify_job_ended
+from worker.celery_app import HANDOFF, WORKER_ID
+from worker.salvage import salvage_student
 from worker.validate import dataset_spec_options
 
 logger = logging.getLogger(__name__)
@@ -34,12 +37,14 @@ class LostLease(Exception):
 class JobRecorder:
     """Writes a running job's progress, metrics and events, throttled and fenced by attempt."""
 
-    def __init__(self, job_id: str, attempt: int):
+    def __init__(self, job_id: str, attempt: int, deadline: float | None = None):
         self.job_id, self.attempt = job_id, attempt
         self.interval = get_settings().progress_interval_s
         self.last_progress = 0.0
         self.last_check = 0.0
         self.lost = False
+        self.deadline = deadline  # time.monotonic() past which the job fails with `timeout`
+        self.stop_reason: str | None = None  # lost | shutdown | timeout
 
     def fenced_update(self, session, **values) -> bool:
         """Update the job row only while this attempt still owns it."""
@@ -62,24 +67,32 @@ class JobRecorder:
         elif event.type == "metrics":
             values["metrics"] = {k: event.data.get(k) for k in ("train_loss", "eval_accuracy", "eval_agreement")}
         level = "warning" if event.type == "warning" else "info"
+        type_ = "resume" if event.data.get("resumed") else event.type
         with get_sessionmaker()() as session:
             if not self.fenced_update(session, **values):
                 session.rollback()
                 self.lost = True
                 return
-            add_event(session, self.job_id, event.type, event.message, event.data, level=level)
+            add_event(session, self.job_id, type_, event.message, event.data, level=level)
             session.commit()
 
     def should_stop(self) -> bool:
-        """Polled by the engine each step; reads the row at most every half second."""
-        now = time.monotonic()
-        if self.lost or now - self.last_check < 0.5:
-            return self.lost
-        self.last_check = now
-        with get_sessionmaker()() as session:
-            row = session.get(Job, self.job_id)
-            self.lost = row is None or row.status != "running" or row.attempt != self.attempt
-        return self.lost
+        """Polled by the engine each step: lost lease or cancel, worker shutdown, or the runtime limit."""
+        if self.stop_reason:
+            return True
+        if HANDOFF.is_set():
+            self.stop_reason = "shutdown"
+        elif self.deadline is not None and time.monotonic() > self.deadline:
+            self.stop_reason = "timeout"
+        elif self.lost:
+            self.stop_reason = "lost"
+        elif time.monotonic() - self.last_check >= 0.5:  # the row is read at most twice a second
+            self.last_check = time.monotonic()
+            with get_sessionmaker()() as session:
+                row = session.get(Job, self.job_id)
+                if row is None or row.status != "running" or row.attempt != self.attempt:
+                    self.lost, self.stop_reason = True, "lost"
+        return self.stop_reason is not None
 
 
 def claim(job_id: str) -> Job | None:
@@ -88,7 +101,7 @@ def claim(job_id: str) -> Job | None:
         result = session.execute(
             update(Job).where(Job.id == job_id, Job.status == "queued")
             .values(status="running", attempt=Job.attempt + 1, worker_id=WORKER_ID, phase="validating",
-                    started_at=utcnow(), heartbeat_at=utcnow()))
+                    started_at=func.coalesce(Job.started_at, utcnow()), heartbeat_at=utcnow()))
         if result.rowcount != 1:
             session.rollback()
             return None
@@ -152,20 +165,66 @@ def finish(recorder: JobRecorder, status: str, **values) -> bool:
         add_event(session, recorder.job_id, "status", message, {"status": status},
                   level="error" if status == "failed" else "info")
         session.commit()
-        return True
+    notify_job_ended(recorder.job_id)
+    return True
+
+
+def _hand_back(recorder: JobRecorder) -> None:
+    """Graceful shutdown: return the job to the queue (fenced) and wake another worker to resume it."""
+    with get_sessionmaker()() as session:
+        if not recorder.fenced_update(session, status="queued", worker_id=None, enqueued_at=utcnow()):
+            session.rollback()
+            return
+        add_event(session, recorder.job_id, "status",
+                  f"worker {WORKER_ID} is shutting down; job handed back to resume from its checkpoint",
+                  {"status": "queued", "reason": "worker_shutdown", "attempt": recorder.attempt}, level="warning")
+        session.commit()
+    enqueue_job(recorder.job_id)
+
+
+def _salvage_cancelled(recorder: JobRecorder, work: Path, out_dir: Path, student: dict,
+                       storage: LocalStorage) -> None:
+    """A cancelled job keeps its last good student weights as an artifact."""
+    with get_sessionmaker()() as session:
+        row = session.get(Job, recorder.job_id)
+        if row is None or row.status != "cancelled" or row.attempt != recorder.attempt:
+            return
+    salvage_dir = out_dir.parent / "salvaged"
+    if not salvage_student(work / "checkpoints", salvage_dir, student):
+        return
+    with get_sessionmaker()() as session:
+        record_artifacts(session, recorder.job_id, salvage_dir, storage)
+        add_event(session, recorder.job_id, "artifact", "the last checkpoint's student weights were kept as "
+                  "checkpoint_student.safetensors", {"artifact": "checkpoint_student.safetensors"})
+        session.commit()
+
+
+def _is_cuda_oom(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
+
+
+def _deadline(job: Job) -> float | None:
+    """The monotonic time at which the job's max_runtime_s (counted from its first start) runs out."""
+    limit = getattr(job, "max_runtime_s", None)
+    if not limit:
+        return None
+    spent = (utcnow() - job.started_at).total_seconds() if job.started_at else 0.0
+    return time.monotonic() + max(0.0, limit - spent)
 
 
 def run(job_id: str) -> None:
     """Run one job end to end, if this delivery wins the claim."""
     from worker.engine import DistillConfig, EngineError, distill
 
+    if HANDOFF.is_set():  # a worker that is stopping takes no new job
+        return
     job = claim(job_id)
     if job is None:
         logger.info("job %s is not queued; this delivery is a no-op", job_id)
         return
     logger.info("job %s claimed, attempt %d", job_id, job.attempt)
     storage = LocalStorage.from_settings(get_settings())
-    recorder = JobRecorder(job_id, job.attempt)
+    recorder = JobRecorder(job_id, job.attempt, deadline=_deadline(job))
     work = storage.job_dir(job.tenant_id, job_id)
     out_dir = work / f"attempt-{job.attempt}" / "artifacts"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -184,24 +243,39 @@ def run(job_id: str) -> None:
                          teacher_cache_dir=str(storage.cache_dir(job.tenant_id)))
         report["job_id"] = job_id
         with get_sessionmaker()() as session:
+            # Artifacts and the final status commit together, fenced: a stale attempt records nothing.
             record_artifacts(session, job_id, out_dir, storage)
             history = report.get("history") or [{}]
             metrics = {k: history[-1].get(k) for k in ("train_loss", "eval_accuracy", "eval_agreement")}
+            progress = {**(job.progress or {}), **(report.get("progress") or {}), "fraction": 1.0}
             if not recorder.fenced_update(session, status="succeeded", phase=None, finished_at=utcnow(),
-                                          report=report, metrics=metrics):
+                                          report=report, metrics=metrics, progress=progress):
                 session.rollback()
                 logger.info("job %s finished but is no longer ours; results dropped", job_id)
                 return
             add_event(session, job_id, "status", "job succeeded", {"status": "succeeded"})
             session.commit()
+        notify_job_ended(job_id)
     except EngineError as exc:
-        if exc.code == "cancelled" or recorder.lost:
-            logger.info("job %s stopped: no longer ours", job_id)
-        else:
+        if exc.code != "cancelled" and not recorder.stop_reason:
             finish(recorder, "failed", error={"code": exc.code, "message": exc.message})
+        elif recorder.stop_reason == "shutdown":
+            _hand_back(recorder)
+        elif recorder.stop_reason == "timeout":
+            limit = getattr(job, "max_runtime_s", None)
+            finish(recorder, "failed", error={"code": "timeout", "message": f"the job ran past its max_runtime_s "
+                                              f"of {limit} s; its last checkpoint is kept for a retry"})
+        else:
+            logger.info("job %s stopped: cancelled or no longer ours", job_id)
+            _salvage_cancelled(recorder, work, out_dir, job.student, storage)
     except Exception as exc:
-        logger.exception("job %s crashed", job_id)
-        finish(recorder, "failed", error={"code": "internal",
-                                          "message": f"the worker failed unexpectedly: {type(exc).__name__}: {exc}"})
+        if _is_cuda_oom(exc):
+            batch = job.hyperparameters.get("batch_size")
+            finish(recorder, "failed", error={"code": "cuda_oom", "message": f"the GPU ran out of memory; "
+                                              f"retry with a smaller batch_size (this job used {batch})"})
+        else:
+            logger.exception("job %s crashed", job_id)
+            finish(recorder, "failed", error={"code": "internal", "message": "the worker failed unexpectedly: "
+                                              f"{type(exc).__name__}: {exc}"})
     finally:
         stop.set()

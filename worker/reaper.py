@@ -1,0 +1,115 @@
+"""The reaper: a loop in every worker that keeps the database's promises when workers die.
+
+- A running job whose lease (heartbeat) is stale lost its worker: it is requeued to resume from its last
+  checkpoint (attempt + 1 at the next claim), or failed with `worker_lost` after max_attempts.
+- A queued job or a validating upload whose message may be lost (kombu's SQLAlchemy transport hides a
+  fetched message for good, so a killed worker takes it along) is sent again; the row claim makes any
+  duplicate a no-op.
+- With a retention setting, files of jobs that ended long ago are removed.
+Every change is a compare-and-set on the row, so several workers reaping at once do each thing once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+
+from app.db import get_sessionmaker
+from app.jobs import TERMINAL, add_event
+from app.models import Artifact, Dataset, Job, Model, utcnow
+from app.queue import enqueue_job, enqueue_validation
+from app.settings import get_settings
+from app.storage import LocalStorage
+
+logger = logging.getLogger(__name__)
+
+
+def reap_stale_leases() -> list[str]:
+    """Requeue or fail running jobs whose heartbeat is older than the lease; returns the requeued ids."""
+    settings = get_settings()
+    cutoff = utcnow() - timedelta(seconds=settings.lease_timeout_s)
+    requeued = []
+    with get_sessionmaker()() as session:
+        stale = session.execute(select(Job.id, Job.attempt, Job.worker_id).where(
+            Job.status == "running", Job.heartbeat_at < cutoff)).all()
+        for job_id, attempt, worker_id in stale:
+            fence = (Job.id == job_id, Job.attempt == attempt, Job.status == "running", Job.heartbeat_at < cutoff)
+            if attempt >= settings.max_attempts:
+                error = {"code": "worker_lost", "message": f"the worker running attempt {attempt} stopped "
+                         f"answering, and {settings.max_attempts} attempts is the limit"}
+                values = {"status": "failed", "phase": None, "finished_at": utcnow(), "error": error}
+                message, data = "job failed: " + error["message"], {"status": "failed"}
+            else:
+                values = {"status": "queued", "worker_id": None, "enqueued_at": utcnow()}
+                message = (f"worker {worker_id} stopped answering during attempt {attempt}; "
+                           "job requeued to resume from its last checkpoint")
+                data = {"status": "queued", "reason": "worker_lost", "attempt": attempt}
+            if session.execute(update(Job).where(*fence).values(**values)).rowcount != 1:
+                session.rollback()
+                continue
+            add_event(session, job_id, "status", message, data, level="warning")
+            session.commit()
+            logger.warning("job %s: %s", job_id, message)
+            if values["status"] == "queued":
+                requeued.append(job_id)
+    for job_id in requeued:
+        enqueue_job(job_id)
+    return requeued
+
+
+def resend_lost_messages() -> None:
+    """Send again the messages of queued jobs and validating uploads that waited longer than resend_after_s."""
+    cutoff = utcnow() - timedelta(seconds=get_settings().resend_after_s)
+    with get_sessionmaker()() as session:
+        jobs = session.scalars(select(Job.id).where(Job.status == "queued", Job.enqueued_at < cutoff)).all()
+        for job_id in jobs:
+            session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=utcnow()))
+        session.commit()
+        uploads = [("models", i) for i in session.scalars(
+            select(Model.id).where(Model.status == "validating", Model.created_at < cutoff))]
+        uploads += [("datasets", i) for i in session.scalars(
+            select(Dataset.id).where(Dataset.status == "validating", Dataset.created_at < cutoff))]
+    for job_id in jobs:
+        logger.info("re-sending queued job %s", job_id)
+        enqueue_job(job_id)
+    for kind, obj_id in uploads:
+        enqueue_validation(kind, obj_id)
+
+
+def apply_retention() -> int:
+    """Remove the files and artifact rows of jobs that ended more than retention_days ago."""
+    settings = get_settings()
+    if settings.retention_days is None:
+        return 0
+    cutoff = utcnow() - timedelta(days=settings.retention_days)
+    storage = LocalStorage.from_settings(settings)
+    with get_sessionmaker()() as session:
+        old = session.execute(select(Job.id, Job.tenant_id).where(
+            Job.status.in_(TERMINAL), Job.finished_at < cutoff,
+            Job.id.in_(select(Artifact.job_id)))).all()
+        for job_id, tenant_id in old:
+            session.execute(delete(Artifact).where(Artifact.job_id == job_id))
+            add_event(session, job_id, "retention", f"files removed after {settings.retention_days} days")
+            session.commit()
+            storage.remove_tree(storage.relative(storage.job_dir(tenant_id, job_id)))
+    return len(old)
+
+
+def reap_once() -> None:
+    """One pass of every reaper duty."""
+    reap_stale_leases()
+    resend_lost_messages()
+    apply_retention()
+
+
+def run_forever(stop: threading.Event) -> None:
+    """The reaper loop; a failing pass is logged and retried at the next interval."""
+    interval = get_settings().reaper_interval_s
+    while not stop.wait(interval):
+        try:
+            reap_once()
+        except Exception:
+            logger.exception("reaper pass failed")
