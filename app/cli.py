@@ -12,10 +12,13 @@ from typing import Annotated
 
 import typer
 
+from app.cli_webhooks import webhooks_app
+
 app = typer.Typer(help="Distillery: knowledge distillation as a service.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(webhooks_app, name="webhooks")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Folder for the SQLite database, embedded "
                                               "broker and files (default: DISTILLERY_DATA_DIR or ./.distillery)")]

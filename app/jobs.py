@@ -14,6 +14,8 @@ from app.errors import Conflict, NotFound, Unprocessable
 from app.models import Dataset, Job, JobEvent, Model, Tenant, new_id, utcnow
 from app.queue import enqueue_job
 from app.schemas import JobCreate
+from app.settings import get_settings
+from app.webhooks import WebhookTargetError, check_target, notify_job_ended
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,14 @@ def _check_fit(body: JobCreate, teacher: Model, train: Dataset, eval_: Dataset |
                             code="baseline_without_labels")
 
 
+def _check_webhook(url: str) -> None:
+    """Refuse a webhook_url on a loopback, private or link-local address (unless settings allow it)."""
+    try:
+        check_target(url, get_settings().webhook_allow_private)
+    except WebhookTargetError as exc:
+        raise Unprocessable(str(exc), code="webhook_url_refused") from exc
+
+
 def request_hash(body: JobCreate) -> str:
     """A stable digest of a job request, for Idempotency-Key checks."""
     return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
@@ -92,6 +102,8 @@ def create_job(session: Session, tenant: Tenant, body: JobCreate, idempotency_ke
                                                     Job.idempotency_key == idempotency_key))
         if existing is not None:
             return _same_request(existing, digest)
+    if body.webhook_url:
+        _check_webhook(body.webhook_url)
     teacher = _ready_input(session, Model, body.teacher_id, tenant, "teacher model")
     train = _ready_input(session, Dataset, body.train_dataset_id, tenant, "train dataset")
     eval_ = (_ready_input(session, Dataset, body.eval_dataset_id, tenant, "eval dataset")
@@ -104,6 +116,7 @@ def create_job(session: Session, tenant: Tenant, body: JobCreate, idempotency_ke
               student=body.student.model_dump(exclude_none=True),
               hyperparameters=body.hyperparameters.model_dump(), export=list(body.export), baseline=body.baseline,
               progress={}, metrics={}, idempotency_key=idempotency_key, request_hash=digest,
+              webhook_url=body.webhook_url,
               created_at=utcnow(), enqueued_at=utcnow())
     session.add(job)
     add_event(session, job.id, "status", "job queued", {"status": "queued"})
@@ -145,5 +158,6 @@ def cancel_job(session: Session, job: Job) -> Job:
         raise Conflict(f"job {job.id} has already {job.status}", code="job_finished")
     add_event(session, job.id, "status", "job cancelled by the user", {"status": "cancelled"})
     session.commit()
+    notify_job_ended(job.id)
     session.refresh(job)
     return job

@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 
 RUN_JOB = "distillery.run_job"
 VALIDATE_UPLOAD = "distillery.validate_upload"
+DELIVER_WEBHOOK = "distillery.deliver_webhook"
 JOBS_QUEUE = "jobs"
 UPLOADS_QUEUE = "uploads"
 
@@ -44,7 +45,8 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         # One job at a time per worker: never hold a second GPU job's message while the first trains.
         worker_prefetch_multiplier=1,
-        task_routes={RUN_JOB: {"queue": JOBS_QUEUE}, VALIDATE_UPLOAD: {"queue": UPLOADS_QUEUE}},
+        task_routes={RUN_JOB: {"queue": JOBS_QUEUE}, VALIDATE_UPLOAD: {"queue": UPLOADS_QUEUE},
+                     DELIVER_WEBHOOK: {"queue": UPLOADS_QUEUE}},
         task_default_queue=JOBS_QUEUE,
         # Redis hands an unacknowledged message to another worker after visibility_timeout; it must be longer
         # than the longest job (job_time_limit_s), else long jobs are delivered twice (celery #5935).
@@ -71,6 +73,11 @@ def enqueue_job(job_id: str) -> None:
 def enqueue_validation(kind: str, obj_id: str) -> None:
     """Ask a worker to open and validate an upload."""
     get_celery().send_task(VALIDATE_UPLOAD, args=[kind, obj_id], queue=UPLOADS_QUEUE)
+
+
+def enqueue_webhook(job_id: str, event_type: str, msg_id: str) -> None:
+    """Ask a worker to POST a job's webhook (short HTTP calls: the uploads queue, not a GPU worker)."""
+    get_celery().send_task(DELIVER_WEBHOOK, args=[job_id, event_type, msg_id], queue=UPLOADS_QUEUE)
 
 
 def broker_reachable(timeout: float = 2.0) -> bool:

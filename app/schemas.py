@@ -160,6 +160,19 @@ class JobCreate(BaseModel):
         default_factory=lambda: ["torchscript", "safetensors"]
     )
     baseline: bool = False
+    webhook_url: str | None = Field(
+        None, max_length=2048, examples=["https://example.com/hooks/distillery"],
+        description="POSTed a signed `job.succeeded`, `job.failed` or `job.cancelled` event when the job "
+                    "ends (Standard Webhooks; the secret is at GET /v1/webhooks/secret). Public addresses only.")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_shape(cls, value: str | None) -> str | None:
+        if value is not None:
+            from app.webhooks import check_url_shape
+
+            check_url_shape(value)
+        return value
 
     @field_validator("export")
     @classmethod
@@ -195,6 +208,7 @@ class JobPublic(_Out):
     hyperparameters: dict[str, Any]
     export: list[str]
     baseline: bool
+    webhook_url: str | None = None
     progress: Progress
     metrics: Metrics
     error: ErrorDetail | None
@@ -232,6 +246,12 @@ class ArtifactPublic(_Out):
 class ArtifactsPage(BaseModel):
     data: list[ArtifactPublic]
     next_after: str | None = None
+
+
+class WebhookSecret(BaseModel):
+    """The tenant's webhook signing secret (Standard Webhooks `whsec_<base64>`)."""
+
+    secret: str = Field(examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
 
 
 class Health(BaseModel):

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     # else a long job's message is handed to a second worker (the row claim still stops it running twice).
     broker_visibility_timeout_s: int = 25 * 3600
     progress_interval_s: float = 1.0
+    # Webhooks: targets on loopback, private or link-local addresses are refused unless this is true.
+    webhook_allow_private: bool = False
+    # A failed delivery is retried after base, 2 * base, 4 * base, ... seconds (capped), up to max attempts.
+    webhook_retry_base_s: float = 10.0
+    webhook_retry_max_delay_s: float = 3600.0
+    webhook_max_attempts: int = 8
+    webhook_timeout_s: float = 10.0
 
     @property
     def resolved_database_url(self) -> str:

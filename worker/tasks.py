@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from app.queue import RUN_JOB, VALIDATE_UPLOAD
+from app.queue import DELIVER_WEBHOOK, RUN_JOB, VALIDATE_UPLOAD
 from app.settings import get_settings
 from worker.celery_app import celery
 
@@ -25,3 +25,13 @@ def run_job(job_id: str) -> None:
     from worker.runner import run
 
     run(job_id)
+
+
+@celery.task(name=DELIVER_WEBHOOK, bind=True, max_retries=None, time_limit=300, soft_time_limit=240)
+def deliver_webhook(self, job_id: str, event_type: str, msg_id: str) -> None:
+    """POST a finished job's signed webhook; a failed attempt is retried with exponential backoff."""
+    from worker.webhooks import deliver, retry_delay
+
+    attempt = self.request.retries + 1
+    if deliver(job_id, event_type, msg_id, attempt) == "retry":
+        raise self.retry(countdown=retry_delay(attempt))

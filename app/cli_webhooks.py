@@ -1,0 +1,33 @@
+"""`distillery webhooks ...`: the tenant's webhook signing secret, from the server's own database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+webhooks_app = typer.Typer(help="Webhooks (Standard Webhooks signatures).", no_args_is_help=True)
+
+
+@webhooks_app.command("secret")
+def secret(tenant: Annotated[str, typer.Option(help="Tenant name")] = "default",
+           rotate: Annotated[bool, typer.Option("--rotate", help="Make a new secret first")] = False,
+           data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder (see `up`)")] = None,
+           ) -> None:
+    """Print the tenant's webhook signing secret (whsec_...); --rotate makes a new one first."""
+    from sqlalchemy import select
+
+    from app.cli import _configure
+    from app.db import get_sessionmaker
+    from app.models import Tenant
+    from app.webhooks import rotate_secret, tenant_secret
+
+    _configure(data_dir)
+    with get_sessionmaker()() as session:
+        row = session.scalar(select(Tenant).where(Tenant.name == tenant))
+        if row is None:
+            typer.echo(f"no tenant named {tenant!r} (create one with `distillery keys create --tenant NAME`)",
+                       err=True)
+            raise typer.Exit(1)
+        typer.echo(rotate_secret(session, row) if rotate else tenant_secret(session, row))
