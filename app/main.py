@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI
 
 from app.errors import install_handlers
-from app.routes import datasets, health, jobs, models, webhooks
+from app.routes import datasets, health, jobs, models, report_html, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,8 @@ def create_app() -> FastAPI:
                     "and a report. Every /v1 route needs `Authorization: Bearer <key>`.",
     )
     install_handlers(app)
-    for router in (health.router, models.router, datasets.router, jobs.router, webhooks.router):
+    for router in (health.router, models.router, datasets.router, jobs.router, webhooks.router,
+                   report_html.router):
         app.include_router(router)
     return app
 

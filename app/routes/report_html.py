@@ -1,0 +1,31 @@
+"""GET /v1/jobs/{id}/report.html: the job's report as one self-contained HTML page."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+from sqlalchemy import select
+
+from app.deps import JobDep, SessionDep
+from app.errors import NotFound
+from app.models import Artifact
+from app.report_html import render_report_html
+from app.routes.common import errors
+from app.schemas import ArtifactPublic, JobPublic
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.get("/{job_id}/report.html", response_class=HTMLResponse,
+            responses={**errors(404), 200: {"content": {"text/html": {}},
+                                            "description": "Self-contained HTML (inline SVG, no scripts)"}},
+            summary="The job's report as an HTML page")
+def get_report_html(job: JobDep, session: SessionDep) -> HTMLResponse:
+    """Curves, size and latency bars, student-vs-teacher confusion (when measured), configuration and
+    artifact checksums; the numbers are report.json's. 404 until the job has a report."""
+    if not job.report:
+        raise NotFound(f"job {job.id} has no report yet (status {job.status})", code="report_not_ready")
+    rows = session.scalars(select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)).all()
+    artifacts = [ArtifactPublic.model_validate(a).model_dump(mode="json") for a in rows]
+    return HTMLResponse(render_report_html(job.report, JobPublic.model_validate(job).model_dump(mode="json"),
+                                           artifacts))
