@@ -118,7 +118,7 @@ class DistillConfig:
         if not isinstance(self.export, list) or any(e not in EXPORTS for e in self.export):
             raise bad(f"export must be a list drawn from {list(EXPORTS)}, got {self.export!r}")
         if self.augmentation is not None:
-            allowed = {"noise": 10.0, "mixup": 10.0, "token_dropout": 1.0}
+            allowed = {"noise": 10.0, "mixup": 10.0, "token_dropout": 1.0, "token_mask": 1.0}
             if not isinstance(self.augmentation, dict):
                 raise bad("augmentation must be an object such as {'noise': 0.1, 'mixup': 0.2}")
             for key, value in self.augmentation.items():

@@ -27,6 +27,9 @@ class LoadedDataset:
     classes: list[str] | None
     columns: list[str] | None = None
     tokenizer_path: str | None = None
+    pad_id: int | None = None  # token-id data only: the tokenizer's pad id (0 when it has none)
+    text_info: dict | None = None  # token-id data only: vocab_size, max_length, mean_length
+    mask_id: int | None = None  # token-id data only: the id token masking writes ([MASK], else [UNK])
 
     @property
     def rows(self) -> int:
@@ -53,18 +56,44 @@ def file_sha256(path: str) -> str:
 
 
 def is_text(spec: DatasetSpec) -> bool:
-    """Whether the dataset is a text table that worker.engine.text must read."""
-    return bool(spec.text_column or spec.tokenizer_path) or spec.format in ("jsonl", "parquet")
+    """Whether the dataset is a text table that worker.engine.text must read.
+
+    A CSV with an `input_ids` column is pre-tokenised text even without a tokenizer.
+    """
+    if spec.text_column or spec.tokenizer_path or spec.format in ("jsonl", "parquet"):
+        return True
+    return spec.format == "csv" and "input_ids" in _csv_header(spec.path)
+
+
+def _csv_header(path: str) -> list[str]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), None) or []
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []  # the numeric reader reports the problem with its own message
+    return [h.strip() for h in header]
 
 
 def load_dataset(spec: DatasetSpec) -> LoadedDataset:
     """Read a dataset described by `spec`, raising EngineError("invalid_dataset") on bad content."""
     if is_text(spec):
-        from worker.engine.text import load_text_table  # written separately; imported only when needed
+        from worker.engine.text import TextDatasetError, load_text
 
-        x, y, classes = load_text_table(spec)
+        try:
+            d = load_text(spec)
+        except TextDatasetError as exc:
+            raise EngineError("invalid_dataset", exc.message) from exc
+        info = {k: d[k] for k in ("vocab_size", "max_length")}
+        info["mean_length"] = float((d["x"] != d["pad_id"]).sum(axis=1).mean())
         return LoadedDataset(
-            np.asarray(x, dtype=np.int64), _optional_int64(y), classes, tokenizer_path=spec.tokenizer_path
+            np.asarray(d["x"], dtype=np.int64),
+            _optional_int64(d["y"]),
+            d["classes"],
+            d["columns"],
+            tokenizer_path=spec.tokenizer_path,
+            pad_id=int(d["pad_id"]),
+            text_info=info,
+            mask_id=d.get("mask_id"),
         )
     if spec.format == "npz":
         x, y = _read_npz(spec.path)
@@ -204,7 +233,7 @@ def _as_integers(y: np.ndarray) -> np.ndarray | None:
 def inspect_dataset(spec: DatasetSpec) -> dict:
     """Open a dataset and describe it (rows, columns, per-example input shape and dtype, labels)."""
     data = load_dataset(spec)
-    return {
+    info = {
         "format": spec.format,
         "rows": data.rows,
         "columns": data.columns,
@@ -213,3 +242,6 @@ def inspect_dataset(spec: DatasetSpec) -> dict:
         "num_classes": data.num_classes,
         "classes": data.classes,
     }
+    if data.pad_id is not None:
+        info.update({"pad_id": data.pad_id, **(data.text_info or {})})
+    return info

@@ -100,7 +100,9 @@ def _distill(
 
     def new_student():
         torch.manual_seed(config.seed)  # the baseline starts from the very same initial weights
-        student = build_student(config.student, input_shape, input_dtype, prep.num_classes, prep.vocab_size)
+        student = build_student(
+            config.student, input_shape, input_dtype, prep.num_classes, prep.vocab_size, prep.pad_id
+        )
         return student.to(device)
 
     student = new_student()
@@ -118,6 +120,8 @@ def _distill(
         progress=emit,
         should_stop=should_stop,
         checkpoint_dir=checkpoint_dir,
+        pad_id=prep.pad_id,
+        mask_id=prep.mask_id,
     )
     train_seconds = time.monotonic() - started
 
@@ -140,6 +144,8 @@ def _distill(
             should_stop=should_stop,
             checkpoint_dir=os.path.join(checkpoint_dir, "baseline") if checkpoint_dir else None,
             report_progress=False,
+            pad_id=prep.pad_id,
+            mask_id=prep.mask_id,
         )
 
     sections = evaluate_and_export(

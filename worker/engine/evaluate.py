@@ -11,7 +11,7 @@ import torch
 from worker.engine import export as ex
 from worker.engine.config import ProgressEvent
 from worker.engine.report import accuracy, latencies
-from worker.engine.students import count_parameters
+from worker.engine.students import count_parameters, text_student_spec
 from worker.engine.teachers import load_teacher
 
 logger = logging.getLogger(__name__)
@@ -65,11 +65,13 @@ def evaluate_and_export(
     artifacts, extra, failures = [ex.TORCHSCRIPT], {}, {}
     input_info = {"shape": prep.train.input_shape, "dtype": str(prep.train.x.dtype)}
     if "safetensors" in config.export:
+        # Rebuild with build_student(**): the text student's spec carries the pad id it was built with.
         architecture = {
-            "student": public_student_spec(config.student),
+            "student": public_student_spec(text_student_spec(config.student, prep.pad_id)),
             "input": input_info,
             "num_classes": prep.num_classes,
             "vocab_size": prep.vocab_size,
+            "pad_id": prep.pad_id,
             "classes": prep.classes,
         }
         artifacts += ex.export_safetensors(student, architecture, out_dir)
@@ -107,6 +109,8 @@ def evaluate_and_export(
         config={**config.to_dict(), "student": public_student_spec(config.student)},
         artifacts=artifacts + [ex.MANIFEST],
         tokenizer_path=prep.train.tokenizer_path,
+        pad_id=prep.pad_id,
+        vocab_size=prep.vocab_size,
     )
     extra["artifacts"] = (
         artifacts + [ex.MANIFEST, "report.json"] + (["tokenizer.json"] if prep.train.tokenizer_path else [])

@@ -153,6 +153,8 @@ def write_manifest(
     config: dict,
     artifacts: list[str],
     tokenizer_path: str | None,
+    pad_id: int | None = None,
+    vocab_size: int | None = None,
 ) -> str:
     """Write manifest.json; copy the tokenizer beside it when the dataset had one."""
     tokenizer = None
@@ -166,6 +168,8 @@ def write_manifest(
         "dataset_sha256": dataset_sha256,
         "config": config,
         "tokenizer": tokenizer,
+        "pad_id": pad_id,  # token-id inputs are right-padded to input.shape with this id
+        "vocab_size": vocab_size,
         "artifacts": artifacts,
         "versions": library_versions(),
     }

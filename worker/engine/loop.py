@@ -57,6 +57,8 @@ def train_student(
     should_stop: Callable[[], bool] | None = None,
     checkpoint_dir: str | None = None,
     report_progress: bool = True,
+    pad_id: int | None = None,
+    mask_id: int | None = None,
 ) -> TrainResult:
     """Train `model` in place and leave it holding the best epoch's weights."""
     emit = progress if (progress and report_progress) else (lambda event: None)
@@ -152,7 +154,9 @@ def train_student(
             x = train.x[index.to(train.x.device)].to(device, non_blocking=True)
             y = None if train.y is None else train.y[index.to(train.y.device)].to(device)
             if config.augmenting:
-                x, y = augment_batch(x, y, num_classes, config.augmentation, generator)
+                x, y = augment_batch(
+                    x, y, num_classes, config.augmentation, generator, pad_id or 0, mask_id
+                )
                 teacher_logits = teacher(x).to(device)  # the teacher sees the same augmented batch
             else:
                 teacher_logits = train.teacher_logits[index.to(train.teacher_logits.device)].to(device)

@@ -36,6 +36,8 @@ class Prepared:
     num_classes: int
     classes: list[str]
     vocab_size: int | None
+    pad_id: int | None = None  # token-id data: the tokenizer's pad id, which text students are built with
+    mask_id: int | None = None  # token-id data: the id token masking writes
 
 
 def prepare(
@@ -59,6 +61,12 @@ def prepare(
                 "invalid_dataset",
                 f"eval examples are {evaluation.input_shape} {evaluation.x.dtype} "
                 f"but train examples are {train.input_shape} {train.x.dtype}",
+            )
+        if train.pad_id is not None and evaluation.pad_id is not None and evaluation.pad_id != train.pad_id:
+            raise EngineError(
+                "invalid_dataset",
+                f"the eval data is padded with id {evaluation.pad_id} but the training data with id "
+                f"{train.pad_id}: upload both with the same tokenizer",
             )
     label_classes = [d.num_classes for d in (train, evaluation) if d is not None and d.y is not None]
     num_label_classes = max(label_classes) if label_classes else None
@@ -84,6 +92,8 @@ def prepare(
         num_classes=num_classes,
         classes=classes[:num_classes],
         vocab_size=_vocab_size(train, evaluation),
+        pad_id=train.pad_id,
+        mask_id=train.mask_id,
     )
 
 

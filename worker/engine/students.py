@@ -86,19 +86,44 @@ def _check_keys(spec: dict, allowed: set[str]) -> None:
         )
 
 
+def text_student_spec(spec: dict, pad_id: int | None) -> dict:
+    """A text student's spec with the data's pad id filled in (the tokenizer decides, not the user)."""
+    if not isinstance(spec, dict) or spec.get("architecture") not in TEXT_ARCHITECTURES:
+        return spec
+    return {**spec, "pad_id": int(pad_id if pad_id is not None else spec.get("pad_id", 0))}
+
+
 def build_student(
-    spec: dict, input_shape: list[int], input_dtype: str, num_classes: int, vocab_size: int | None = None
+    spec: dict,
+    input_shape: list[int],
+    input_dtype: str,
+    num_classes: int,
+    vocab_size: int | None = None,
+    pad_id: int | None = None,
 ) -> nn.Module:
-    """Build a fresh student from its spec for inputs of `input_shape` (per example) and `num_classes`."""
+    """Build a fresh student from its spec for inputs of `input_shape` (per example) and `num_classes`.
+
+    Text students take `vocab_size` and `pad_id` from the data (the tokenizer's pad id, 0 if none).
+    """
     if not isinstance(spec, dict):
         raise EngineError("invalid_student", f"student must be an object, got {spec!r}")
     if "model_path" in spec:
         return load_uploaded_student(spec["model_path"])
     architecture = spec.get("architecture")
     if architecture in TEXT_ARCHITECTURES:
-        from worker.engine.text_students import build_text_student  # written separately; imported when used
+        from worker.engine.text_students import build_text_student
 
-        return build_text_student(spec, input_shape, num_classes, vocab_size)
+        if "int" not in str(input_dtype):
+            raise EngineError(
+                "invalid_student",
+                f"{architecture!r} needs token ids but the data is {input_dtype}; use 'mlp' or 'cnn'",
+            )
+        if vocab_size is None:
+            raise EngineError("invalid_student", f"{architecture!r} needs the vocabulary size of the data")
+        try:
+            return build_text_student(text_student_spec(spec, pad_id), input_shape, num_classes, vocab_size)
+        except ValueError as exc:
+            raise EngineError("invalid_student", str(exc)) from exc
     is_float = "float" in str(input_dtype)
     if architecture in ("mlp", "cnn") and not is_float:
         raise EngineError(

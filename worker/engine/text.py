@@ -131,6 +131,22 @@ def _pad_id(tok) -> int:
     return 0
 
 
+def _mask_id(tok) -> int | None:
+    """Id that token masking writes: [MASK]/<mask>, else the unknown token; None without a tokenizer."""
+    if tok is None:
+        return None
+    for token in ("[MASK]", "<mask>", "[UNK]", "<unk>"):
+        tid = tok.token_to_id(token)
+        if tid is not None:
+            return int(tid)
+    try:
+        unk = json.loads(tok.to_str()).get("model", {}).get("unk_token")
+    except Exception:  # any tokenizer model without one
+        unk = None
+    tid = tok.token_to_id(unk) if isinstance(unk, str) else None
+    return None if tid is None else int(tid)
+
+
 def pad_id_of(tokenizer_path: str | None) -> int:
     """Pad id of a tokenizer.json: its padding pad_id, else [PAD]/<pad>, else 0."""
     if not tokenizer_path:
@@ -267,7 +283,12 @@ def _load(spec: Any) -> dict:
         y, classes = _labels(data[label_column], label_column, getattr(spec, "classes", None), fmt)
     logger.info("loaded %d text rows (max_length=%d, labels=%s)", n, max_length, y is not None)
     return {"x": x, "y": y, "classes": classes, "columns": columns, "pad_id": pad_id,
-            "vocab_size": vocab_size, "max_length": max_length}
+            "vocab_size": vocab_size, "max_length": max_length, "mask_id": _mask_id(tok)}
+
+
+def load_text(spec: Any) -> dict:
+    """Load a text dataset as a dict: x, y, classes, columns, pad_id, vocab_size, max_length."""
+    return _load(spec)
 
 
 def load_text_table(spec: Any) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
