@@ -203,6 +203,11 @@ def example(out: Annotated[Path, typer.Argument(help="Folder to write into")] = 
         typer.echo(f"{name}: {path}")
 
 
+from app.cli_client import register as _register_client  # noqa: E402 - run, jobs, models, datasets
+
+_register_client(app)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
