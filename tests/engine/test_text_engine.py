@@ -91,7 +91,9 @@ def text_files(tmp_path_factory):
 
 
 def spec(path, tokenizer, **kw) -> DatasetSpec:
-    return DatasetSpec(str(path), "csv", text_column="text", tokenizer_path=str(tokenizer), max_length=12, **kw)
+    return DatasetSpec(
+        str(path), "csv", text_column="text", tokenizer_path=str(tokenizer), max_length=12, **kw
+    )
 
 
 def text_config(**overrides) -> DistillConfig:
@@ -137,7 +139,11 @@ def test_student_json_rebuilds_the_exported_student(text_run, text_files):
     _, out = text_run
     arch = json.loads((out / "student.json").read_text())
     model = build_student(
-        arch["student"], arch["input"]["shape"], arch["input"]["dtype"], arch["num_classes"], arch["vocab_size"]
+        arch["student"],
+        arch["input"]["shape"],
+        arch["input"]["dtype"],
+        arch["num_classes"],
+        arch["vocab_size"],
     )
     model.load_state_dict(load_file(str(out / "student.safetensors")))
     x = torch.from_numpy(load_dataset(spec(text_files["eval"], text_files["tokenizer"])).x[:8])
@@ -188,7 +194,9 @@ def test_text_students_refuse_float_features():
         ("text,label\nthe,up\n", {"max_length": 0}, "max_length"),
     ],
 )
-def test_text_dataset_errors_are_invalid_dataset_in_load_and_inspect(tmp_path, text_files, content, kw, match):
+def test_text_dataset_errors_are_invalid_dataset_in_load_and_inspect(
+    tmp_path, text_files, content, kw, match
+):
     path = tmp_path / "bad.csv"
     path.write_text(content)
     options = {"text_column": "text", "tokenizer_path": str(text_files["tokenizer"]), "max_length": 12, **kw}

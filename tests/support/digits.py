@@ -109,6 +109,20 @@ def export_teacher_onnx(out_dir: str | Path | None = None) -> Path:
     return path
 
 
+def export_teacher_pt2(out_dir: str | Path | None = None, dynamic_batch: bool = True) -> Path:
+    """Path to teacher.pt2 (torch.export.save; dynamic batch, or a static batch of 8) in out_dir."""
+    name = "teacher.pt2" if dynamic_batch else "teacher-static.pt2"
+    path = Path(out_dir or _cache_dir()) / name
+    if not path.exists():
+        example = (torch.zeros(8, 64),)
+        shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(_trained_teacher(), example, dynamic_shapes=shapes)
+            torch.export.save(program, str(path))
+    return path
+
+
 def write_npz(path: str | Path, x: np.ndarray, y: np.ndarray | None = None) -> Path:
     """Write x (and y when given) to an .npz file."""
     arrays = {"x": x} if y is None else {"x": x, "y": y}

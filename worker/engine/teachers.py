@@ -1,4 +1,4 @@
-"""Open teacher (and uploaded student) files by content: TorchScript archives and ONNX graphs."""
+"""Open teacher (and uploaded student) files by content: TorchScript, torch.export (.pt2) and ONNX."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from worker.engine.errors import EngineError
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED = "TorchScript (torch.jit.save) or ONNX"
+SUPPORTED = "TorchScript (torch.jit.save), torch.export program (.pt2, torch.export.save) or ONNX"
 _ONNX_DTYPES = {
     1: "float32",
     2: "uint8",
@@ -37,7 +37,7 @@ _ORT_DTYPES = {
 
 
 def sniff_format(path: str) -> str:
-    """Recognise a model file by content: "torchscript" or "onnx"; anything else is refused."""
+    """Recognise a model file by content: "torchscript", "pt2" or "onnx"; anything else is refused."""
     try:
         with open(path, "rb") as f:
             head = f.read(4)
@@ -63,10 +63,8 @@ def _sniff_zip(path: str) -> str:
     parts = [n.split("/", 1)[1] for n in names if "/" in n]
     if any(p.startswith("code/") for p in parts) and "constants.pkl" in parts:
         return "torchscript"
-    if "models/model.json" in parts or any(p.startswith("models/") for p in parts):
-        raise EngineError(
-            "invalid_model", f"torch.export (.pt2) programs are not accepted yet; upload a {SUPPORTED} model"
-        )
+    if "archive_format" in parts or any(p.startswith("models/") for p in parts):
+        return "pt2"
     if "data.pkl" in parts:
         raise EngineError(
             "invalid_model",
@@ -97,8 +95,11 @@ class Teacher:
         self.device = device
         self.format = sniff_format(path)
         self.size_bytes = os.path.getsize(path)
+        self.fixed_batch = None  # a .pt2 program exported with a static batch size runs only at that size
         if self.format == "torchscript":
             self._load_torchscript()
+        elif self.format == "pt2":
+            self._load_pt2()
         else:
             self._load_onnx()
 
@@ -113,6 +114,40 @@ class Teacher:
         self.num_parameters = sum(p.numel() for p in self.module.parameters())
         self.input_shape = None  # TorchScript does not record input sizes
         self.input_dtype = None
+
+    def _load_pt2(self) -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.export.load(self.path)
+                module = program.module()
+        except Exception as exc:
+            raise EngineError("invalid_model", f"cannot load the torch.export (.pt2) program: {exc}") from exc
+        try:
+            module = module.to(self.device)
+        except Exception as exc:  # some programs bake in their device; they then run where they were saved
+            logger.info("cannot move the .pt2 program to %s: %s", self.device, exc)
+        # The program was captured in the mode it was exported in (eval for a teacher); .eval() is refused.
+        self.module = module
+        signature = program.graph_signature
+        state = program.state_dict
+        self.num_parameters = int(sum(state[n].numel() for n in signature.parameters if n in state))
+        self.input_shape, self.input_dtype = None, None
+        values = [
+            node.meta.get("val")
+            for node in program.graph.nodes
+            if node.op == "placeholder" and node.name in signature.user_inputs
+        ]
+        if len(values) != 1:
+            raise EngineError(
+                "invalid_model", f"the .pt2 program takes {len(values)} inputs; one tensor is supported"
+            )
+        value = values[0]
+        if isinstance(value, torch.Tensor):
+            self.input_shape = [d if isinstance(d, int) else None for d in value.shape]
+            self.input_dtype = np.dtype(str(value.dtype).removeprefix("torch.")).type
+            if self.input_shape and isinstance(self.input_shape[0], int):
+                self.fixed_batch = self.input_shape[0]
 
     def _load_onnx(self) -> None:
         import onnxruntime as ort
@@ -139,11 +174,27 @@ class Teacher:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.format == "torchscript":
             return _as_logits(self.module(x.to(self.device)))
+        if self.format == "pt2":
+            x = x.to(self.device)
+            if self.fixed_batch is None or len(x) == self.fixed_batch:
+                return _as_logits(self.module(x))
+            return self._in_fixed_batches(x)
         array = x.detach().cpu().numpy()
         if self.input_dtype is not None and array.dtype.kind == np.dtype(self.input_dtype).kind:
             array = array.astype(self.input_dtype)  # e.g. float64 data into a float32 graph
         out = self.session.run(None, {self.input_name: array})[0]
         return _as_logits(torch.from_numpy(np.asarray(out))).to(self.device)
+
+    def _in_fixed_batches(self, x: torch.Tensor) -> torch.Tensor:
+        # Static-batch program: run whole chunks of its size, the last one filled up by repeating a row.
+        size, parts = self.fixed_batch, []
+        for start in range(0, len(x), size):
+            chunk = x[start : start + size]
+            n = len(chunk)
+            if n < size:
+                chunk = torch.cat([chunk, chunk[-1:].expand(size - n, *chunk.shape[1:])])
+            parts.append(_as_logits(self.module(chunk))[:n])
+        return torch.cat(parts)
 
 
 def _as_logits(out) -> torch.Tensor:
@@ -161,12 +212,12 @@ def _as_logits(out) -> torch.Tensor:
 
 
 def load_teacher(path: str, device: str = "cpu") -> Teacher:
-    """Open a TorchScript or ONNX model file for inference on `device`."""
+    """Open a TorchScript, .pt2 or ONNX model file for inference on `device`."""
     return Teacher(path, device)
 
 
 def inspect_model(path: str) -> dict:
-    """Open a teacher/student file (TorchScript or ONNX, recognised by content) and describe it."""
+    """Open a teacher/student file (TorchScript, .pt2 or ONNX, recognised by content) and describe it."""
     teacher = load_teacher(path, "cpu")
     info = {
         "format": teacher.format,
@@ -174,8 +225,20 @@ def inspect_model(path: str) -> dict:
         "input": None,
         "num_classes": None,
     }
-    if teacher.format == "onnx":
+    if teacher.format in ("onnx", "pt2") and teacher.input_shape is not None:
         dtype = np.dtype(teacher.input_dtype).name if teacher.input_dtype else None
         info["input"] = {"shape": teacher.input_shape[1:], "dtype": dtype}
+    if teacher.format == "onnx":
         info["num_classes"] = teacher.onnx_num_classes
+    elif teacher.format == "pt2" and teacher.input_shape and None not in teacher.input_shape[1:]:
+        # Every example dimension is known: one forward pass on zeros names the number of classes.
+        try:
+            example = torch.zeros([teacher.fixed_batch or 1, *teacher.input_shape[1:]])
+            info["num_classes"] = int(teacher(example.to(_torch_dtype(teacher.input_dtype))).shape[1])
+        except Exception as exc:  # the shape is all we promised; the class count is a bonus
+            logger.info("cannot run the .pt2 program on zeros: %s", exc)
     return info
+
+
+def _torch_dtype(dtype) -> torch.dtype:
+    return getattr(torch, np.dtype(dtype).name) if dtype is not None else torch.float32
