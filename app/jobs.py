@@ -6,11 +6,11 @@ import hashlib
 import json
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, NotFound, Unprocessable
+from app.errors import Conflict, NotFound, TooManyRequests, Unprocessable
 from app.models import Dataset, Job, JobEvent, Model, Tenant, new_id, utcnow
 from app.queue import enqueue_job
 from app.schemas import JobCreate
@@ -89,6 +89,16 @@ def _check_webhook(url: str) -> None:
         raise Unprocessable(str(exc), code="webhook_url_refused") from exc
 
 
+def _check_capacity(session: Session, tenant: Tenant) -> None:
+    """429 when the tenant already has its cap of queued plus running jobs."""
+    cap = get_settings().max_active_jobs_per_tenant
+    active = session.scalar(select(func.count()).select_from(Job).where(
+        Job.tenant_id == tenant.id, Job.status.in_(("queued", "running"))))
+    if active >= cap:
+        raise TooManyRequests(f"this tenant already has {active} queued or running jobs (the limit is {cap}); "
+                              "retry when some have finished", code="too_many_jobs", headers={"Retry-After": "30"})
+
+
 def request_hash(body: JobCreate) -> str:
     """A stable digest of a job request, for Idempotency-Key checks."""
     return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
@@ -104,6 +114,7 @@ def create_job(session: Session, tenant: Tenant, body: JobCreate, idempotency_ke
             return _same_request(existing, digest)
     if body.webhook_url:
         _check_webhook(body.webhook_url)
+    _check_capacity(session, tenant)
     teacher = _ready_input(session, Model, body.teacher_id, tenant, "teacher model")
     train = _ready_input(session, Dataset, body.train_dataset_id, tenant, "train dataset")
     eval_ = (_ready_input(session, Dataset, body.eval_dataset_id, tenant, "eval dataset")
@@ -115,7 +126,8 @@ def create_job(session: Session, tenant: Tenant, body: JobCreate, idempotency_ke
               train_dataset_id=train.id, eval_dataset_id=eval_.id if eval_ else None,
               student=body.student.model_dump(exclude_none=True),
               hyperparameters=body.hyperparameters.model_dump(), export=list(body.export), baseline=body.baseline,
-              progress={}, metrics={}, idempotency_key=idempotency_key, request_hash=digest,
+              max_runtime_s=body.max_runtime_s, progress={}, metrics={},
+              idempotency_key=idempotency_key, request_hash=digest,
               webhook_url=body.webhook_url,
               created_at=utcnow(), enqueued_at=utcnow())
     session.add(job)

@@ -118,6 +118,7 @@ class Job(Base):
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
     export: Mapped[list[str]] = mapped_column(JSON)
     baseline: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_runtime_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

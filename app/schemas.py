@@ -160,6 +160,8 @@ class JobCreate(BaseModel):
         default_factory=lambda: ["torchscript", "safetensors"]
     )
     baseline: bool = False
+    max_runtime_s: int | None = Field(None, ge=1, le=30 * 24 * 3600,
+                                      description="Fail the job with code `timeout` after this many seconds")
     webhook_url: str | None = Field(
         None, max_length=2048, examples=["https://example.com/hooks/distillery"],
         description="POSTed a signed `job.succeeded`, `job.failed` or `job.cancelled` event when the job "
@@ -208,6 +210,7 @@ class JobPublic(_Out):
     hyperparameters: dict[str, Any]
     export: list[str]
     baseline: bool
+    max_runtime_s: int | None = None
     webhook_url: str | None = None
     progress: Progress
     metrics: Metrics

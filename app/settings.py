@@ -37,6 +37,18 @@ class Settings(BaseSettings):
     webhook_retry_max_delay_s: float = 3600.0
     webhook_max_attempts: int = 8
     webhook_timeout_s: float = 10.0
+    # Leases: a running job's heartbeat is renewed every worker_heartbeat_interval_s; one older than
+    # lease_timeout_s means its worker is gone, and the reaper (a loop in every worker, each
+    # reaper_interval_s) requeues the job to resume from its checkpoint, up to max_attempts attempts.
+    lease_timeout_s: float = 120.0
+    reaper_interval_s: float = 15.0
+    max_attempts: int = 3
+    # A queued job or a validating upload whose message may have been lost is sent again after this.
+    resend_after_s: float = 600.0
+    # Per-tenant cap on queued plus running jobs (429 beyond it).
+    max_active_jobs_per_tenant: int = 100
+    # Files of jobs that ended more than this many days ago are removed; None keeps them for ever.
+    retention_days: float | None = None
 
     @property
     def resolved_database_url(self) -> str:

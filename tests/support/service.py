@@ -54,6 +54,12 @@ class Service:
              "--without-gossip", "--without-mingle"],
             env={**self.env, **(extra_env or {})}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
+    def kill_worker(self, name: str, sig: int = 9) -> int:
+        """Send a signal to a worker started by start_worker; returns its pid."""
+        proc = self.procs[f"worker-{name}"]
+        proc.send_signal(sig)
+        return proc.pid
+
     def log_tail(self, chars: int = 6000) -> str:
         """The end of every process log, for failure messages."""
         parts = []
@@ -76,7 +82,8 @@ class Service:
 
 @contextlib.contextmanager
 def running_service(tmp: Path, database_url: str | None = None, broker_url: str | None = None,
-                    workers: int = 1, extra_env: dict | None = None) -> Iterator[Service]:
+                    workers: int = 1, extra_env: dict | None = None,
+                    queues: str = "jobs,uploads") -> Iterator[Service]:
     """Migrate, start the API and `workers` workers, wait until /readyz says ready, and stop them after."""
     data_dir = tmp / "data"
     logs = tmp / "logs"
@@ -98,7 +105,7 @@ def running_service(tmp: Path, database_url: str | None = None, broker_url: str 
             [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
             env=env, cwd=ROOT, stdout=api_log, stderr=subprocess.STDOUT)
         for i in range(workers):
-            service.start_worker(f"w{i}")
+            service.start_worker(f"w{i}", queues=queues)
         wait_ready(service)
         yield service
     finally:
