@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI
 
 from app.errors import install_handlers
-from app.routes import datasets, health, jobs, models, report_html, webhooks
+from app.routes import dashboard, datasets, health, jobs, metrics, models, report_html, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def create_app() -> FastAPI:
     )
     install_handlers(app)
     for router in (health.router, models.router, datasets.router, jobs.router, webhooks.router,
-                   report_html.router):
+                   report_html.router, metrics.router, dashboard.router):
         app.include_router(router)
     return app
 

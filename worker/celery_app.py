@@ -21,11 +21,13 @@ from app.db import get_sessionmaker
 from app.models import WorkerHeartbeat, utcnow
 from app.queue import make_celery
 from app.settings import get_settings
+from worker import logcontext
 
 logger = logging.getLogger(__name__)
 
 celery = make_celery(get_settings())
 celery.conf.include = ["worker.tasks"]
+logcontext.install(celery)  # log lines carry job_id
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 _stop = threading.Event()

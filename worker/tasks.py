@@ -7,6 +7,7 @@ import logging
 from app.queue import DELIVER_WEBHOOK, RUN_JOB, VALIDATE_UPLOAD
 from app.settings import get_settings
 from worker.celery_app import celery
+from worker.logcontext import job_context
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ def run_job(job_id: str) -> None:
     """Claim the job (a no-op if another delivery already did) and run it to the end."""
     from worker.runner import run
 
-    run(job_id)
+    with job_context(job_id):
+        run(job_id)
 
 
 @celery.task(name=DELIVER_WEBHOOK, bind=True, max_retries=None, time_limit=300, soft_time_limit=240)
@@ -33,5 +35,7 @@ def deliver_webhook(self, job_id: str, event_type: str, msg_id: str) -> None:
     from worker.webhooks import deliver, retry_delay
 
     attempt = self.request.retries + 1
-    if deliver(job_id, event_type, msg_id, attempt) == "retry":
+    with job_context(job_id):
+        outcome = deliver(job_id, event_type, msg_id, attempt)
+    if outcome == "retry":
         raise self.retry(countdown=retry_delay(attempt))
