@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from sqlalchemy import update
@@ -14,6 +16,7 @@ from app.db import get_sessionmaker
 from app.models import Dataset, Model
 from app.settings import get_settings
 from app.storage import LocalStorage
+from worker.sandbox import inspect_model_sandboxed
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +61,16 @@ def validate(kind: str, obj_id: str) -> None:
             return
         path = storage.path(row.path)
         options = {} if kind == "models" else dataset_spec_options(row, storage)
-    result = inspect_in_child(kind, path, options)
+    if kind == "models":
+        # Model files can carry code: open them in the sandbox, which sees only a fresh empty folder.
+        storage.tmp_dir.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"validate-{obj_id}-", dir=storage.tmp_dir))
+        try:
+            result = inspect_model_sandboxed(path, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        result = inspect_in_child(kind, path, options)
     values = ({"status": "ready", "info": result["info"], "error": None} if "info" in result
               else {"status": "invalid", "error": result["error"]})
     with get_sessionmaker()() as session:

@@ -1,0 +1,80 @@
+"""Hostile TorchScript modules for sandbox tests, built with torch.jit.script (import torch only here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+class ReadsFile(torch.nn.Module):
+    """Reads any file it can name with torch.from_file and returns its bytes as 'logits'."""
+
+    def __init__(self, path: str, size: int):
+        super().__init__()
+        self.path = path
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        data = torch.from_file(self.path, size=self.size, dtype=torch.uint8)
+        return data.float().unsqueeze(0).repeat(x.shape[0], 1)
+
+
+class LoopsForever(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        i = 0
+        while i >= 0:
+            i += 1
+        return x
+
+
+class AllocatesWithoutBound(torch.nn.Module):
+    # Each block is filled and feeds the result, so the JIT cannot drop the allocations.
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts: list[torch.Tensor] = []
+        total = torch.zeros(1)
+        while bool(total.sum() >= 0):
+            block = torch.full([1 << 24], float(len(parts)))
+            parts.append(block)
+            total = total + block[-1]
+        return x * total
+
+
+class Linear(torch.nn.Module):
+    """A harmless teacher: features [N, 4] -> 3 logits."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+class HangsOnLoad(torch.nn.Module):
+    """Runs code in __setstate__, i.e. while torch.jit.load opens it (as upload validation does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[bool, int]:
+        return (self.training, 0)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[bool, int]) -> None:
+        self.training = state[0]
+        i = state[1]
+        while i >= 0:
+            i += 1
+
+
+def save_script(module: torch.nn.Module, path: Path) -> Path:
+    """torch.jit.script the module and save it."""
+    torch.jit.script(module).save(str(path))
+    return path

@@ -1,0 +1,100 @@
+"""Sandboxed child: load a teacher and write its logits for named input arrays (see worker/sandbox.py).
+
+`python -m worker.teacher_child REQUEST_JSON`, where the request is
+{"teacher": path, "inputs": {name: .npy path}, "out_dir": path, "device": "cpu" | "cuda"}.
+Writes `logits-<name>.npy` (float32 [N, C]) into out_dir and prints, as the last line of stdout,
+{"outputs": {name: path}, "info": {...}} or {"error": {"code", "message"}}.
+Runs with only out_dir visible: the teacher's code cannot reach anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    with open(sys.argv[1]) as fh:
+        request = json.load(fh)
+    import numpy as np
+    import torch
+
+    from worker.engine import EngineError
+    from worker.engine.report import latencies
+    from worker.engine.teacher_outputs import check_teacher, compute_teacher_outputs
+    from worker.engine.teachers import load_teacher
+
+    out_dir = request["out_dir"]
+    try:
+        device = request.get("device", "cpu")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            device = "cpu"
+        teacher = load_teacher(request["teacher"], device)
+        outputs, num_classes, example = {}, None, None
+        for name, path in request["inputs"].items():
+            x = np.load(path, mmap_mode="r", allow_pickle=False)
+            x = np.ascontiguousarray(x)
+            _first_rows(teacher, x)
+            width = check_teacher(teacher, x, None)
+            if num_classes is not None and width != num_classes:
+                raise EngineError("invalid_model", f"the teacher returned {width} classes for {name} "
+                                                   f"but {num_classes} before")
+            num_classes = width
+            logits = compute_teacher_outputs(teacher, x).numpy().astype(np.float32, copy=False)
+            if logits.shape != (len(x), width):
+                raise EngineError("invalid_model", f"the teacher returned logits of shape {list(logits.shape)} "
+                                                   f"for {len(x)} examples")
+            if not np.isfinite(logits).all():
+                raise EngineError("invalid_model", f"the teacher returned NaN or infinite logits on {name}")
+            dest = os.path.join(out_dir, f"logits-{name}.npy")
+            np.save(dest, logits, allow_pickle=False)
+            outputs[name] = dest
+            if example is None and len(x):
+                example = torch.from_numpy(x[:1])
+        cpu_teacher = teacher if teacher.device == "cpu" else load_teacher(request["teacher"], "cpu")
+        info = {
+            "format": teacher.format,
+            "num_parameters": int(teacher.num_parameters),
+            "size_bytes": int(teacher.size_bytes),
+            "num_classes": num_classes,
+            "input_shape": teacher.input_shape,
+            "input_dtype": None if teacher.input_dtype is None else np.dtype(teacher.input_dtype).name,
+            "latency_ms": latencies(cpu_teacher, example) if example is not None else None,
+        }
+        answer = {"outputs": outputs, "info": info}
+    except EngineError as exc:
+        answer = {"error": {"code": exc.code, "message": exc.message}}
+    except MemoryError:
+        answer = {"error": {"code": "sandbox_memory_limit", "message": "MemoryError: out of memory"}}
+    except Exception as exc:  # the teacher's own failure: report it as the file's fault
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        answer = {"error": {"code": "teacher_failed", "message": f"the teacher failed: {type(exc).__name__}: "
+                                                                 f"{first[:500]}"}}
+    sys.stdout.write("\n" + json.dumps(answer) + "\n")
+    return 0
+
+
+def _first_rows(teacher, x) -> None:
+    """Run the teacher on two rows; a failure is reported with the TorchScript error's last, telling line."""
+    import torch
+
+    from worker.engine import EngineError
+
+    try:
+        teacher(torch.from_numpy(x[: min(2, len(x))]))
+    except EngineError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        telling = lines[-1] if lines else type(exc).__name__
+        raise EngineError("teacher_failed", f"the teacher failed on examples of shape {list(x.shape[1:])} "
+                                            f"{x.dtype}: {telling[:500]}") from exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
