@@ -20,7 +20,8 @@ MODEL_FORMATS_HINT = (
     "upload a TorchScript archive (torch.jit.script/trace(...).save), a torch.export program (.pt2, "
     "torch.export.save) or an ONNX file"
 )
-DATASET_FORMATS_HINT = "upload an .npz with arrays x and optional y, or a CSV, JSONL or Parquet table"
+DATASET_FORMATS_HINT = ("upload an .npz with arrays x and optional y, a CSV, JSONL or Parquet table, or a zip of "
+                        "class folders of PNG/JPEG images")
 
 
 def _is_pickle(head: bytes) -> bool:
@@ -99,6 +100,23 @@ def _check_npz(path: Path) -> None:
                 "save numeric arrays", code="invalid_dataset")
 
 
+def _check_image_folder(path: Path) -> bool:
+    """A zip of class folders of PNG/JPEG images: checked for path escapes, links and zip bombs (422)."""
+    from app.archives import check_zip, image_members
+
+    images = image_members(check_zip(path))
+    if not images:
+        return False
+    with zipfile.ZipFile(path) as zf, zf.open(images[0]) as fh:
+        magic = fh.read(8)
+    if not (magic.startswith(b"\x89PNG\r\n\x1a\n") or magic.startswith(b"\xff\xd8\xff")):
+        raise Unprocessable(f"{images[0].filename!r} is not a PNG or JPEG image", code="invalid_dataset")
+    if not any("/" in i.filename for i in images):
+        raise Unprocessable("the archive's images must sit in one folder per class (cat/1.png, dog/2.png)",
+                            code="invalid_dataset")
+    return True
+
+
 def _first_line(path: Path, limit: int = 1 << 20) -> str:
     with open(path, "rb") as fh:
         raw = fh.read(limit)
@@ -127,7 +145,9 @@ def sniff_dataset(path: Path, options: dict) -> str:
         if any(n.endswith(".npy") for n in names):
             _check_npz(path)
             return "npz"
-        raise Unprocessable(f"the zip archive holds no .npy arrays; {DATASET_FORMATS_HINT}",
+        if _check_image_folder(path):
+            return "image_folder"
+        raise Unprocessable(f"the zip archive holds no .npy arrays nor images; {DATASET_FORMATS_HINT}",
                             code="unsupported_dataset_format")
     if head.startswith(b"\x93NUMPY"):
         raise Unprocessable("a bare .npy holds one array; save x (and y) with numpy.savez into an .npz",

@@ -17,7 +17,13 @@ def main() -> int:
     kind, path, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     from worker.engine import DatasetSpec, EngineError, inspect_dataset, inspect_model
 
+    from worker.onnx_check import external_data_problem
+
     try:
+        problem = external_data_problem(path) if kind == "models" else None
+        if problem:
+            sys.stdout.write("\n" + json.dumps({"error": problem}) + "\n")
+            return 0
         if kind == "models":
             info = inspect_model(path)
         else:

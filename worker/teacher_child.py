@@ -32,6 +32,11 @@ def main() -> int:
         device = request.get("device", "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             device = "cpu"
+        from worker.onnx_check import external_data_problem
+
+        problem = external_data_problem(request["teacher"])
+        if problem:
+            raise EngineError(problem["code"], problem["message"])
         teacher = load_teacher(request["teacher"], device)
         outputs, num_classes, example = {}, None, None
         for name, path in request["inputs"].items():

@@ -21,13 +21,16 @@ from app.uploads import ReceivedForm, multipart_openapi
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-EXTENSIONS = {"npz": "data.npz", "csv": "data.csv", "jsonl": "data.jsonl", "parquet": "data.parquet"}
+EXTENSIONS = {"npz": "data.npz", "csv": "data.csv", "jsonl": "data.jsonl", "parquet": "data.parquet",
+              "image_folder": "data.zip"}
 UPLOAD_BODY = multipart_openapi(
-    {"file": ".npz (arrays x, optional y), CSV, JSONL or Parquet; recognised by content",
+    {"file": ".npz (arrays x, optional y), CSV, JSONL, Parquet, or a zip of class folders of PNG/JPEG images; "
+             "recognised by content",
      "tokenizer": "Optional tokenizer.json (the `tokenizers` library's format) for a text column"},
     {"name": "Optional display name", "label_column": "Label column of a table (default: label, if present)",
      "text_column": "Text column to tokenise with the tokenizer", "max_length": "Tokens per example (default 128)",
-     "classes": "Order of string labels: a JSON list or comma-separated names"},
+     "classes": "Order of string labels: a JSON list or comma-separated names",
+     "image_size": "Image datasets: HxW (or one number) every image is resized to (default: the first image's)"},
 )
 
 
@@ -54,6 +57,16 @@ def parse_options(form: ReceivedForm) -> dict:
         if not classes or len(set(map(str, classes))) != len(classes):
             raise Unprocessable("classes must be a non-empty list of distinct names")
         options["classes"] = [str(c) for c in classes]
+    if fields.get("image_size"):
+        raw = fields["image_size"].strip().lower().replace(",", "x").split("x")
+        try:
+            size = [int(v) for v in raw]
+        except ValueError:
+            raise Unprocessable("image_size must be HxW or one number, e.g. 32x32 or 32") from None
+        size = size * 2 if len(size) == 1 else size
+        if len(size) != 2 or not all(1 <= v <= 4096 for v in size):
+            raise Unprocessable("image_size must be HxW with each side between 1 and 4096")
+        options["image_size"] = size
     if options.get("text_column") and "tokenizer" not in form.files:
         raise Unprocessable("text_column needs a tokenizer: send tokenizer.json as the 'tokenizer' file field")
     return options

@@ -26,6 +26,7 @@ class DatasetSpec:
     max_length: int | None = None
     classes: list[str] | None = None
     sha256: str | None = None
+    image_size: list[int] | None = None  # image_folder: [H, W] every image is resized to
 
 
 @dataclass

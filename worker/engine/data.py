@@ -95,6 +95,10 @@ def load_dataset(spec: DatasetSpec) -> LoadedDataset:
             text_info=info,
             mask_id=d.get("mask_id"),
         )
+    if spec.format == "image_folder":
+        from worker.engine.images import load_image_folder
+
+        return LoadedDataset(*load_image_folder(spec))
     if spec.format == "npz":
         x, y = _read_npz(spec.path)
         columns = None

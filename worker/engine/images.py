@@ -1,0 +1,127 @@
+"""Image-folder datasets: a zip of class folders of PNG/JPEG images -> x float32 [N, C, H, W] in [0, 1].
+
+Members are read straight from the archive, never extracted, so a hostile name cannot write anywhere;
+the archive is still checked first (the same rules as app/archives.py at upload, which the engine may
+not import): no absolute paths, no '..', no links, and caps on members, total size and compression ratio.
+Labels come from the class folder names: `spec.classes` order when given, else sorted. Every image is
+resized to `spec.image_size` ([H, W]) or else to the first image's size; grayscale if the first image is.
+"""
+
+from __future__ import annotations
+
+import stat
+import warnings
+import zipfile
+from pathlib import PurePosixPath
+
+import numpy as np
+
+from worker.engine.errors import EngineError
+
+MAX_MEMBERS = 200_000
+MAX_TOTAL_UNCOMPRESSED = 8 * 1024**3
+MAX_RATIO = 100
+RATIO_MIN_BYTES = 1024**2
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # per image, before resizing: PIL's decompression-bomb guard
+MAX_DATASET_BYTES = 16 * 1024**3  # of the decoded float32 array
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _bad(message: str) -> EngineError:
+    return EngineError("invalid_dataset", message)
+
+
+def check_members(infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse path escapes, links and zip bombs (EngineError invalid_dataset)."""
+    if len(infos) > MAX_MEMBERS:
+        raise _bad(f"the archive has {len(infos)} members; at most {MAX_MEMBERS} are accepted")
+    total = 0
+    for info in infos:
+        name = info.filename
+        if name.startswith(("/", "\\")) or "\\" in name or (len(name) > 1 and name[1] == ":"):
+            raise _bad(f"unsafe archive: member {name!r} has an absolute or Windows path")
+        if ".." in name.split("/"):
+            raise _bad(f"unsafe archive: member {name!r} climbs out of the archive with '..'")
+        mode = info.external_attr >> 16
+        if info.create_system == 3 and stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
+            raise _bad(f"unsafe archive: member {name!r} is a link or special file")
+        total += info.file_size
+        if total > MAX_TOTAL_UNCOMPRESSED:
+            raise _bad(f"unsafe archive: it unpacks to more than {MAX_TOTAL_UNCOMPRESSED} bytes")
+        if info.file_size > RATIO_MIN_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise _bad(f"unsafe archive: member {name!r} is compressed more than {MAX_RATIO}:1 (a zip bomb?)")
+
+
+def _class_of(name: str, strip: int) -> str | None:
+    parts = PurePosixPath(name).parts[strip:]
+    return parts[0] if len(parts) >= 2 else None
+
+
+def load_image_folder(spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(x float32 [N, C, H, W], y int64 [N], classes) from a zip of class folders of images."""
+    from PIL import Image
+
+    try:
+        zf = zipfile.ZipFile(spec.path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise _bad(f"cannot read the zip archive: {exc}") from exc
+    with zf:
+        infos = zf.infolist()
+        check_members(infos)
+        images = sorted(
+            (i for i in infos if not i.is_dir() and i.filename.lower().endswith(IMAGE_SUFFIXES)
+             and not PurePosixPath(i.filename).name.startswith(".") and not i.filename.startswith("__MACOSX/")),
+            key=lambda i: i.filename)
+        if not images:
+            raise _bad("the archive holds no PNG or JPEG images")
+        # A single folder wrapping the class folders (digits/0/a.png) is stripped.
+        tops = {PurePosixPath(i.filename).parts[0] for i in images}
+        strip = 1 if len(tops) == 1 and all(len(PurePosixPath(i.filename).parts) >= 3 for i in images) else 0
+        labels = [_class_of(i.filename, strip) for i in images]
+        loose = [i.filename for i, c in zip(images, labels, strict=True) if c is None]
+        if loose:
+            raise _bad(f"images must sit in one folder per class; {loose[0]!r} is not in a class folder")
+        found = sorted(set(labels))
+        classes = [str(c) for c in spec.classes] if getattr(spec, "classes", None) else found
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise _bad(f"class folders {unknown[:10]} are not in classes {classes}")
+        index = {c: k for k, c in enumerate(classes)}
+
+        size = getattr(spec, "image_size", None)
+        channels = None
+        x = None
+        old_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        try:
+            for row, info in enumerate(images):
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("error", Image.DecompressionBombWarning)
+                        with zf.open(info) as fh, Image.open(fh) as img:
+                            if img.format not in ("PNG", "JPEG"):
+                                raise _bad(f"{info.filename!r} is {img.format}, not a PNG or JPEG image")
+                            if channels is None:
+                                channels = 1 if img.mode in GRAY_MODES else 3
+                                if size is None:
+                                    size = [img.height, img.width]
+                                h, w = int(size[0]), int(size[1])
+                                if h < 1 or w < 1 or h * w * channels * 4 * len(images) > MAX_DATASET_BYTES:
+                                    raise _bad(f"{len(images)} images of {channels}x{h}x{w} are too large a "
+                                               "dataset; set a smaller image_size")
+                                x = np.empty((len(images), channels, h, w), dtype=np.float32)
+                            img = img.convert("L" if channels == 1 else "RGB")
+                            if (img.height, img.width) != (h, w):
+                                img = img.resize((w, h), Image.BILINEAR)
+                            array = np.asarray(img, dtype=np.float32) / 255.0
+                except EngineError:
+                    raise
+                except Exception as exc:  # PIL raises many types on broken or hostile images
+                    raise _bad(f"cannot read image {info.filename!r}: {type(exc).__name__}: {exc}") from exc
+                x[row] = array[None] if channels == 1 else array.transpose(2, 0, 1)
+        finally:
+            Image.MAX_IMAGE_PIXELS = old_limit
+    y = np.asarray([index[c] for c in labels], dtype=np.int64)
+    return x, y, classes
+
