@@ -240,6 +240,8 @@ class JobProgress:
             self.log(f"[dim]{event.created_at:%H:%M:%S}[/] phase: {_escape(event.message)}")
         elif event.type == "status":
             self.phase = data.get("status") or self.phase
+            if self.phase == "succeeded":
+                self.fraction = 1.0
             self.log(f"[dim]{event.created_at:%H:%M:%S}[/] {_escape(event.message)}")
         else:
             style = "yellow" if event.level == "warning" or event.type == "warning" else "dim"

@@ -87,7 +87,19 @@ def line_chart(
     points = [p for _, _, pts in series for p in pts if p[1] is not None]
     if not points:
         return ""
-    left, right, top, bottom = 56, 16, 34, 44
+    left, right, bottom = 56, 16, 44
+    # The legend sits between the title and the plot, wrapped to the plot's width.
+    items = [(n, c, False) for n, c, pts in series if any(p[1] is not None for p in pts)]
+    items += [(n, c, True) for n, c, v in hlines if v is not None]
+    legend, lx, ly = [], left, 36
+    for name, color, dashed in items:
+        item_width = 30 + 6 * len(name)
+        if lx + item_width > width - right and lx > left:
+            lx, ly = left, ly + 15
+        legend.append((name, color, dashed, lx, ly))
+        lx += item_width
+    top = ly + 12
+    height += top - 34
     xs = [p[0] for p in points]
     ys = [p[1] for p in points] + [v for _, _, v in hlines if v is not None]
     x_lo, x_hi = min(xs), max(xs)
@@ -159,19 +171,12 @@ def line_chart(
                 f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}">'
                 f"<title>{_e(name)}, epoch {_e(fmt(x))}: {fmt(y)}</title></circle>"
             )
-    legend = [(n, c, False) for n, c, pts in series if any(p[1] is not None for p in pts)]
-    legend += [(n, c, True) for n, c, v in hlines if v is not None]
-    lx, ly = left + 8, top + 12
-    for name, color, dashed in legend:
-        item_width = 30 + 6 * len(name)
-        if lx + item_width > left + pw and lx > left + 8:  # wrap the legend inside the plot
-            lx, ly = left + 8, ly + 15
+    for name, color, dashed, lx, ly in legend:
         dash = ' stroke-dasharray="4 3"' if dashed else ""
         out.append(
             f'<line x1="{lx}" x2="{lx + 18}" y1="{ly}" y2="{ly}" stroke="{color}" '
             f'stroke-width="2.5"{dash}/><text x="{lx + 22}" y="{ly + 4}" class="leg">{_e(name)}</text>'
         )
-        lx += item_width
     out.append("</svg>")
     return "".join(out)
 
