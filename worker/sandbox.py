@@ -21,7 +21,8 @@ cgroup (one with the memory controller in its cgroup.subtree_control and no proc
 without one, only the timeouts and the GPU's own memory hold (see README, Deployment).
 
 Settings (environment): DISTILLERY_SANDBOX = auto (default) | bwrap | unshare | none;
-DISTILLERY_SANDBOX_CGROUP = path of the delegated parent cgroup (optional).
+DISTILLERY_SANDBOX_CGROUP = path of the delegated parent cgroup (optional); DISTILLERY_SANDBOX_WALL_S,
+DISTILLERY_SANDBOX_CPU_S and DISTILLERY_SANDBOX_MEMORY_BYTES override the default limits.
 """
 
 from __future__ import annotations
@@ -56,6 +57,17 @@ class SandboxLimits:
     memory_bytes: int | None = 8 * GiB  # RLIMIT_AS on CPU runs, cgroup memory.max where available
     gpu: bool = False  # the child may use the GPU: no RLIMIT_AS, /dev/nvidia* visible
     max_file_bytes: int | None = 64 * GiB  # RLIMIT_FSIZE: no single file larger than this
+
+
+def limits_from_env(base: SandboxLimits | None = None) -> SandboxLimits:
+    """`base` (default SandboxLimits()) with DISTILLERY_SANDBOX_WALL_S / _CPU_S / _MEMORY_BYTES applied."""
+    limits = base or SandboxLimits()
+    for field_name, var, cast in (("wall_s", "DISTILLERY_SANDBOX_WALL_S", float),
+                                  ("cpu_s", "DISTILLERY_SANDBOX_CPU_S", int),
+                                  ("memory_bytes", "DISTILLERY_SANDBOX_MEMORY_BYTES", int)):
+        if os.environ.get(var):
+            setattr(limits, field_name, cast(os.environ[var]))
+    return limits
 
 
 @dataclass
@@ -345,7 +357,7 @@ def inspect_model_sandboxed(path: Path, workdir: Path, limits: SandboxLimits | N
 
     `workdir` is a fresh, empty folder: the only one the child sees; the file appears in it read-only.
     """
-    limits = limits or SandboxLimits(wall_s=300, cpu_s=600, memory_bytes=4 * GiB)
+    limits = limits or limits_from_env(SandboxLimits(wall_s=300, cpu_s=600, memory_bytes=4 * GiB))
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     inside = workdir / ("model" + Path(path).suffix)
@@ -371,7 +383,7 @@ def compute_teacher_outputs_sandboxed(teacher_path: str | Path, inputs_npy_paths
     num_classes, input_shape, input_dtype, latency_ms}}. Raises SandboxError with a code and a message a
     user can act on when the teacher fails, hangs, or breaks a limit.
     """
-    limits = limits or SandboxLimits()
+    limits = limits or limits_from_env()
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     teacher_inside = out / ("teacher" + Path(teacher_path).suffix)

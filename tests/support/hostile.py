@@ -78,3 +78,55 @@ def save_script(module: torch.nn.Module, path: Path) -> Path:
     """torch.jit.script the module and save it."""
     torch.jit.script(module).save(str(path))
     return path
+
+
+class ReadsFileOnLoad(torch.nn.Module):
+    """Reads a file while torch.jit.load opens it, and keeps the bytes in its outputs."""
+
+    def __init__(self, path: str, size: int):
+        super().__init__()
+        self.path = path
+        self.size = size
+        self.weight = torch.ones(3, 4)
+        self.secret = torch.zeros(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.t() + self.secret
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, int, bool, torch.Tensor]:
+        return (self.path, self.size, self.training, self.weight)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, int, bool, torch.Tensor]) -> None:
+        self.path = state[0]
+        self.size = state[1]
+        self.training = state[2]
+        self.weight = state[3]
+        data = torch.from_file(self.path, size=self.size, dtype=torch.uint8)
+        self.secret = data[:3].float()
+
+
+class AllocatesOnLoad(torch.nn.Module):
+    """Allocates without bound while torch.jit.load opens it."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[bool, int]:
+        return (self.training, 0)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[bool, int]) -> None:
+        self.training = state[0]
+        parts: list[torch.Tensor] = []
+        total = torch.zeros(1)
+        while bool(total.sum() >= 0):
+            block = torch.full([1 << 24], float(len(parts)))
+            parts.append(block)
+            total = total + block[-1]
