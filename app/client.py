@@ -348,8 +348,9 @@ class Distillery:
         """Stream an artifact to `dest` (a file, or a folder to put it in; default: the current folder)."""
         import hashlib
 
+        folder = dest is None or str(dest).endswith(("/", os.sep))
         dest = Path(dest) if dest is not None else Path(".")
-        if dest.is_dir():
+        if folder or dest.is_dir():
             dest = dest / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(dest.name + ".part")

@@ -347,7 +347,7 @@ def test_run_with_a_bad_teacher_exits_non_zero_with_the_api_message(svc, key, di
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_list_commands_print_json(run_result, svc, key):
+def test_list_commands_print_json(run_result, svc, key, tmp_path):
     result, out, _ = run_result
     assert result.returncode == 0, result.stderr
     job_id = json.loads((out / "report.json").read_text())["job_id"]
@@ -366,6 +366,16 @@ def test_list_commands_print_json(run_result, svc, key):
     assert again.returncode == 1 and "409" in again.stderr
     missing = _cli(svc, key, "jobs", "show", "job_nope")
     assert missing.returncode == 1 and "404" in missing.stderr
+    client = Distillery(svc.url, key)
+    path = client.download_artifact(job_id, "manifest.json", str(tmp_path / "dl") + "/")
+    assert (
+        path == tmp_path / "dl" / "manifest.json"
+        and path.read_bytes() == (out / "manifest.json").read_bytes()
+    )
+    assert (
+        client.report(job_id).student["accuracy"]
+        == json.loads((out / "report.json").read_text())["student"]["accuracy"]
+    )
     text = _cli(svc, key, "jobs", "list")
     assert text.returncode == 0 and job_id in text.stdout
 
