@@ -195,6 +195,14 @@ def test_client_reads_url_and_key_from_the_environment(monkeypatch):
     assert client.http.headers["authorization"] == "Bearer k_env"
 
 
+def test_the_client_cli_and_report_never_import_torch():
+    code = (
+        "import sys, app.cli, app.cli_client, app.client, app.report_html, app.routes.report_html, app.main; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
 def test_sse_parser_skips_comments_and_keeps_ids():
     lines = [
         ": keep-alive",
@@ -451,6 +459,9 @@ def test_live_events_of_a_running_job_resume_with_last_event_id_and_miss_none(sv
             break
     stream.close()  # closes the HTTP response: the server sees the client go away
     assert client.get_job(job.id).status == "running"
+    with pytest.raises(DistilleryError) as info:
+        client.report_html(job.id)
+    assert (info.value.status, info.value.code) == (404, "report_not_ready")
 
     # 2. Resume after the last id through a connection that drops three times, once mid-event.
     flaky = _FlakyTransport(cuts=3, limit=700)

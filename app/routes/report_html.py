@@ -16,9 +16,17 @@ from app.schemas import ArtifactPublic, JobPublic
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
+def _json_errors(*codes: int) -> dict:
+    """errors() with the envelope declared as application/json (the route's own type is text/html)."""
+    ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    return {code: {"description": spec["description"], "content": {"application/json": {"schema": ref}}}
+            for code, spec in errors(*codes).items()}
+
+
 @router.get("/{job_id}/report.html", response_class=HTMLResponse,
-            responses={**errors(404), 200: {"content": {"text/html": {}},
-                                            "description": "Self-contained HTML (inline SVG, no scripts)"}},
+            responses={**_json_errors(404), 200: {
+                "content": {"text/html": {"schema": {"type": "string"}}},
+                "description": "Self-contained HTML (inline SVG, no scripts)"}},
             summary="The job's report as an HTML page")
 def get_report_html(job: JobDep, session: SessionDep) -> HTMLResponse:
     """Curves, size and latency bars, student-vs-teacher confusion (when measured), configuration and
