@@ -35,8 +35,12 @@ def unsafe_member(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def check_zip(path: Path, max_members: int = MAX_MEMBERS, max_total: int = MAX_TOTAL_UNCOMPRESSED,
-              max_ratio: float = MAX_RATIO) -> list[zipfile.ZipInfo]:
+def check_zip(
+    path: Path,
+    max_members: int = MAX_MEMBERS,
+    max_total: int = MAX_TOTAL_UNCOMPRESSED,
+    max_ratio: float = MAX_RATIO,
+) -> list[zipfile.ZipInfo]:
     """The archive's members, or 422 naming the first problem (path escape, link, zip bomb)."""
     try:
         with zipfile.ZipFile(path) as zf:
@@ -44,8 +48,9 @@ def check_zip(path: Path, max_members: int = MAX_MEMBERS, max_total: int = MAX_T
     except (zipfile.BadZipFile, OSError) as exc:
         raise Unprocessable(f"the zip archive cannot be read: {exc}", code="invalid_dataset") from None
     if len(infos) > max_members:
-        raise Unprocessable(f"the archive has {len(infos)} members; at most {max_members} are accepted",
-                            code="unsafe_archive")
+        raise Unprocessable(
+            f"the archive has {len(infos)} members; at most {max_members} are accepted", code="unsafe_archive"
+        )
     total = 0
     for info in infos:
         problem = unsafe_member(info)
@@ -57,11 +62,19 @@ def check_zip(path: Path, max_members: int = MAX_MEMBERS, max_total: int = MAX_T
         if info.file_size > RATIO_MIN_BYTES and info.file_size > max_ratio * max(info.compress_size, 1):
             raise Unprocessable(
                 f"member {info.filename!r} is compressed {info.file_size / max(info.compress_size, 1):.0f}:1 "
-                f"(at most {max_ratio}:1 is accepted): this looks like a zip bomb", code="unsafe_archive")
+                f"(at most {max_ratio}:1 is accepted): this looks like a zip bomb",
+                code="unsafe_archive",
+            )
     return infos
 
 
 def image_members(infos: list[zipfile.ZipInfo]) -> list[zipfile.ZipInfo]:
     """Members that look like images by name (their content is checked when read)."""
-    return [i for i in infos if not i.is_dir() and i.filename.lower().endswith(IMAGE_SUFFIXES)
-            and not Path(i.filename).name.startswith(".") and not i.filename.startswith("__MACOSX/")]
+    return [
+        i
+        for i in infos
+        if not i.is_dir()
+        and i.filename.lower().endswith(IMAGE_SUFFIXES)
+        and not Path(i.filename).name.startswith(".")
+        and not i.filename.startswith("__MACOSX/")
+    ]

@@ -11,15 +11,27 @@ import pytest
 import torch
 
 from tests.support.archives import image_folder_zip, zip_absolute, zip_bomb, zip_slip, zip_symlink
-from tests.support.hostile import (AllocatesOnLoad, AllocatesWithoutBound, HangsOnLoad, Linear, LoopsForever,
-                                   ReadsFile, ReadsFileOnLoad, save_script)
+from tests.support.hostile import (
+    AllocatesOnLoad,
+    AllocatesWithoutBound,
+    HangsOnLoad,
+    Linear,
+    LoopsForever,
+    ReadsFile,
+    ReadsFileOnLoad,
+    save_script,
+)
 from tests.support.service import Client, running_service
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 4 * 1024**2
 SECRET = b"hunter2-secret-0f9a"
-SANDBOX_ENV = {"DISTILLERY_MAX_UPLOAD_BYTES": str(LIMIT), "DISTILLERY_SANDBOX_WALL_S": "40",
-               "DISTILLERY_SANDBOX_CPU_S": "20", "DISTILLERY_SANDBOX_MEMORY_BYTES": str(3 * 1024**3)}
+SANDBOX_ENV = {
+    "DISTILLERY_MAX_UPLOAD_BYTES": str(LIMIT),
+    "DISTILLERY_SANDBOX_WALL_S": "40",
+    "DISTILLERY_SANDBOX_CPU_S": "20",
+    "DISTILLERY_SANDBOX_MEMORY_BYTES": str(3 * 1024**3),
+}
 
 
 class Marker:
@@ -64,8 +76,12 @@ def test_pickles_are_refused_and_never_loaded(svc, client, tmp_path, marker):
     assert marker.exists()
     marker.unlink()  # ...and from here on must never fire again
     before = _stored_files(svc)
-    cases = [("models", raw, "pickle"), ("models", saved, "torch.save"), ("datasets", npz, "Python objects"),
-             ("datasets", raw, "pickle")]
+    cases = [
+        ("models", raw, "pickle"),
+        ("models", saved, "torch.save"),
+        ("datasets", npz, "Python objects"),
+        ("datasets", raw, "pickle"),
+    ]
     for kind, path, words in cases:
         resp = client.upload(kind, path)
         assert resp.status_code == 422, (kind, path.name, resp.text)
@@ -78,8 +94,10 @@ def test_pickles_are_refused_and_never_loaded(svc, client, tmp_path, marker):
 
 
 def _chunked_multipart(total: int, boundary: str = "hostileboundary"):
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
     payload = total - len(head) - len(tail)
 
@@ -116,9 +134,13 @@ def _onnx_with_external_data(path: Path, location: str) -> Path:
     from onnx import TensorProto, helper
 
     weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], np.ones(12, np.float32).tolist())
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], [weight])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        [weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     tensor = model.graph.initializer[0]
     tensor.ClearField("float_data")
@@ -147,12 +169,15 @@ def test_hostile_archives_are_refused(svc, client, tmp_path, make):
     assert resp.status_code == 422, resp.text
     assert resp.json()["error"]["code"] == "unsafe_archive", resp.text
     assert _stored_files(svc) == before
-    assert not (svc.data_dir.parent / "escaped.png").exists() and not Path("/tmp/absolute-escape.png").exists()
+    assert (
+        not (svc.data_dir.parent / "escaped.png").exists() and not Path("/tmp/absolute-escape.png").exists()
+    )
 
 
 def test_image_folder_dataset_is_validated(client, tmp_path):
-    body = client.ready_upload("datasets", image_folder_zip(tmp_path / "pets.zip", per_class=3),
-                               image_size="4x4")
+    body = client.ready_upload(
+        "datasets", image_folder_zip(tmp_path / "pets.zip", per_class=3), image_size="4x4"
+    )
     assert body["format"] == "image_folder"
     assert body["info"]["input"] == {"shape": [1, 4, 4], "dtype": "float32"}
     assert body["info"]["classes"] == ["cat", "dog", "emu"] and body["info"]["rows"] == 9
@@ -185,7 +210,9 @@ def _runner_uses_sandbox() -> bool:
     return "compute_teacher_outputs_sandboxed" in (ROOT / "worker" / "runner.py").read_text()
 
 
-@pytest.mark.skipif(not _runner_uses_sandbox(), reason="worker/runner.py does not run teachers in the sandbox yet")
+@pytest.mark.skipif(
+    not _runner_uses_sandbox(), reason="worker/runner.py does not run teachers in the sandbox yet"
+)
 def test_hostile_teachers_fail_only_their_own_job(svc, client, tmp_path):
     secret = tmp_path / "outside" / "secret.bin"
     secret.parent.mkdir()
@@ -195,21 +222,31 @@ def test_hostile_teachers_fail_only_their_own_job(svc, client, tmp_path):
     np.savez(data, x=rng.normal(size=(60, 4)).astype(np.float32), y=rng.integers(0, 3, 60))
     train = client.ready_upload("datasets", data)
     hyper = {"epochs": 1, "batch_size": 16}
-    for name, module in {"reads": ReadsFile(str(secret), len(SECRET)), "loops": LoopsForever(),
-                         "allocates": AllocatesWithoutBound()}.items():
+    for name, module in {
+        "reads": ReadsFile(str(secret), len(SECRET)),
+        "loops": LoopsForever(),
+        "allocates": AllocatesWithoutBound(),
+    }.items():
         teacher = client.ready_upload("models", save_script(module, tmp_path / f"{name}.pt"))
-        resp = client.http.post("/v1/jobs", json={"teacher_id": teacher["id"], "train_dataset_id": train["id"],
-                                                 "hyperparameters": hyper})
+        resp = client.http.post(
+            "/v1/jobs",
+            json={"teacher_id": teacher["id"], "train_dataset_id": train["id"], "hyperparameters": hyper},
+        )
         assert resp.status_code == 201, resp.text
         job = client.wait_job(resp.json()["id"], timeout=300)
         assert job["status"] == "failed", (name, job)
-        assert job["error"]["code"] in ("teacher_failed", "sandbox_timeout", "sandbox_cpu_limit",
-                                        "sandbox_memory_limit"), (name, job["error"])
+        assert job["error"]["code"] in (
+            "teacher_failed",
+            "sandbox_timeout",
+            "sandbox_cpu_limit",
+            "sandbox_memory_limit",
+        ), (name, job["error"])
         events = client.http.get(f"/v1/jobs/{job['id']}/events").text
         assert SECRET.decode() not in events and SECRET.decode() not in str(job)
     good = client.ready_upload("models", save_script(Linear(), tmp_path / "good.pt"))
-    resp = client.http.post("/v1/jobs", json={"teacher_id": good["id"], "train_dataset_id": train["id"],
-                                             "hyperparameters": hyper})
+    resp = client.http.post(
+        "/v1/jobs", json={"teacher_id": good["id"], "train_dataset_id": train["id"], "hyperparameters": hyper}
+    )
     assert client.wait_job(resp.json()["id"], timeout=300)["status"] == "succeeded"
     assert not any(SECRET in p.read_bytes() for p in _stored_files(svc) if p.stat().st_size < 50 * 1024**2)
 

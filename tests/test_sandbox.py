@@ -9,10 +9,23 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support.hostile import (AllocatesWithoutBound, HangsOnLoad, Linear, LoopsForever, ReadsFile,
-                                   save_script)
-from worker.sandbox import (GiB, SandboxError, SandboxLimits, best_mechanism, compute_teacher_outputs_sandboxed,
-                            inspect_model_sandboxed, run_sandboxed)
+from tests.support.hostile import (
+    AllocatesWithoutBound,
+    HangsOnLoad,
+    Linear,
+    LoopsForever,
+    ReadsFile,
+    save_script,
+)
+from worker.sandbox import (
+    GiB,
+    SandboxError,
+    SandboxLimits,
+    best_mechanism,
+    compute_teacher_outputs_sandboxed,
+    inspect_model_sandboxed,
+    run_sandboxed,
+)
 
 SECRET = b"top-secret-4b1d"
 
@@ -35,8 +48,12 @@ def test_mechanism_is_bwrap_here():
 def test_teacher_outputs_match_in_process(tmp_path, inputs):
     module = Linear()
     teacher = save_script(module, tmp_path / "teacher.pt")
-    result = compute_teacher_outputs_sandboxed(teacher, inputs, tmp_path / "job" / "teacher", SandboxLimits(
-        wall_s=120, cpu_s=120, memory_bytes=4 * GiB))
+    result = compute_teacher_outputs_sandboxed(
+        teacher,
+        inputs,
+        tmp_path / "job" / "teacher",
+        SandboxLimits(wall_s=120, cpu_s=120, memory_bytes=4 * GiB),
+    )
     for name, path in inputs.items():
         logits = np.load(result["outputs"][name], allow_pickle=False)
         expected = module(torch.from_numpy(np.load(path))).detach().numpy()
@@ -68,24 +85,30 @@ def test_teacher_cannot_read_outside_its_folder(tmp_path, inputs):
 def test_teacher_that_loops_forever_is_stopped(tmp_path, inputs):
     teacher = save_script(LoopsForever(), tmp_path / "teacher.pt")
     with pytest.raises(SandboxError) as err:
-        compute_teacher_outputs_sandboxed(teacher, inputs, tmp_path / "job", SandboxLimits(wall_s=25, cpu_s=8))
+        compute_teacher_outputs_sandboxed(
+            teacher, inputs, tmp_path / "job", SandboxLimits(wall_s=25, cpu_s=8)
+        )
     assert err.value.code in ("sandbox_cpu_limit", "sandbox_timeout")
-    assert "the teacher" in err.value.message and ("CPU time" in err.value.message or "longer than" in
-                                                   err.value.message)
+    assert "the teacher" in err.value.message and (
+        "CPU time" in err.value.message or "longer than" in err.value.message
+    )
 
 
 def test_wall_clock_timeout(tmp_path, inputs):
     teacher = save_script(LoopsForever(), tmp_path / "teacher.pt")
     with pytest.raises(SandboxError) as err:
-        compute_teacher_outputs_sandboxed(teacher, inputs, tmp_path / "job", SandboxLimits(wall_s=8, cpu_s=None))
+        compute_teacher_outputs_sandboxed(
+            teacher, inputs, tmp_path / "job", SandboxLimits(wall_s=8, cpu_s=None)
+        )
     assert err.value.code == "sandbox_timeout" and "longer than 8 s" in err.value.message
 
 
 def test_teacher_that_allocates_without_bound_is_stopped(tmp_path, inputs):
     teacher = save_script(AllocatesWithoutBound(), tmp_path / "teacher.pt")
     with pytest.raises(SandboxError) as err:
-        compute_teacher_outputs_sandboxed(teacher, inputs, tmp_path / "job", SandboxLimits(
-            wall_s=120, cpu_s=120, memory_bytes=3 * GiB))
+        compute_teacher_outputs_sandboxed(
+            teacher, inputs, tmp_path / "job", SandboxLimits(wall_s=120, cpu_s=120, memory_bytes=3 * GiB)
+        )
     assert err.value.code == "sandbox_memory_limit", err.value.message
     assert "3 GiB" in err.value.message
 
@@ -106,7 +129,8 @@ def test_child_sees_no_settings_and_no_network(tmp_path, monkeypatch):
         "s = socket.socket(); s.settimeout(2)\n"
         "try:\n    s.connect(('1.1.1.1', 53)); net = True\nexcept OSError:\n    net = False\n"
         "print(json.dumps({'env': sorted(k for k in os.environ if k.startswith('DISTILLERY')), 'net': net,\n"
-        "  'root': sorted(os.listdir('/')), 'ifaces': [n for _, n in socket.if_nameindex()]}))\n")
+        "  'root': sorted(os.listdir('/')), 'ifaces': [n for _, n in socket.if_nameindex()]}))\n"
+    )
     result = run_sandboxed("probe", [], tmp_path, SandboxLimits(wall_s=30))
     answer = result.last_json()
     assert answer is not None, result.stderr

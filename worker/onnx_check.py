@@ -20,9 +20,11 @@ def external_data_problem(path: str) -> dict | None:
     for tensor in _get_all_tensors(model):
         if tensor.data_location == ONNX_EXTERNAL or len(tensor.external_data):
             location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
-            return {"code": "invalid_model",
-                    "message": f"the ONNX file keeps tensor {tensor.name!r} in an external file ({location!r}); "
-                               "external data could name any file on the server, so only self-contained ONNX "
-                               "files are accepted: save with onnx.save(model, path, save_as_external_data=False)"
-                               " (models up to 2 GB)"}
+            return {
+                "code": "invalid_model",
+                "message": f"the ONNX file keeps tensor {tensor.name!r} in an external file ({location!r}); "
+                "external data could name any file on the server, so only self-contained ONNX "
+                "files are accepted: save with onnx.save(model, path, save_as_external_data=False)"
+                " (models up to 2 GB)",
+            }
     return None

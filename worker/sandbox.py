@@ -62,9 +62,11 @@ class SandboxLimits:
 def limits_from_env(base: SandboxLimits | None = None) -> SandboxLimits:
     """`base` (default SandboxLimits()) with DISTILLERY_SANDBOX_WALL_S / _CPU_S / _MEMORY_BYTES applied."""
     limits = base or SandboxLimits()
-    for field_name, var, cast in (("wall_s", "DISTILLERY_SANDBOX_WALL_S", float),
-                                  ("cpu_s", "DISTILLERY_SANDBOX_CPU_S", int),
-                                  ("memory_bytes", "DISTILLERY_SANDBOX_MEMORY_BYTES", int)):
+    for field_name, var, cast in (
+        ("wall_s", "DISTILLERY_SANDBOX_WALL_S", float),
+        ("cpu_s", "DISTILLERY_SANDBOX_CPU_S", int),
+        ("memory_bytes", "DISTILLERY_SANDBOX_MEMORY_BYTES", int),
+    ):
         if os.environ.get(var):
             setattr(limits, field_name, cast(os.environ[var]))
     return limits
@@ -96,29 +98,39 @@ class SandboxResult:
         """{"code", "message"} when the child was stopped by a limit or crashed; None when it answered."""
         lim = self.limits
         if self.timed_out:
-            return {"code": "sandbox_timeout",
-                    "message": f"{what} ran longer than {lim.wall_s:g} s and was stopped"}
+            return {
+                "code": "sandbox_timeout",
+                "message": f"{what} ran longer than {lim.wall_s:g} s and was stopped",
+            }
         # Killed by a signal: -N from Popen, or 128 + N where bwrap's PID-1 reports its child's death.
         if self.returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
-            return {"code": "sandbox_cpu_limit",
-                    "message": f"{what} used more than {lim.cpu_s} s of CPU time and was stopped"}
+            return {
+                "code": "sandbox_cpu_limit",
+                "message": f"{what} used more than {lim.cpu_s} s of CPU time and was stopped",
+            }
         if self.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL) and self.memory_capped_by == "cgroup":
-            return {"code": "sandbox_memory_limit",
-                    "message": f"{what} was killed, most likely for using more than "
-                               f"{_human(lim.memory_bytes)} of memory"}
+            return {
+                "code": "sandbox_memory_limit",
+                "message": f"{what} was killed, most likely for using more than "
+                f"{_human(lim.memory_bytes)} of memory",
+            }
         if self.returncode != 0 or self.last_json() is None:
             tail = _last_error_line(self.stderr)
             if _looks_like_oom(self.stderr):
                 return memory_error(what, lim)
-            return {"code": "sandbox_crash",
-                    "message": f"{what} crashed (exit status {self.returncode})" + (f": {tail}" if tail else "")}
+            return {
+                "code": "sandbox_crash",
+                "message": f"{what} crashed (exit status {self.returncode})" + (f": {tail}" if tail else ""),
+            }
         return None
 
 
 def memory_error(what: str, limits: SandboxLimits) -> dict:
     """The error of a child that hit its memory cap."""
-    return {"code": "sandbox_memory_limit",
-            "message": f"{what} tried to use more than the {_human(limits.memory_bytes)} of memory it may use"}
+    return {
+        "code": "sandbox_memory_limit",
+        "message": f"{what} tried to use more than the {_human(limits.memory_bytes)} of memory it may use",
+    }
 
 
 def _human(n: int | None) -> str:
@@ -129,8 +141,16 @@ def _human(n: int | None) -> str:
 
 def _looks_like_oom(text: str) -> bool:
     low = text.lower()
-    return any(s in low for s in ("memoryerror", "can't allocate memory", "cannot allocate memory",
-                                  "std::bad_alloc", "out of memory"))
+    return any(
+        s in low
+        for s in (
+            "memoryerror",
+            "can't allocate memory",
+            "cannot allocate memory",
+            "std::bad_alloc",
+            "out of memory",
+        )
+    )
 
 
 def _last_error_line(stderr: str) -> str:
@@ -151,16 +171,21 @@ def configured_mechanism() -> str:
 @functools.cache
 def best_mechanism() -> str:
     """Probe once per process: bwrap if it can create namespaces here, else unshare, else none."""
-    if shutil.which("bwrap") and _probe(["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/",
-                                         "true"]):
+    if shutil.which("bwrap") and _probe(
+        ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"]
+    ):
         return "bwrap"
     if shutil.which("unshare") and _probe(_unshare_prefix() + ["true"]):
-        logger.warning("bubblewrap (bwrap) is not available: model files run with namespaces (no network) "
-                       "but can read the whole file system; install bubblewrap")
+        logger.warning(
+            "bubblewrap (bwrap) is not available: model files run with namespaces (no network) "
+            "but can read the whole file system; install bubblewrap"
+        )
         return "unshare"
-    logger.warning("no sandbox available (neither bwrap nor unshare works): model files run in a plain child "
-                   "process with time and memory limits only; they can read files and use the network. "
-                   "Install bubblewrap")
+    logger.warning(
+        "no sandbox available (neither bwrap nor unshare works): model files run in a plain child "
+        "process with time and memory limits only; they can read files and use the network. "
+        "Install bubblewrap"
+    )
     return "none"
 
 
@@ -172,7 +197,16 @@ def _probe(cmd: list[str]) -> bool:
 
 
 def _unshare_prefix() -> list[str]:
-    return ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
+    return [
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "--net",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+    ]
 
 
 def _readonly_paths() -> list[Path]:
@@ -193,8 +227,9 @@ def _readonly_paths() -> list[Path]:
     return result
 
 
-def _bwrap_command(argv: list[str], job_dir: Path, limits: SandboxLimits,
-                   readonly_files: dict[Path, Path]) -> list[str]:
+def _bwrap_command(
+    argv: list[str], job_dir: Path, limits: SandboxLimits, readonly_files: dict[Path, Path]
+) -> list[str]:
     cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     for top in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         src = Path("/") / top
@@ -230,8 +265,11 @@ def _cgroup_parent() -> Path | None:
         controls = (parent / "cgroup.subtree_control").read_text()
         if "memory" in controls.split():
             return parent
-    logger.warning("DISTILLERY_SANDBOX_CGROUP=%s is not a writable cgroup v2 folder with the memory controller "
-                   "delegated; sandboxed model runs are not memory-capped by a cgroup", raw)
+    logger.warning(
+        "DISTILLERY_SANDBOX_CGROUP=%s is not a writable cgroup v2 folder with the memory controller "
+        "delegated; sandboxed model runs are not memory-capped by a cgroup",
+        raw,
+    )
     return None
 
 
@@ -270,15 +308,29 @@ def _preexec(limits: SandboxLimits, use_rlimit_as: bool, cgroup: Path | None):
 def child_env(limits: SandboxLimits) -> dict[str, str]:
     """The child's environment: no settings, no credentials."""
     env = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
-    env.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": str(ROOT),
-                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "TMPDIR": "/tmp"})
+    env.update(
+        {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/tmp",
+            "PYTHONPATH": str(ROOT),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "TMPDIR": "/tmp",
+        }
+    )
     if not limits.gpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env
 
 
-def run_sandboxed(module: str, args: list[str], job_dir: Path, limits: SandboxLimits | None = None,
-                  mechanism: str | None = None, readonly_files: dict[Path, Path] | None = None) -> SandboxResult:
+def run_sandboxed(
+    module: str,
+    args: list[str],
+    job_dir: Path,
+    limits: SandboxLimits | None = None,
+    mechanism: str | None = None,
+    readonly_files: dict[Path, Path] | None = None,
+) -> SandboxResult:
     """Run `python -m module *args` sandboxed, with only `job_dir` visible and writable.
 
     `readonly_files` maps paths inside job_dir to files outside it that the child may read but not change:
@@ -308,13 +360,25 @@ def run_sandboxed(module: str, args: list[str], job_dir: Path, limits: SandboxLi
         raise ValueError(f"unknown sandbox mechanism {mechanism!r}")
     cgroup = _make_cgroup(limits)
     use_rlimit_as = not limits.gpu
-    capped = "cgroup" if cgroup is not None else ("rlimit_as" if use_rlimit_as and limits.memory_bytes else None)
+    capped = (
+        "cgroup" if cgroup is not None else ("rlimit_as" if use_rlimit_as and limits.memory_bytes else None)
+    )
     if limits.gpu and cgroup is None:
-        logger.warning("GPU sandbox run without a memory cgroup: only the time limits and the GPU's memory "
-                       "hold (set DISTILLERY_SANDBOX_CGROUP)")
-    proc = subprocess.Popen(cmd, cwd=job_dir, env=child_env(limits), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
-                            preexec_fn=_preexec(limits, use_rlimit_as, cgroup))
+        logger.warning(
+            "GPU sandbox run without a memory cgroup: only the time limits and the GPU's memory "
+            "hold (set DISTILLERY_SANDBOX_CGROUP)"
+        )
+    proc = subprocess.Popen(
+        cmd,
+        cwd=job_dir,
+        env=child_env(limits),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+        preexec_fn=_preexec(limits, use_rlimit_as, cgroup),
+    )
     timed_out = False
     try:
         stdout, stderr = proc.communicate(timeout=limits.wall_s)
@@ -330,7 +394,9 @@ def run_sandboxed(module: str, args: list[str], job_dir: Path, limits: SandboxLi
             _remove_cgroup(cgroup)
     result = SandboxResult(proc.returncode, stdout, stderr, timed_out, mechanism, capped, limits)
     if result.returncode != 0:
-        logger.info("sandboxed %s exited with %s (%s): %s", module, result.returncode, mechanism, stderr[-2000:])
+        logger.info(
+            "sandboxed %s exited with %s (%s): %s", module, result.returncode, mechanism, stderr[-2000:]
+        )
     return result
 
 
@@ -352,6 +418,7 @@ def _remove_cgroup(group: Path) -> None:
 
 # --- uses ---------------------------------------------------------------------------------------------
 
+
 def inspect_model_sandboxed(path: Path, workdir: Path, limits: SandboxLimits | None = None) -> dict:
     """Open a model upload in the sandbox; {"info": ...} or {"error": {"code", "message"}}.
 
@@ -361,8 +428,13 @@ def inspect_model_sandboxed(path: Path, workdir: Path, limits: SandboxLimits | N
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     inside = workdir / ("model" + Path(path).suffix)
-    result = run_sandboxed("worker.inspect_child", ["models", str(inside), "{}"], workdir, limits,
-                           readonly_files={inside: Path(path)})
+    result = run_sandboxed(
+        "worker.inspect_child",
+        ["models", str(inside), "{}"],
+        workdir,
+        limits,
+        readonly_files={inside: Path(path)},
+    )
     problem = result.failure("opening the model")
     if problem is not None:
         return {"error": problem}
@@ -372,8 +444,12 @@ def inspect_model_sandboxed(path: Path, workdir: Path, limits: SandboxLimits | N
     return answer
 
 
-def compute_teacher_outputs_sandboxed(teacher_path: str | Path, inputs_npy_paths: dict[str, str | Path],
-                                      out_dir: str | Path, limits: SandboxLimits | None = None) -> dict:
+def compute_teacher_outputs_sandboxed(
+    teacher_path: str | Path,
+    inputs_npy_paths: dict[str, str | Path],
+    out_dir: str | Path,
+    limits: SandboxLimits | None = None,
+) -> dict:
     """Teacher logits for each named input array, computed in the sandbox; see worker/teacher_child.py.
 
     `inputs_npy_paths` maps names (e.g. "train", "eval") to .npy files of examples; the teacher file and the
@@ -396,11 +472,16 @@ def compute_teacher_outputs_sandboxed(teacher_path: str | Path, inputs_npy_paths
         if Path(src).resolve() != dest:
             readonly[dest] = Path(src)
         inputs_inside[name] = str(dest)
-    spec = {"teacher": str(teacher_inside), "inputs": inputs_inside, "out_dir": str(out),
-            "device": "cuda" if limits.gpu else "cpu"}
+    spec = {
+        "teacher": str(teacher_inside),
+        "inputs": inputs_inside,
+        "out_dir": str(out),
+        "device": "cuda" if limits.gpu else "cpu",
+    }
     (out / "request.json").write_text(json.dumps(spec))
-    result = run_sandboxed("worker.teacher_child", [str(out / "request.json")], out, limits,
-                           readonly_files=readonly)
+    result = run_sandboxed(
+        "worker.teacher_child", [str(out / "request.json")], out, limits, readonly_files=readonly
+    )
     problem = result.failure("the teacher")
     if problem is not None:
         raise SandboxError(problem["code"], problem["message"])
@@ -426,4 +507,3 @@ class SandboxError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")
         self.code, self.message = code, message
-

@@ -45,13 +45,17 @@ def main() -> int:
             _first_rows(teacher, x)
             width = check_teacher(teacher, x, None)
             if num_classes is not None and width != num_classes:
-                raise EngineError("invalid_model", f"the teacher returned {width} classes for {name} "
-                                                   f"but {num_classes} before")
+                raise EngineError(
+                    "invalid_model",
+                    f"the teacher returned {width} classes for {name} but {num_classes} before",
+                )
             num_classes = width
             logits = compute_teacher_outputs(teacher, x).numpy().astype(np.float32, copy=False)
             if logits.shape != (len(x), width):
-                raise EngineError("invalid_model", f"the teacher returned logits of shape {list(logits.shape)} "
-                                                   f"for {len(x)} examples")
+                raise EngineError(
+                    "invalid_model",
+                    f"the teacher returned logits of shape {list(logits.shape)} for {len(x)} examples",
+                )
             if not np.isfinite(logits).all():
                 raise EngineError("invalid_model", f"the teacher returned NaN or infinite logits on {name}")
             dest = os.path.join(out_dir, f"logits-{name}.npy")
@@ -76,8 +80,12 @@ def main() -> int:
         answer = {"error": {"code": "sandbox_memory_limit", "message": "MemoryError: out of memory"}}
     except Exception as exc:  # the teacher's own failure: report it as the file's fault
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        answer = {"error": {"code": "teacher_failed", "message": f"the teacher failed: {type(exc).__name__}: "
-                                                                 f"{first[:500]}"}}
+        answer = {
+            "error": {
+                "code": "teacher_failed",
+                "message": f"the teacher failed: {type(exc).__name__}: {first[:500]}",
+            }
+        }
     sys.stdout.write("\n" + json.dumps(answer) + "\n")
     return 0
 
@@ -97,8 +105,10 @@ def _first_rows(teacher, x) -> None:
     except Exception as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         telling = lines[-1] if lines else type(exc).__name__
-        raise EngineError("teacher_failed", f"the teacher failed on examples of shape {list(x.shape[1:])} "
-                                            f"{x.dtype}: {telling[:500]}") from exc
+        raise EngineError(
+            "teacher_failed",
+            f"the teacher failed on examples of shape {list(x.shape[1:])} {x.dtype}: {telling[:500]}",
+        ) from exc
 
 
 if __name__ == "__main__":

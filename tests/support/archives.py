@@ -21,8 +21,14 @@ def png_bytes(value: int, size: tuple[int, int] = (8, 6), mode: str = "L") -> by
     return buf.getvalue()
 
 
-def image_folder_zip(path: Path, per_class: int = 6, classes=("cat", "dog", "emu"), root: str = "",
-                     size: tuple[int, int] = (8, 6), mode: str = "L") -> Path:
+def image_folder_zip(
+    path: Path,
+    per_class: int = 6,
+    classes=("cat", "dog", "emu"),
+    root: str = "",
+    size: tuple[int, int] = (8, 6),
+    mode: str = "L",
+) -> Path:
     """A valid zip of class folders of PNG images (the second class's images are JPEG)."""
     with zipfile.ZipFile(path, "w") as zf:
         for k, name in enumerate(classes):

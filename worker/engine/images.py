@@ -70,9 +70,16 @@ def load_image_folder(spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
         infos = zf.infolist()
         check_members(infos)
         images = sorted(
-            (i for i in infos if not i.is_dir() and i.filename.lower().endswith(IMAGE_SUFFIXES)
-             and not PurePosixPath(i.filename).name.startswith(".") and not i.filename.startswith("__MACOSX/")),
-            key=lambda i: i.filename)
+            (
+                i
+                for i in infos
+                if not i.is_dir()
+                and i.filename.lower().endswith(IMAGE_SUFFIXES)
+                and not PurePosixPath(i.filename).name.startswith(".")
+                and not i.filename.startswith("__MACOSX/")
+            ),
+            key=lambda i: i.filename,
+        )
         if not images:
             raise _bad("the archive holds no PNG or JPEG images")
         # A single folder wrapping the class folders (digits/0/a.png) is stripped.
@@ -108,8 +115,10 @@ def load_image_folder(spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
                                     size = [img.height, img.width]
                                 h, w = int(size[0]), int(size[1])
                                 if h < 1 or w < 1 or h * w * channels * 4 * len(images) > MAX_DATASET_BYTES:
-                                    raise _bad(f"{len(images)} images of {channels}x{h}x{w} are too large a "
-                                               "dataset; set a smaller image_size")
+                                    raise _bad(
+                                        f"{len(images)} images of {channels}x{h}x{w} are too large a "
+                                        "dataset; set a smaller image_size"
+                                    )
                                 x = np.empty((len(images), channels, h, w), dtype=np.float32)
                             img = img.convert("L" if channels == 1 else "RGB")
                             if (img.height, img.width) != (h, w):
@@ -124,4 +133,3 @@ def load_image_folder(spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
             Image.MAX_IMAGE_PIXELS = old_limit
     y = np.asarray([index[c] for c in labels], dtype=np.int64)
     return x, y, classes
-
