@@ -17,6 +17,7 @@ from torch import nn
 
 from worker.engine import checkpoint as ckpt
 from worker.engine.augment import augment_batch
+from worker.engine.batching import batch_width, bucket_by_length, fetch, trim_margin, used_lengths
 from worker.engine.config import DistillConfig, ProgressEvent
 from worker.engine.errors import EngineError
 from worker.engine.losses import distillation_loss
@@ -71,6 +72,10 @@ def train_student(
     forward = maybe_compile(model, config, progress)
     use_bf16 = device.startswith("cuda")
     select_by = "accuracy" if val.y is not None else "agreement"
+    # Token ids with a student that ignores trailing padding: bucket rows by length, trim each batch.
+    margin = trim_margin(model, train.x, pad_id)
+    lengths = used_lengths(train.x, pad_id) if margin is not None else None
+    full_width = int(train.x.shape[1]) if train.x.ndim > 1 else 0
 
     # Where the run stands; a checkpoint overwrites all of it.
     epoch, start_step, global_step = 0, 0, 0
@@ -139,7 +144,11 @@ def train_student(
             # Seeded per epoch, so the order never depends on how many times the run was interrupted.
             generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
             perm = torch.randperm(n, generator=generator)
+            if lengths is not None:
+                perm = bucket_by_length(perm, lengths, config.batch_size, generator)
             loss_sum = torch.zeros((), device=device)
+        # Indices live beside the data: no host-to-device copy (and no implicit sync) per step.
+        perm_on_storage = perm.to(train.x.device)
         model.train()
         for step in range(start_step, steps_per_epoch):
             if should_stop is not None and should_stop():
@@ -150,16 +159,21 @@ def train_student(
                     if checkpoint_dir
                     else "stopped on request",
                 )
-            index = perm[step * config.batch_size : (step + 1) * config.batch_size]
-            x = train.x[index.to(train.x.device)].to(device, non_blocking=True)
-            y = None if train.y is None else train.y[index.to(train.y.device)].to(device)
+            rows = slice(step * config.batch_size, (step + 1) * config.batch_size)
+            index, stored = perm[rows], perm_on_storage[rows]
+            width = None if lengths is None else batch_width(lengths, index, margin, full_width)
+            y = None if train.y is None else fetch(train.y, stored, device)
             if config.augmenting:
-                x, y = augment_batch(
-                    x, y, num_classes, config.augmentation, generator, pad_id or 0, mask_id
-                )
-                teacher_logits = teacher(x).to(device)  # the teacher sees the same augmented batch
+                x = fetch(train.x, stored, device)
+                x, y = augment_batch(x, y, num_classes, config.augmentation, generator, pad_id or 0, mask_id)
+                teacher_logits = teacher(x).to(
+                    device
+                )  # the teacher sees the same augmented batch, full width
+                if width is not None:
+                    x = x[:, :width]
             else:
-                teacher_logits = train.teacher_logits[index.to(train.teacher_logits.device)].to(device)
+                x = fetch(train.x, stored, device, width)
+                teacher_logits = fetch(train.teacher_logits, stored, device)
 
             lr = lr_at(global_step, total_steps, config.learning_rate, config.warmup_fraction)
             for group in optimizer.param_groups:

@@ -12,8 +12,14 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "lstm": {"embedding_dim": 64, "hidden_dim": 64, "num_layers": 1, "bidirectional": False,
-             "dropout": 0.0, "pooling": "mean"},
+    "lstm": {
+        "embedding_dim": 64,
+        "hidden_dim": 64,
+        "num_layers": 1,
+        "bidirectional": False,
+        "dropout": 0.0,
+        "pooling": "mean",
+    },
     "textcnn": {"embedding_dim": 64, "num_filters": 64, "kernel_sizes": [3, 4, 5], "dropout": 0.1},
     "transformer": {"d_model": 64, "layers": 2, "heads": 4, "ff_dim": None, "dropout": 0.1},
 }
@@ -27,18 +33,41 @@ def _masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class LSTMStudent(nn.Module):
-    """Embedding + LSTM with pad-aware pooling (masked mean or last valid state; right padding)."""
+    """Embedding + LSTM with pad-aware pooling (masked mean or last valid state; right padding).
 
-    def __init__(self, vocab_size: int, num_classes: int, pad_id: int, embedding_dim: int,
-                 hidden_dim: int, num_layers: int, bidirectional: bool, dropout: float, pooling: str):
+    `length_margin` tells the training loop how many pad columns past the longest sequence of a batch
+    the output depends on: 0 for a forward LSTM (trailing padding never reaches earlier states), -1
+    (never trim) for a bidirectional one, whose backward pass starts in the padding.
+    """
+
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        pad_id: int,
+        embedding_dim: int,
+        hidden_dim: int,
+        num_layers: int,
+        bidirectional: bool,
+        dropout: float,
+        pooling: str,
+    ):
         super().__init__()
         self.pad_id = pad_id
+        self.length_margin = -1 if bidirectional else 0
         self.last = pooling == "last"
         self.hidden_dim = hidden_dim
         self.bidirectional = bidirectional
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
-        self.lstm = nn.LSTM(embedding_dim, hidden_dim, num_layers=num_layers, batch_first=True,
-                            bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            embedding_dim,
+            hidden_dim,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_dim * (2 if bidirectional else 1), num_classes)
 
@@ -50,19 +79,32 @@ class LSTMStudent(nn.Module):
             idx = idx.view(-1, 1, 1).expand(-1, 1, out.shape[2])
             pooled = out.gather(1, idx).squeeze(1)
             if self.bidirectional:
-                pooled = torch.cat([pooled[:, : self.hidden_dim], out[:, 0, self.hidden_dim:]], dim=1)
+                pooled = torch.cat([pooled[:, : self.hidden_dim], out[:, 0, self.hidden_dim :]], dim=1)
         else:
             pooled = _masked_mean(out, mask)
         return self.head(self.dropout(pooled))
 
 
 class TextCNNStudent(nn.Module):
-    """Kim (2014) CNN: parallel 1-D convolutions, masked max-over-time pooling."""
+    """Kim (2014) CNN: parallel 1-D convolutions, masked max-over-time pooling.
 
-    def __init__(self, vocab_size: int, num_classes: int, pad_id: int, embedding_dim: int,
-                 num_filters: int, kernel_sizes: list[int], dropout: float):
+    A window that starts on a real token may reach max(kernel_sizes) - 1 columns into the padding.
+    """
+
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        pad_id: int,
+        embedding_dim: int,
+        num_filters: int,
+        kernel_sizes: list[int],
+        dropout: float,
+    ):
         super().__init__()
         self.pad_id = pad_id
+        self.length_margin = max(kernel_sizes) - 1
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
         self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, num_filters, k) for k in kernel_sizes)
         self.dropout = nn.Dropout(dropout)
@@ -90,8 +132,9 @@ class _EncoderBlock(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
         self.norm2 = nn.LayerNorm(d_model)
-        self.ff = nn.Sequential(nn.Linear(d_model, ff_dim), nn.GELU(), nn.Dropout(dropout),
-                                nn.Linear(ff_dim, d_model))
+        self.ff = nn.Sequential(
+            nn.Linear(d_model, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model)
+        )
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, h: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
@@ -105,12 +148,25 @@ class _EncoderBlock(nn.Module):
 
 
 class TransformerStudent(nn.Module):
-    """Small transformer encoder: learned positions, padding mask, masked mean pool."""
+    """Small transformer encoder: learned positions, padding mask, masked mean pool (pad keys masked,
+    so trailing padding can be trimmed: length_margin 0)."""
 
-    def __init__(self, vocab_size: int, num_classes: int, pad_id: int, max_length: int, d_model: int,
-                 layers: int, heads: int, ff_dim: int, dropout: float):
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        pad_id: int,
+        max_length: int,
+        d_model: int,
+        layers: int,
+        heads: int,
+        ff_dim: int,
+        dropout: float,
+    ):
         super().__init__()
         self.pad_id = pad_id
+        self.length_margin = 0
         self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
         self.positions = nn.Parameter(torch.randn(1, max_length, d_model) * 0.02)
         self.blocks = nn.ModuleList(_EncoderBlock(d_model, heads, ff_dim, dropout) for _ in range(layers))
@@ -186,16 +242,40 @@ def build_text_student(spec: dict, input_shape: list[int], num_classes: int, voc
         raise ValueError(f"pad_id {p['pad_id']} is outside the vocabulary of {vocab_size} ids")
     arch, pad = p["architecture"], p["pad_id"]
     if arch == "lstm":
-        model: nn.Module = LSTMStudent(vocab_size, num_classes, pad, p["embedding_dim"], p["hidden_dim"],
-                                       p["num_layers"], p["bidirectional"], p["dropout"], p["pooling"])
+        model: nn.Module = LSTMStudent(
+            vocab_size,
+            num_classes,
+            pad,
+            p["embedding_dim"],
+            p["hidden_dim"],
+            p["num_layers"],
+            p["bidirectional"],
+            p["dropout"],
+            p["pooling"],
+        )
     elif arch == "textcnn":
         if max(p["kernel_sizes"]) > length:
             raise ValueError(f"kernel size {max(p['kernel_sizes'])} is longer than max_length {length}")
-        model = TextCNNStudent(vocab_size, num_classes, pad, p["embedding_dim"], p["num_filters"],
-                               p["kernel_sizes"], p["dropout"])
+        model = TextCNNStudent(
+            vocab_size,
+            num_classes,
+            pad,
+            p["embedding_dim"],
+            p["num_filters"],
+            p["kernel_sizes"],
+            p["dropout"],
+        )
     else:
-        model = TransformerStudent(vocab_size, num_classes, pad, length, p["d_model"], p["layers"],
-                                   p["heads"], p["ff_dim"], p["dropout"])
-    logger.debug("built %s text student with %d parameters", arch,
-                 sum(t.numel() for t in model.parameters()))
+        model = TransformerStudent(
+            vocab_size,
+            num_classes,
+            pad,
+            length,
+            p["d_model"],
+            p["layers"],
+            p["heads"],
+            p["ff_dim"],
+            p["dropout"],
+        )
+    logger.debug("built %s text student with %d parameters", arch, sum(t.numel() for t in model.parameters()))
     return model

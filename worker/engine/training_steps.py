@@ -81,12 +81,52 @@ def same_run(meta: dict, config: DistillConfig) -> bool:
     return all(saved.get(k) == current[k] for k in RESUME_KEYS)
 
 
+class CompiledForward:
+    """`model(x)`, through torch.compile when config.compile asks for it, falling back to eager mode.
+
+    torch.compile compiles lazily, so most failures (no C++ compiler, an unsupported op, a backend
+    bug) surface at the first call, not at torch.compile(): both are caught, a warning event says so,
+    and training continues uncompiled. The RNG state is restored before the eager retry, so a failed
+    attempt leaves no trace in the run.
+    """
+
+    def __init__(self, model: nn.Module, config: DistillConfig, progress=None):
+        self.model = model
+        self.progress = progress
+        self.compiled = None
+        self.proven = False  # one successful compiled step: later shapes may still recompile and fail
+        if config.compile:
+            try:
+                self.compiled = torch.compile(model)
+            except Exception as exc:  # compilation is an optimisation; never fail a job over it
+                self._fall_back(exc)
+
+    def _fall_back(self, exc: Exception) -> None:
+        self.compiled = None
+        message = f"torch.compile failed, training uncompiled: {type(exc).__name__}: {exc}"
+        if self.progress:
+            self.progress(ProgressEvent("warning", message.splitlines()[0][:500], {"compile": False}))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is None:
+            return self.model(x)
+        cpu_state = cuda_state = None
+        if not self.proven:  # failures come at the first call: keep the RNG state to undo it
+            cpu_state = torch.get_rng_state()
+            cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        try:
+            out = self.compiled(x)
+            self.proven = True
+            return out
+        except Exception as exc:
+            self._fall_back(exc)
+            if cpu_state is not None:
+                torch.set_rng_state(cpu_state)
+            if cuda_state is not None:
+                torch.cuda.set_rng_state_all(cuda_state)
+            return self.model(x)
+
+
 def maybe_compile(model: nn.Module, config: DistillConfig, progress) -> Callable:
-    if not config.compile:
-        return model
-    try:
-        return torch.compile(model)
-    except Exception as exc:  # compilation is an optimisation; never fail a job over it
-        if progress:
-            progress(ProgressEvent("warning", f"torch.compile failed, training uncompiled: {exc}", {}))
-        return model
+    """The student's forward pass, compiled when asked and possible (see CompiledForward)."""
+    return CompiledForward(model, config, progress)
