@@ -1,0 +1,403 @@
+"""Engine benchmark: the same distillation three ways, on the same data, with samples/s and accuracy.
+
+    .venv/bin/python tests/benchmarks/bench_engine.py            # full sizes (meant for a CUDA GPU)
+    .venv/bin/python tests/benchmarks/bench_engine.py --quick    # reduced sizes for a CPU
+    .venv/bin/python tests/benchmarks/bench_engine.py --quick --workload text
+
+(a) tutorial: the plain loop a tutorial writes: fp32, the teacher's forward pass at every step, Hinton's
+    loss written out, loss.item() every step.
+(b) torchdistill: its KDLoss inside loop (a) when torchdistill is importable; otherwise a KDLoss-equivalent
+    (torchdistill's formula: alpha * T^2 * KL + (1 - alpha) * CE) inside loop (a). The output says which.
+(c) engine: worker.engine.distill() (cached teacher outputs, bf16 on CUDA, data on the device, no per-step
+    sync, length bucketing for text), timed over its training phase; plus the engine's loop training the
+    student alone (no teacher term, alpha = 0), the ceiling that cached teacher outputs approach.
+
+Workloads: images (digits resized to 32x32 with 3 channels; a ResNet-style teacher, about 20M parameters
+at full size, into the engine's small CNN) and text (tests/support/text.py's corpus: an LSTM teacher into
+an LSTM 64/64). Every way trains the same student architecture from the same initial weights for the same
+epochs, batch size, learning rate, temperature and alpha; accuracies are on the same held-out split. The
+engine holds 10% of train out for choosing its best epoch, so it trains on 90% of the rows; samples/s are
+per training example processed. Prints figures and ratios; asserts nothing about timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import shlex
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.support import digits  # noqa: E402
+from worker.engine import DatasetSpec, DistillConfig, distill  # noqa: E402
+from worker.engine.loop import Split, train_student  # noqa: E402
+from worker.engine.students import build_student  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+@dataclass
+class Workload:
+    name: str
+    teacher_path: Path
+    teacher: nn.Module  # TorchScript, eval mode, on the device
+    train_spec: DatasetSpec
+    eval_spec: DatasetSpec
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray
+    student: dict
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    num_classes: int
+    vocab_size: int | None = None
+    pad_id: int | None = None
+
+
+# ----------------------------------------------------------------------------------------------- images
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.short(x))
+
+
+class ResNet(nn.Module):
+    """ResNet-34-style for 32x32 inputs: blocks (3, 4, 6, 3), widths width * (1, 2, 4, 8)."""
+
+    def __init__(self, width: int, blocks: tuple[int, ...], num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        layers, cin = [], width
+        for i, n in enumerate(blocks):
+            cout = width * 2**i
+            for j in range(n):
+                layers.append(BasicBlock(cin, cout, 2 if (j == 0 and i > 0) else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.head(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1))
+
+
+def to_images(x: np.ndarray) -> np.ndarray:
+    """8x8 digits -> [N, 3, 32, 32] float32 (bilinear upsampling, grey copied to three channels)."""
+    t = F.interpolate(torch.from_numpy(x).view(-1, 1, 8, 8), size=32, mode="bilinear", align_corners=False)
+    return t.repeat(1, 3, 1, 1).numpy().astype(np.float32)
+
+
+def image_workload(quick: bool, device: str, work: Path) -> Workload:
+    x_train, y_train, x_eval, y_eval = digits.digits_arrays()
+    x_train, x_eval = to_images(x_train), to_images(x_eval)
+    if not quick:  # a bigger transfer set: the digits four times, shifted by a pixel each way
+        shifted = [np.roll(x_train, s, axis=a) for s, a in ((1, 2), (-1, 2), (1, 3))]
+        x_train, y_train = np.concatenate([x_train, *shifted]), np.tile(y_train, 4)
+    width, blocks = (8, (1, 1, 1, 1)) if quick else (64, (3, 4, 6, 3))
+    torch.manual_seed(0)
+    teacher = ResNet(width, blocks).to(device)
+    train_plain(
+        teacher, x_train, y_train, epochs=3 if quick else 8, batch_size=64 if quick else 256, device=device
+    )
+    path = save_script(teacher, work / "image_teacher.pt")
+    return Workload(
+        "images",
+        path,
+        load_script(path, device),
+        DatasetSpec(str(digits.write_npz(work / "img_train.npz", x_train, y_train)), "npz"),
+        DatasetSpec(str(digits.write_npz(work / "img_eval.npz", x_eval, y_eval)), "npz"),
+        x_train,
+        y_train,
+        x_eval,
+        y_eval,
+        {"architecture": "cnn", "channels": [16, 32] if quick else [32, 64, 128]},
+        epochs=12 if quick else 20,
+        batch_size=64 if quick else 512,
+        learning_rate=0.01,
+        num_classes=10,
+    )
+
+
+# ------------------------------------------------------------------------------------------------- text
+
+
+def text_workload(quick: bool, device: str, work: Path) -> Workload:
+    from tests.support.text import make_text_fixture, train_lstm_teacher
+    from worker.engine.data import load_dataset
+
+    out = work / "text"
+    make_text_fixture(out, n_train=3000 if quick else 50_000, n_eval=600 if quick else 5000)
+    emb, hidden = (64, 96) if quick else (128, 256)
+    path = train_lstm_teacher(out, epochs=2 if quick else 4, embedding_dim=emb, hidden_dim=hidden)
+
+    def spec(name):
+        return DatasetSpec(
+            str(out / name),
+            "csv",
+            text_column="text",
+            label_column="label",
+            tokenizer_path=str(out / "tokenizer.json"),
+            max_length=32,
+        )
+
+    train, evaluation = load_dataset(spec("train.csv")), load_dataset(spec("eval.csv"))
+    return Workload(
+        "text",
+        path,
+        load_script(path, device),
+        spec("train.csv"),
+        spec("eval.csv"),
+        train.x,
+        train.y,
+        evaluation.x,
+        evaluation.y,
+        {"architecture": "lstm", "embedding_dim": 64, "hidden_dim": 64},
+        epochs=8 if quick else 10,
+        batch_size=64 if quick else 256,
+        learning_rate=0.01,
+        num_classes=len(train.classes),
+        vocab_size=train.text_info["vocab_size"],
+        pad_id=train.pad_id,
+    )
+
+
+# -------------------------------------------------------------------------------------------- the loops
+
+
+def save_script(model: nn.Module, path: Path) -> Path:
+    model = model.eval().cpu()
+    torch.jit.save(torch.jit.script(model), str(path))
+    return path
+
+
+def load_script(path: Path, device: str) -> nn.Module:
+    return torch.jit.load(str(path), map_location=device).eval()
+
+
+def train_plain(model, x, y, epochs, batch_size, device, lr=2e-3):
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
+            opt.zero_grad()
+            F.cross_entropy(model(xt[idx.to(device)]), yt[idx.to(device)]).backward()
+            opt.step()
+    model.eval()
+
+
+def new_student(w: Workload, device: str) -> nn.Module:
+    torch.manual_seed(0)
+    shape = list(w.x_train.shape[1:])
+    return build_student(w.student, shape, str(w.x_train.dtype), w.num_classes, w.vocab_size, w.pad_id).to(
+        device
+    )
+
+
+def tutorial_kd(s, t, y, temperature, alpha):
+    soft = F.kl_div(F.log_softmax(s / temperature, 1), F.softmax(t / temperature, 1), reduction="batchmean")
+    return alpha * soft * temperature**2 + (1 - alpha) * F.cross_entropy(s, y)
+
+
+def torchdistill_loss():
+    """torchdistill's KDLoss when importable, else the same formula; and which one it is."""
+    try:
+        from torchdistill.losses.mid_level import KDLoss  # noqa: PLC0415
+
+        def loss(s, t, y, temperature, alpha):
+            return KDLoss(
+                student_module_path=None,
+                student_module_io=None,
+                teacher_module_path=None,
+                teacher_module_io=None,
+                temperature=temperature,
+                alpha=alpha,
+            )(s, t, y)
+
+        return loss, "torchdistill KDLoss in loop (a)"
+    except Exception:  # not installed, or another version's signature
+        return tutorial_kd, "KDLoss-equivalent in loop (a) (torchdistill not importable)"
+
+
+def run_loop(w: Workload, device: str, loss_fn, temperature=4.0, alpha=0.9) -> tuple[float, float]:
+    """(samples/s, eval accuracy) of the tutorial loop: fp32, teacher every step, .item() every step."""
+    student = new_student(w, device)
+    opt = torch.optim.Adam(student.parameters(), lr=w.learning_rate)
+    x, y = torch.from_numpy(w.x_train), torch.from_numpy(w.y_train)
+    gen = torch.Generator().manual_seed(0)
+    seen, losses = 0, []
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(w.epochs):
+        student.train()
+        for idx in torch.randperm(len(x), generator=gen).split(w.batch_size):
+            xb, yb = x[idx].to(device), y[idx].to(device)
+            with torch.no_grad():
+                t = w.teacher(xb)
+            loss = loss_fn(student(xb), t, yb, temperature, alpha)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            seen += len(idx)
+    sync(device)
+    elapsed = time.perf_counter() - start
+    return seen / elapsed, accuracy(student, w, device)
+
+
+@torch.no_grad()
+def accuracy(model, w: Workload, device: str) -> float:
+    model.eval()
+    x = torch.from_numpy(w.x_eval)
+    pred = torch.cat([model(x[i : i + 512].to(device)).argmax(1).cpu() for i in range(0, len(x), 512)])
+    return float((pred.numpy() == w.y_eval).mean())
+
+
+def run_engine(w: Workload, device: str, work: Path) -> tuple[float, float, float, dict]:
+    """(training samples/s, end-to-end samples/s, eval accuracy, report) of worker.engine.distill()."""
+    config = DistillConfig.from_dict(
+        {
+            "student": w.student,
+            "epochs": w.epochs,
+            "batch_size": w.batch_size,
+            "learning_rate": w.learning_rate,
+            "temperature": 4.0,
+            "alpha": 0.9,
+            "export": ["torchscript"],
+            "device": device,
+        }
+    )
+    rows = {"n": 0}
+
+    def progress(event):
+        if event.type == "metrics":
+            rows["n"] += 1
+
+    start = time.perf_counter()
+    report = distill(
+        str(w.teacher_path), w.train_spec, w.eval_spec, config, str(work / f"out-{w.name}"), progress=progress
+    )
+    total = time.perf_counter() - start
+    trained = w.epochs * math.ceil(0.9 * len(w.x_train))  # the engine trains on train minus its 10% slice
+    return trained / report["train_seconds"], trained / total, report["student"]["accuracy"], report
+
+
+def run_student_alone(w: Workload, device: str) -> float:
+    """Samples/s of the engine's loop training the student with no teacher term (alpha = 0)."""
+    student = new_student(w, device)
+    x, y = torch.from_numpy(w.x_train), torch.from_numpy(w.y_train)
+    n = len(x) - len(x) // 10
+    logits = torch.zeros(len(x), w.num_classes)
+    train = Split(x[:n].to(device), y[:n].to(device), logits[:n].to(device))
+    val = Split(x[n:].to(device), y[n:].to(device), logits[n:].to(device))
+    config = DistillConfig.from_dict(
+        {
+            "student": w.student,
+            "epochs": w.epochs,
+            "batch_size": w.batch_size,
+            "learning_rate": w.learning_rate,
+            "device": device,
+        }
+    )
+    sync(device)
+    start = time.perf_counter()
+    train_student(
+        student, train, val, config, alpha=0.0, num_classes=w.num_classes, device=device, pad_id=w.pad_id
+    )
+    sync(device)
+    return w.epochs * n / (time.perf_counter() - start)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="reduced sizes, for a CPU")
+    parser.add_argument("--workload", choices=["images", "text", "both"], default="both")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print("command:", shlex.join([".venv/bin/python", "tests/benchmarks/bench_engine.py", *sys.argv[1:]]))
+    device_name = (
+        torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu"
+    )
+    print(
+        f"device: {args.device} ({device_name}), torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, {'quick' if args.quick else 'full'} sizes"
+    )
+    loss_b, label_b = torchdistill_loss()
+    print(f"(b) uses: {label_b}")
+    work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    workloads = ["images", "text"] if args.workload == "both" else [args.workload]
+    rows = []
+    for name in workloads:
+        t0 = time.perf_counter()
+        w = (image_workload if name == "images" else text_workload)(args.quick, args.device, work)
+        teacher_params = sum(p.numel() for p in w.teacher.parameters())
+        student_params = sum(p.numel() for p in new_student(w, "cpu").parameters())
+        print(
+            f"\n== {name}: teacher {teacher_params:,} parameters, student {student_params:,}; "
+            f"{len(w.x_train)} train / {len(w.x_eval)} eval rows, input {list(w.x_train.shape[1:])}, "
+            f"{w.epochs} epochs, batch {w.batch_size} (setup {time.perf_counter() - t0:.0f} s)"
+        )
+        a_speed, a_acc = run_loop(w, args.device, tutorial_kd)
+        b_speed, b_acc = run_loop(w, args.device, loss_b)
+        c_speed, c_total, c_acc, report = run_engine(w, args.device, work)
+        ceiling = run_student_alone(w, args.device)
+        teacher_acc = report["teacher"]["accuracy"]
+        print(f"{'way':<44}{'samples/s':>12}{'accuracy':>10}")
+        print(f"{'(a) tutorial loop (fp32, teacher every step)':<44}{a_speed:>12,.0f}{a_acc:>10.3f}")
+        print(f"{'(b) ' + label_b.split(' (')[0]:<44}{b_speed:>12,.0f}{b_acc:>10.3f}")
+        print(f"{'(c) engine distill(), training phase':<44}{c_speed:>12,.0f}{c_acc:>10.3f}")
+        print(f"{'(c) engine distill(), end to end':<44}{c_total:>12,.0f}")
+        print(f"{'(c) engine, student alone (ceiling)':<44}{ceiling:>12,.0f}")
+        print(f"teacher accuracy {teacher_acc:.3f}; teacher outputs cache: {report['teacher_outputs_cache']}")
+        spread = max(a_acc, b_acc, c_acc) - min(a_acc, b_acc, c_acc)
+        print(
+            f"ratios: (c)/(a) {c_speed / a_speed:.2f}x, (c)/(b) {c_speed / b_speed:.2f}x, "
+            f"(c)/ceiling {c_speed / ceiling:.2f}; accuracy spread {100 * spread:.1f} points"
+            + ("" if spread <= 0.01 else " (more than one point: the speed comparison is void)")
+        )
+        rows.append((name, a_speed, b_speed, c_speed, ceiling))
+    print("\n| workload | (a) tutorial | (b) | (c) engine | (c) student alone | (c)/(a) | (c)/(b) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, a, b, c, ceil in rows:
+        print(f"| {name} | {a:,.0f} | {b:,.0f} | {c:,.0f} | {ceil:,.0f} | {c / a:.2f} | {c / b:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
