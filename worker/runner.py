@@ -45,6 +45,7 @@ class JobRecorder:
         self.lost = False
         self.deadline = deadline  # time.monotonic() past which the job fails with `timeout`
         self.stop_reason: str | None = None  # lost | shutdown | timeout
+        self.pending_progress: dict | None = None
 
     def fenced_update(self, session, **values) -> bool:
         """Update the job row only while this attempt still owns it."""
@@ -57,6 +58,7 @@ class JobRecorder:
         """The engine's progress callback."""
         now = time.monotonic()
         if event.type == "progress" and now - self.last_progress < self.interval:
+            self.pending_progress = event.data  # written with the epoch's metrics, at the latest
             return
         values: dict = {}
         if event.type == "phase":
@@ -64,8 +66,11 @@ class JobRecorder:
         elif event.type == "progress":
             values["progress"] = event.data
             self.last_progress = now
+            self.pending_progress = None
         elif event.type == "metrics":
             values["metrics"] = {k: event.data.get(k) for k in ("train_loss", "eval_accuracy", "eval_agreement")}
+            if self.pending_progress is not None:  # epoch ends always carry the latest progress
+                values["progress"], self.pending_progress = self.pending_progress, None
         level = "warning" if event.type == "warning" else "info"
         type_ = "resume" if event.data.get("resumed") else event.type
         with get_sessionmaker()() as session:
@@ -216,7 +221,9 @@ def run(job_id: str) -> None:
     """Run one job end to end, if this delivery wins the claim."""
     from worker.engine import DistillConfig, EngineError, distill
 
-    if HANDOFF.is_set():  # a worker that is stopping takes no new job
+    if HANDOFF.is_set():
+        # A stopping worker takes no new job: pass the message on (acking it here would lose it).
+        enqueue_job(job_id)
         return
     job = claim(job_id)
     if job is None:
