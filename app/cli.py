@@ -14,20 +14,31 @@ import typer
 
 from app.cli_webhooks import webhooks_app
 
-app = typer.Typer(help="Distillery: knowledge distillation as a service.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Distillery: knowledge distillation as a service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(webhooks_app, name="webhooks")
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Folder for the SQLite database, embedded "
-                                              "broker and files (default: DISTILLERY_DATA_DIR or ./.distillery)")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder for the SQLite database, embedded "
+        "broker and files (default: DISTILLERY_DATA_DIR or ./.distillery)",
+    ),
+]
 
 
 def _configure(data_dir: Path | None) -> None:
     """Point this process and its children at one data directory, before settings are read."""
-    logging.basicConfig(level=os.environ.get("DISTILLERY_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("DISTILLERY_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if data_dir is not None:
         os.environ["DISTILLERY_DATA_DIR"] = str(data_dir.resolve())
     from app.settings import get_settings
@@ -54,23 +65,40 @@ def migrate(data_dir: DataDir = None) -> None:
 def _worker_argv(queues: str, name: str) -> list[str]:
     # Solo pool: the task runs in the worker's own process, which initialises CUDA itself (CUDA and fork
     # do not mix) and trains one job at a time.
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
-            "--concurrency=1", f"--queues={queues}", f"--hostname={name}@%h", "--loglevel=INFO",
-            "--without-gossip", "--without-mingle"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        f"--queues={queues}",
+        f"--hostname={name}@%h",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 @app.command()
-def worker(data_dir: DataDir = None,
-           queues: Annotated[str, typer.Option(help="Queues to serve")] = "jobs,uploads",
-           name: Annotated[str, typer.Option(help="Worker name")] = "worker") -> None:
+def worker(
+    data_dir: DataDir = None,
+    queues: Annotated[str, typer.Option(help="Queues to serve")] = "jobs,uploads",
+    name: Annotated[str, typer.Option(help="Worker name")] = "worker",
+) -> None:
     """Start one worker (one per GPU; pin it with CUDA_VISIBLE_DEVICES)."""
     _configure(data_dir)
     os.execv(sys.executable, _worker_argv(queues, f"{name}-{os.getpid()}"))
 
 
 @app.command()
-def api(data_dir: DataDir = None, host: Annotated[str | None, typer.Option()] = None,
-        port: Annotated[int | None, typer.Option()] = None) -> None:
+def api(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
     """Start the HTTP API alone."""
     import uvicorn
 
@@ -78,8 +106,9 @@ def api(data_dir: DataDir = None, host: Annotated[str | None, typer.Option()] = 
 
     _configure(data_dir)
     settings = get_settings()
-    uvicorn.run("app.main:app", host=host or settings.api_host, port=port or settings.api_port,
-                log_level="info")
+    uvicorn.run(
+        "app.main:app", host=host or settings.api_host, port=port or settings.api_port, log_level="info"
+    )
 
 
 def _default_key() -> str:
@@ -121,9 +150,13 @@ def _server_class():
 
 
 @app.command()
-def up(data_dir: DataDir = None, host: Annotated[str | None, typer.Option()] = None,
-       port: Annotated[int | None, typer.Option()] = None) -> None:
+def up(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
     """Start everything on this machine: API, workers, SQLite and an embedded broker; Ctrl-C stops it."""
+    import uvicorn
 
     from app.settings import get_settings
 
@@ -134,13 +167,18 @@ def up(data_dir: DataDir = None, host: Annotated[str | None, typer.Option()] = N
     _Server = _server_class()
     host, port = host or settings.api_host, port or settings.api_port
     # Two workers: uploads are validated while a long job trains.
-    workers = [subprocess.Popen(_worker_argv("jobs", "jobs")),
-               subprocess.Popen(_worker_argv("uploads", "uploads"))]
+    workers = [
+        subprocess.Popen(_worker_argv("jobs", "jobs")),
+        subprocess.Popen(_worker_argv("uploads", "uploads")),
+    ]
     server = _Server(uvicorn.Config("app.main:app", host=host, port=port, log_level="info"))
     url = f"http://{host}:{port}"
-    typer.echo(f"\nDistillery is starting at {url}  (API docs: {url}/docs)\n"
-               f"data directory: {settings.data_dir.resolve()}\nAPI key (also in {settings.data_dir / 'api_key'}):"
-               f"\n{key}\n", err=False)
+    typer.echo(
+        f"\nDistillery is starting at {url}  (API docs: {url}/docs)\n"
+        f"data directory: {settings.data_dir.resolve()}\nAPI key (also in {settings.data_dir / 'api_key'}):"
+        f"\n{key}\n",
+        err=False,
+    )
     try:
         server.run()  # returns on SIGINT or SIGTERM
     finally:
@@ -155,8 +193,9 @@ def up(data_dir: DataDir = None, host: Annotated[str | None, typer.Option()] = N
 
 
 @keys_app.command("create")
-def keys_create(tenant: Annotated[str, typer.Option(help="Tenant name (created if new)")],
-                data_dir: DataDir = None) -> None:
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name (created if new)")], data_dir: DataDir = None
+) -> None:
     """Create an API key and print it on its own line."""
     from app.auth import create_key
     from app.db import get_sessionmaker
@@ -168,8 +207,9 @@ def keys_create(tenant: Annotated[str, typer.Option(help="Tenant name (created i
 
 
 @keys_app.command("revoke")
-def keys_revoke(key: Annotated[str, typer.Argument(help="The key, or its prefix as stored")],
-                data_dir: DataDir = None) -> None:
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key, or its prefix as stored")], data_dir: DataDir = None
+) -> None:
     """Revoke an API key."""
     from app.auth import revoke_key
     from app.db import get_sessionmaker
@@ -183,8 +223,9 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="The key, or its prefix 
     typer.echo(f"revoked {count} key(s)")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-             add_help_option=False)
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
+)
 def distill(ctx: typer.Context) -> None:
     """Run the engine on local files, no server: see `distillery distill --help`."""
     # The engine needs torch, which the API package never imports: the command lives with the worker.

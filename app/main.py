@@ -18,11 +18,19 @@ def create_app() -> FastAPI:
         title="Distillery",
         version="1.0",
         description="Knowledge distillation as a service: upload a teacher and data, get a small, fast student "
-                    "and a report. Every /v1 route needs `Authorization: Bearer <key>`.",
+        "and a report. Every /v1 route needs `Authorization: Bearer <key>`.",
     )
     install_handlers(app)
-    for router in (health.router, models.router, datasets.router, jobs.router, webhooks.router,
-                   report_html.router, metrics.router, dashboard.router):
+    for router in (
+        health.router,
+        models.router,
+        datasets.router,
+        jobs.router,
+        webhooks.router,
+        report_html.router,
+        metrics.router,
+        dashboard.router,
+    ):
         app.include_router(router)
     return app
 

@@ -45,8 +45,11 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         # One job at a time per worker: never hold a second GPU job's message while the first trains.
         worker_prefetch_multiplier=1,
-        task_routes={RUN_JOB: {"queue": JOBS_QUEUE}, VALIDATE_UPLOAD: {"queue": UPLOADS_QUEUE},
-                     DELIVER_WEBHOOK: {"queue": UPLOADS_QUEUE}},
+        task_routes={
+            RUN_JOB: {"queue": JOBS_QUEUE},
+            VALIDATE_UPLOAD: {"queue": UPLOADS_QUEUE},
+            DELIVER_WEBHOOK: {"queue": UPLOADS_QUEUE},
+        },
         task_default_queue=JOBS_QUEUE,
         # Redis hands an unacknowledged message to another worker after visibility_timeout; it must be longer
         # than the longest job (job_time_limit_s), else long jobs are delivered twice (celery #5935).

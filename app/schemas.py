@@ -128,8 +128,17 @@ class StudentSpec(BaseModel):
                 not isinstance(sizes, list) or not all(isinstance(s, int) and 0 < s <= 65536 for s in sizes)
             ):
                 raise ValueError(f"{key} must be a list of positive integers")
-        for key in ("embedding_dim", "hidden_dim", "num_layers", "num_filters", "d_model", "layers",
-                    "heads", "ff_dim", "hidden_size"):
+        for key in (
+            "embedding_dim",
+            "hidden_dim",
+            "num_layers",
+            "num_filters",
+            "d_model",
+            "layers",
+            "heads",
+            "ff_dim",
+            "hidden_size",
+        ):
             value = (self.model_extra or {}).get(key)
             if value is not None and (not isinstance(value, int) or not 0 < value <= 65536):
                 raise ValueError(f"{key} must be a positive integer")
@@ -145,9 +154,14 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"teacher_id": "mdl_0190c7a1b2c3d4e5f6a7b8", "train_dataset_id": "dst_0190c7a1b2c3d4e5f6a7",
-                          "student": {"architecture": "mlp", "hidden_sizes": [32]},
-                          "hyperparameters": {"epochs": 20}}]
+            "examples": [
+                {
+                    "teacher_id": "mdl_0190c7a1b2c3d4e5f6a7b8",
+                    "train_dataset_id": "dst_0190c7a1b2c3d4e5f6a7",
+                    "student": {"architecture": "mlp", "hidden_sizes": [32]},
+                    "hyperparameters": {"epochs": 20},
+                }
+            ]
         },
     )
 
@@ -160,12 +174,16 @@ class JobCreate(BaseModel):
         default_factory=lambda: ["torchscript", "safetensors"]
     )
     baseline: bool = False
-    max_runtime_s: int | None = Field(None, ge=1, le=30 * 24 * 3600,
-                                      description="Fail the job with code `timeout` after this many seconds")
+    max_runtime_s: int | None = Field(
+        None, ge=1, le=30 * 24 * 3600, description="Fail the job with code `timeout` after this many seconds"
+    )
     webhook_url: str | None = Field(
-        None, max_length=2048, examples=["https://example.com/hooks/distillery"],
+        None,
+        max_length=2048,
+        examples=["https://example.com/hooks/distillery"],
         description="POSTed a signed `job.succeeded`, `job.failed` or `job.cancelled` event when the job "
-                    "ends (Standard Webhooks; the secret is at GET /v1/webhooks/secret). Public addresses only.")
+        "ends (Standard Webhooks; the secret is at GET /v1/webhooks/secret). Public addresses only.",
+    )
 
     @field_validator("webhook_url")
     @classmethod

@@ -14,13 +14,41 @@ import torch
 from tests.support.digits import digits_arrays, train_digits_teacher, write_csv, write_npz
 from tests.support.service import Client, running_service
 
-JOB_KEYS = {"id", "status", "phase", "attempt", "teacher_id", "train_dataset_id", "eval_dataset_id", "student",
-            "hyperparameters", "export", "baseline", "progress", "metrics", "error", "created_at", "started_at",
-            "finished_at"}
+JOB_KEYS = {
+    "id",
+    "status",
+    "phase",
+    "attempt",
+    "teacher_id",
+    "train_dataset_id",
+    "eval_dataset_id",
+    "student",
+    "hyperparameters",
+    "export",
+    "baseline",
+    "progress",
+    "metrics",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+}
 UPLOAD_KEYS = {"id", "name", "format", "status", "size_bytes", "sha256", "created_at", "error", "info"}
 EVENT_KEYS = {"id", "type", "level", "message", "data", "created_at"}
-REPORT_KEYS = {"job_id", "device", "train_seconds", "eval_examples", "classes", "teacher", "student", "baseline",
-               "compression_ratio", "speedup", "teacher_outputs_cache", "history"}
+REPORT_KEYS = {
+    "job_id",
+    "device",
+    "train_seconds",
+    "eval_examples",
+    "classes",
+    "teacher",
+    "student",
+    "baseline",
+    "compression_ratio",
+    "speedup",
+    "teacher_outputs_cache",
+    "history",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +63,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
     """The digits teacher and datasets as files."""
     d = tmp_path_factory.mktemp("files")
     x_train, y_train, x_test, y_test = digits_arrays()
-    return {"teacher": train_digits_teacher(d), "train": write_npz(d / "train.npz", x_train, y_train),
-            "eval": write_npz(d / "eval.npz", x_test, y_test), "csv": write_csv(d / "train.csv", x_train, y_train)}
+    return {
+        "teacher": train_digits_teacher(d),
+        "train": write_npz(d / "train.npz", x_train, y_train),
+        "eval": write_npz(d / "eval.npz", x_test, y_test),
+        "csv": write_csv(d / "train.csv", x_train, y_train),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +87,15 @@ def done_job(alice, files) -> dict:
     teacher = alice.ready_upload("models", files["teacher"])
     train = alice.ready_upload("datasets", files["train"])
     eval_ = alice.ready_upload("datasets", files["eval"])
-    resp = alice.http.post("/v1/jobs", json={"teacher_id": teacher["id"], "train_dataset_id": train["id"],
-                                             "eval_dataset_id": eval_["id"], "hyperparameters": {"epochs": 2}})
+    resp = alice.http.post(
+        "/v1/jobs",
+        json={
+            "teacher_id": teacher["id"],
+            "train_dataset_id": train["id"],
+            "eval_dataset_id": eval_["id"],
+            "hyperparameters": {"epochs": 2},
+        },
+    )
     assert resp.status_code == 201, resp.text
     job = alice.wait_job(resp.json()["id"])
     assert job["status"] == "succeeded", job
@@ -76,18 +115,32 @@ def assert_error(resp, status: int, code: str | None = None) -> dict:
 
 def id_routes(done: dict) -> list[tuple[str, str]]:
     job, teacher, train = done["job"]["id"], done["teacher"]["id"], done["train"]["id"]
-    return [("GET", f"/v1/models/{teacher}"), ("DELETE", f"/v1/models/{teacher}"),
-            ("GET", f"/v1/datasets/{train}"), ("DELETE", f"/v1/datasets/{train}"),
-            ("GET", f"/v1/jobs/{job}"), ("POST", f"/v1/jobs/{job}/cancel"), ("GET", f"/v1/jobs/{job}/events"),
-            ("GET", f"/v1/jobs/{job}/artifacts"), ("GET", f"/v1/jobs/{job}/artifacts/student.pt"),
-            ("GET", f"/v1/jobs/{job}/report")]
+    return [
+        ("GET", f"/v1/models/{teacher}"),
+        ("DELETE", f"/v1/models/{teacher}"),
+        ("GET", f"/v1/datasets/{train}"),
+        ("DELETE", f"/v1/datasets/{train}"),
+        ("GET", f"/v1/jobs/{job}"),
+        ("POST", f"/v1/jobs/{job}/cancel"),
+        ("GET", f"/v1/jobs/{job}/events"),
+        ("GET", f"/v1/jobs/{job}/artifacts"),
+        ("GET", f"/v1/jobs/{job}/artifacts/student.pt"),
+        ("GET", f"/v1/jobs/{job}/report"),
+    ]
 
 
 def test_every_v1_route_needs_a_valid_key(svc, done_job):
     import httpx
 
-    routes = [("GET", "/v1/models"), ("POST", "/v1/models"), ("GET", "/v1/datasets"), ("POST", "/v1/datasets"),
-              ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), *id_routes(done_job)]
+    routes = [
+        ("GET", "/v1/models"),
+        ("POST", "/v1/models"),
+        ("GET", "/v1/datasets"),
+        ("POST", "/v1/datasets"),
+        ("GET", "/v1/jobs"),
+        ("POST", "/v1/jobs"),
+        *id_routes(done_job),
+    ]
     for method, path in routes:
         assert_error(httpx.request(method, svc.url + path), 401, "unauthorized")
         resp = httpx.request(method, svc.url + path, headers={"Authorization": "Bearer dk_wrong"})
@@ -97,16 +150,21 @@ def test_every_v1_route_needs_a_valid_key(svc, done_job):
 def test_another_tenants_ids_answer_like_missing_ones(alice, bob, done_job):
     for method, path in id_routes(done_job):
         foreign = bob.http.request(method, path)
-        missing = alice.http.request(method, path.replace(path.split("/")[3], path.split("/")[3][:4] + "0" * 24))
+        missing = alice.http.request(
+            method, path.replace(path.split("/")[3], path.split("/")[3][:4] + "0" * 24)
+        )
         assert_error(foreign, 404, "not_found")
         assert_error(missing, 404, "not_found")
-        assert foreign.json()["error"]["message"].replace(path.split("/")[3], "X") == \
-            missing.json()["error"]["message"].replace(path.split("/")[3][:4] + "0" * 24, "X")
+        assert foreign.json()["error"]["message"].replace(path.split("/")[3], "X") == missing.json()["error"][
+            "message"
+        ].replace(path.split("/")[3][:4] + "0" * 24, "X")
     # Lists and job creation do not see alice's resources either.
     for kind in ("models", "datasets", "jobs"):
         assert bob.http.get(f"/v1/{kind}").json()["data"] == []
-    resp = bob.http.post("/v1/jobs", json={"teacher_id": done_job["teacher"]["id"],
-                                           "train_dataset_id": done_job["train"]["id"]})
+    resp = bob.http.post(
+        "/v1/jobs",
+        json={"teacher_id": done_job["teacher"]["id"], "train_dataset_id": done_job["train"]["id"]},
+    )
     assert_error(resp, 404)
     # Still alice's and intact.
     assert alice.http.get(f"/v1/models/{done_job['teacher']['id']}").status_code == 200
@@ -199,15 +257,24 @@ def test_bad_dataset_uploads_are_refused_with_what_to_do(alice, tmp_path, files)
 
 def test_impossible_jobs_answer_422_or_404(alice, done_job):
     base = {"teacher_id": done_job["teacher"]["id"], "train_dataset_id": done_job["train"]["id"]}
-    bad = [{"hyperparameters": {"epochs": 0}}, {"hyperparameters": {"alpha": 2}},
-           {"hyperparameters": {"loss": "cosine"}}, {"hyperparameters": {"temperature": -1}},
-           {"hyperparameters": {"epoch": 3}}, {"student": {"architecture": "resnet152"}},
-           {"student": {"architecture": "mlp", "hidden_sizes": [-4]}}, {"export": ["tflite"]},
-           {"student": {"architecture": "cnn"}}]
+    bad = [
+        {"hyperparameters": {"epochs": 0}},
+        {"hyperparameters": {"alpha": 2}},
+        {"hyperparameters": {"loss": "cosine"}},
+        {"hyperparameters": {"temperature": -1}},
+        {"hyperparameters": {"epoch": 3}},
+        {"student": {"architecture": "resnet152"}},
+        {"student": {"architecture": "mlp", "hidden_sizes": [-4]}},
+        {"export": ["tflite"]},
+        {"student": {"architecture": "cnn"}},
+    ]
     for extra in bad:
         assert_error(alice.http.post("/v1/jobs", json={**base, **extra}), 422)
-    assert_error(alice.http.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}),
-                 422, "invalid_request")
+    assert_error(
+        alice.http.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}),
+        422,
+        "invalid_request",
+    )
     assert_error(alice.http.post("/v1/jobs", json={**base, "teacher_id": "mdl_missing"}), 404)
     assert_error(alice.http.post("/v1/jobs", json={**base, "student": {"model_id": "mdl_missing"}}), 404)
     # A dataset used as a teacher is not found among models.
@@ -221,8 +288,14 @@ def test_jobs_whose_teacher_does_not_fit_the_data_fail_with_a_precise_code(alice
     twelve = alice.ready_upload("datasets", write_npz(tmp_path / "twelve.npz", x_train, (y_train % 12) + 2))
     outcomes = {}
     for name, ds in (("input_mismatch", wide), ("class_mismatch", twelve)):
-        resp = alice.http.post("/v1/jobs", json={"teacher_id": done_job["teacher"]["id"],
-                                                 "train_dataset_id": ds["id"], "hyperparameters": {"epochs": 1}})
+        resp = alice.http.post(
+            "/v1/jobs",
+            json={
+                "teacher_id": done_job["teacher"]["id"],
+                "train_dataset_id": ds["id"],
+                "hyperparameters": {"epochs": 1},
+            },
+        )
         if resp.status_code == 422:
             outcomes[name] = resp.json()["error"]
         else:
@@ -237,9 +310,14 @@ def test_jobs_whose_teacher_does_not_fit_the_data_fail_with_a_precise_code(alice
 
 
 def test_a_model_used_by_a_live_job_cannot_be_deleted(alice, done_job):
-    resp = alice.http.post("/v1/jobs", json={"teacher_id": done_job["teacher"]["id"],
-                                             "train_dataset_id": done_job["train"]["id"],
-                                             "hyperparameters": {"epochs": 500}})
+    resp = alice.http.post(
+        "/v1/jobs",
+        json={
+            "teacher_id": done_job["teacher"]["id"],
+            "train_dataset_id": done_job["train"]["id"],
+            "hyperparameters": {"epochs": 500},
+        },
+    )
     assert resp.status_code == 201
     job_id = resp.json()["id"]
     assert_error(alice.http.delete(f"/v1/models/{done_job['teacher']['id']}"), 409, "model_in_use")
@@ -272,11 +350,14 @@ def test_upload_over_the_limit_is_413_and_leaves_nothing(tmp_path_factory):
             yield boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.npz"\r\n\r\n'
             data = body.getvalue()
             for i in range(0, len(data), 8192):
-                yield data[i:i + 8192]
+                yield data[i : i + 8192]
             yield b"\r\n" + boundary + b"--\r\n"
 
-        resp = client.http.post("/v1/datasets", content=chunks(),
-                                headers={"content-type": "multipart/form-data; boundary=b0undary"})
+        resp = client.http.post(
+            "/v1/datasets",
+            content=chunks(),
+            headers={"content-type": "multipart/form-data; boundary=b0undary"},
+        )
         assert_error(resp, 413, "payload_too_large")
         leftovers = [p for p in (small.data_dir / "storage").rglob("*") if p.is_file()]
         assert leftovers == []

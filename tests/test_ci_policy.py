@@ -14,10 +14,13 @@ from tests.support.service import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("fixture,env_name,url", [
-    ("postgres_url", "DISTILLERY_TEST_PG", "postgresql://postgres@127.0.0.1:{port}/test"),
-    ("redis_url", "DISTILLERY_TEST_REDIS", "redis://127.0.0.1:{port}"),
-])
+@pytest.mark.parametrize(
+    "fixture,env_name,url",
+    [
+        ("postgres_url", "DISTILLERY_TEST_PG", "postgresql://postgres@127.0.0.1:{port}/test"),
+        ("redis_url", "DISTILLERY_TEST_REDIS", "redis://127.0.0.1:{port}"),
+    ],
+)
 def test_unreachable_server_skips_locally_and_fails_under_ci(tmp_path, fixture, env_name, url):
     probe = tmp_path / "test_probe.py"
     probe.write_text(f"def test_probe({fixture}):\n    assert {fixture}\n")
@@ -27,9 +30,26 @@ def test_unreachable_server_skips_locally_and_fails_under_ci(tmp_path, fixture, 
 
     def run(extra: dict) -> subprocess.CompletedProcess:
         # The project's conftest is loaded as a plugin, so the probe gets the real fixtures.
-        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest",
-                               "--rootdir", str(tmp_path), str(probe)],
-                              cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "tests.conftest",
+                "--rootdir",
+                str(tmp_path),
+                str(probe),
+            ],
+            cwd=tmp_path,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     local, ci = run({}), run({"CI": "true"})
     assert local.returncode == 0 and "1 skipped" in local.stdout, local.stdout[-2000:]

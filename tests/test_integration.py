@@ -39,9 +39,14 @@ def _distil(client: Client, teacher_path, train_path, eval_path, student=None, e
     teacher = client.ready_upload("models", teacher_path)
     train = client.ready_upload("datasets", train_path, **dataset_fields)
     eval_ = client.ready_upload("datasets", eval_path, **dataset_fields)
-    body = {"teacher_id": teacher["id"], "train_dataset_id": train["id"], "eval_dataset_id": eval_["id"],
-            "student": student or {"architecture": "mlp", "hidden_sizes": [32]},
-            "hyperparameters": {"epochs": epochs, "learning_rate": 0.005}, "export": ["torchscript", "safetensors"]}
+    body = {
+        "teacher_id": teacher["id"],
+        "train_dataset_id": train["id"],
+        "eval_dataset_id": eval_["id"],
+        "student": student or {"architecture": "mlp", "hidden_sizes": [32]},
+        "hyperparameters": {"epochs": epochs, "learning_rate": 0.005},
+        "export": ["torchscript", "safetensors"],
+    }
     resp = client.http.post("/v1/jobs", json=body)
     assert resp.status_code == 201, resp.text
     job = client.wait_job(resp.json()["id"])
@@ -70,8 +75,12 @@ def _accuracy(model, x, y) -> float:
 def test_torchscript_teacher_and_npz_data_give_a_student_whose_accuracy_matches_the_report(service, tmp_path):
     client = Client(service.url, service.new_key("acme"))
     x_train, y_train, x_test, y_test = digits_arrays()
-    job = _distil(client, train_digits_teacher(tmp_path), write_npz(tmp_path / "train.npz", x_train, y_train),
-                  write_npz(tmp_path / "eval.npz", x_test, y_test))
+    job = _distil(
+        client,
+        train_digits_teacher(tmp_path),
+        write_npz(tmp_path / "train.npz", x_train, y_train),
+        write_npz(tmp_path / "eval.npz", x_test, y_test),
+    )
     report = client.http.get(f"/v1/jobs/{job['id']}/report").json()
     student = _download_student(client, job["id"], tmp_path)
     assert _accuracy(student, x_test, y_test) == pytest.approx(report["student"]["accuracy"], abs=1e-9)
@@ -85,15 +94,22 @@ def test_onnx_teacher_and_csv_data(service, tmp_path):
     client = Client(service.url, service.new_key("acme"))
     x_train, y_train, x_test, y_test = digits_arrays()
     onnx_path = export_teacher_onnx(tmp_path)
-    job = _distil(client, onnx_path, write_csv(tmp_path / "train.csv", x_train, y_train),
-                  write_csv(tmp_path / "eval.csv", x_test, y_test), label_column="label")
+    job = _distil(
+        client,
+        onnx_path,
+        write_csv(tmp_path / "train.csv", x_train, y_train),
+        write_csv(tmp_path / "eval.csv", x_test, y_test),
+        label_column="label",
+    )
     report = client.http.get(f"/v1/jobs/{job['id']}/report").json()
     student = _download_student(client, job["id"], tmp_path)
     assert _accuracy(student, x_test, y_test) == pytest.approx(report["student"]["accuracy"], abs=1e-9)
     # The report's teacher accuracy is the ONNX teacher's own, as onnxruntime computes it.
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     logits = sess.run(None, {sess.get_inputs()[0].name: x_test})[0]
-    assert report["teacher"]["accuracy"] == pytest.approx(float((logits.argmax(1) == y_test).mean()), abs=1e-9)
+    assert report["teacher"]["accuracy"] == pytest.approx(
+        float((logits.argmax(1) == y_test).mean()), abs=1e-9
+    )
 
 
 def test_distillation_works_with_and_without_labels(tmp_path):
@@ -103,10 +119,12 @@ def test_distillation_works_with_and_without_labels(tmp_path):
         client = Client(svc.url, svc.new_key("acme"))
         teacher_path = train_digits_teacher(tmp_path)
         eval_path = write_npz(tmp_path / "eval.npz", x_test, y_test)
-        labelled = _distil(client, teacher_path, write_npz(tmp_path / "train.npz", x_train, y_train), eval_path,
-                           epochs=40)
-        unlabelled = _distil(client, teacher_path, write_npz(tmp_path / "unlabelled.npz", x_train), eval_path,
-                             epochs=40)
+        labelled = _distil(
+            client, teacher_path, write_npz(tmp_path / "train.npz", x_train, y_train), eval_path, epochs=40
+        )
+        unlabelled = _distil(
+            client, teacher_path, write_npz(tmp_path / "unlabelled.npz", x_train), eval_path, epochs=40
+        )
         events = client.http.get(f"/v1/jobs/{unlabelled['id']}/events", params={"limit": 1000}).json()["data"]
         for job in (labelled, unlabelled):
             report = client.http.get(f"/v1/jobs/{job['id']}/report").json()

@@ -31,8 +31,17 @@ def test_ci_runs_exactly_the_readme_test_command():
     command = block("test-command")
     assert "pytest" in command and "pip install" in command
     extracted = subprocess.run(
-        ["bash", "-c", "awk '/<!-- test-command -->/{f=1; next} f && /^```bash/{g=1; next} g && /^```/{exit} g' "
-         "README.md"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        [
+            "bash",
+            "-c",
+            "awk '/<!-- test-command -->/{f=1; next} f && /^```bash/{g=1; next} g && /^```/{exit} g' "
+            "README.md",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert extracted == command
     assert "test-command" in (ROOT / ".ci" / "run").read_text()
 
@@ -48,8 +57,14 @@ def test_run_command_serves_and_the_quickstart_works_as_written(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
     env.update(DISTILLERY_API_PORT=str(port), PYTHONUNBUFFERED="1")
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed below
-    up = subprocess.Popen(["bash", "-c", f"exec {serve}"], cwd=tmp_path, env=env, stdout=log,
-                          stderr=subprocess.STDOUT, start_new_session=True)
+    up = subprocess.Popen(
+        ["bash", "-c", f"exec {serve}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -64,8 +79,14 @@ def test_run_command_serves_and_the_quickstart_works_as_written(tmp_path):
         assert f"http://127.0.0.1:{port}" in output, output
         key = (tmp_path / ".distillery" / "api_key").read_text().strip()
         assert key in output.splitlines(), "the key is printed on its own line"
-        quick = subprocess.run(["bash", "-euo", "pipefail", "-c", block("quickstart")], cwd=tmp_path,
-                               env={**env, "DISTILLERY_URL": url}, capture_output=True, text=True, timeout=600)
+        quick = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block("quickstart")],
+            cwd=tmp_path,
+            env={**env, "DISTILLERY_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert quick.returncode == 0, quick.stdout[-3000:] + quick.stderr[-3000:] + output[-3000:]
         assert '"status": "succeeded"' in quick.stdout
         assert '"compression_ratio"' in quick.stdout

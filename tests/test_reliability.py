@@ -21,8 +21,11 @@ from tests.support.service import Client, running_service
 
 pytestmark = pytest.mark.integration
 
-FAST_LEASES = {"DISTILLERY_LEASE_TIMEOUT_S": "4", "DISTILLERY_REAPER_INTERVAL_S": "1",
-               "DISTILLERY_WORKER_HEARTBEAT_INTERVAL_S": "1"}
+FAST_LEASES = {
+    "DISTILLERY_LEASE_TIMEOUT_S": "4",
+    "DISTILLERY_REAPER_INTERVAL_S": "1",
+    "DISTILLERY_WORKER_HEARTBEAT_INTERVAL_S": "1",
+}
 LONG_JOB = {"epochs": 60, "batch_size": 16}
 
 
@@ -31,22 +34,29 @@ def backend(request) -> dict:
     """Database and broker URLs for running_service (None: the embedded defaults)."""
     if request.param == "embedded":
         return {}
-    return {"database_url": request.getfixturevalue("postgres_url"),
-            "broker_url": request.getfixturevalue("redis_url")}
+    return {
+        "database_url": request.getfixturevalue("postgres_url"),
+        "broker_url": request.getfixturevalue("redis_url"),
+    }
 
 
 @pytest.fixture(scope="module")
 def digits_files(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("digits")
     x_train, y_train, x_test, y_test = digits_arrays()
-    return {"teacher": train_digits_teacher(d), "train": write_npz(d / "train.npz", x_train, y_train),
-            "eval": write_npz(d / "eval.npz", x_test, y_test)}
+    return {
+        "teacher": train_digits_teacher(d),
+        "train": write_npz(d / "train.npz", x_train, y_train),
+        "eval": write_npz(d / "eval.npz", x_test, y_test),
+    }
 
 
 def _inputs(client: Client, files: dict) -> dict:
-    return {"teacher_id": client.ready_upload("models", files["teacher"])["id"],
-            "train_dataset_id": client.ready_upload("datasets", files["train"])["id"],
-            "eval_dataset_id": client.ready_upload("datasets", files["eval"])["id"]}
+    return {
+        "teacher_id": client.ready_upload("models", files["teacher"])["id"],
+        "train_dataset_id": client.ready_upload("datasets", files["train"])["id"],
+        "eval_dataset_id": client.ready_upload("datasets", files["eval"])["id"],
+    }
 
 
 def _events(client: Client, job_id: str) -> list[dict]:
@@ -54,7 +64,9 @@ def _events(client: Client, job_id: str) -> list[dict]:
 
 
 def _claims(client: Client, job_id: str) -> int:
-    return sum(1 for e in _events(client, job_id) if e["type"] == "status" and e["data"]["status"] == "running")
+    return sum(
+        1 for e in _events(client, job_id) if e["type"] == "status" and e["data"]["status"] == "running"
+    )
 
 
 def _wait_epoch(client: Client, job_id: str, epoch: int, timeout: float = 120) -> dict:
@@ -78,7 +90,9 @@ def _db(service) -> object:
 def test_a_worker_killed_mid_training_is_resumed_by_another(backend, tmp_path, digits_files):
     with running_service(tmp_path, extra_env=FAST_LEASES, **backend) as svc:
         client = Client(svc.url, svc.new_key("acme"))
-        resp = client.http.post("/v1/jobs", json={**_inputs(client, digits_files), "hyperparameters": LONG_JOB})
+        resp = client.http.post(
+            "/v1/jobs", json={**_inputs(client, digits_files), "hyperparameters": LONG_JOB}
+        )
         job_id = resp.json()["id"]
         _wait_epoch(client, job_id, 3)
         svc.kill_worker("w0", signal.SIGKILL)
@@ -94,14 +108,18 @@ def test_a_worker_killed_mid_training_is_resumed_by_another(backend, tmp_path, d
         names = [a["name"] for a in arts]
         assert names.count("student.pt") == 1 and len(names) == len(set(names))
         with _db(svc).connect() as conn:
-            count = conn.execute(text("SELECT count(*) FROM artifacts WHERE job_id = :j"), {"j": job_id}).scalar()
+            count = conn.execute(
+                text("SELECT count(*) FROM artifacts WHERE job_id = :j"), {"j": job_id}
+            ).scalar()
         assert count == len(names)
 
 
 def test_one_message_delivered_twice_to_two_workers_runs_once(backend, tmp_path, digits_files):
     with running_service(tmp_path, workers=2, **backend) as svc:
         client = Client(svc.url, svc.new_key("acme"))
-        resp = client.http.post("/v1/jobs", json={**_inputs(client, digits_files), "hyperparameters": {"epochs": 5}})
+        resp = client.http.post(
+            "/v1/jobs", json={**_inputs(client, digits_files), "hyperparameters": {"epochs": 5}}
+        )
         job_id = resp.json()["id"]
         celery = make_celery(Settings(data_dir=svc.data_dir, broker_url=backend.get("broker_url")))
         for _ in range(3):
@@ -113,21 +131,27 @@ def test_one_message_delivered_twice_to_two_workers_runs_once(backend, tmp_path,
         assert _claims(client, job_id) == 1
 
 
-def test_stale_leases_are_requeued_then_failed_and_late_writes_change_nothing(backend, tmp_path, digits_files,
-                                                                              monkeypatch):
+def test_stale_leases_are_requeued_then_failed_and_late_writes_change_nothing(
+    backend, tmp_path, digits_files, monkeypatch
+):
     # Only an uploads worker: the job stays where the test puts it; that worker's reaper does the reaping.
-    with running_service(tmp_path, extra_env={**FAST_LEASES, "DISTILLERY_MAX_ATTEMPTS": "3"}, queues="uploads",
-                         **backend) as svc:
+    with running_service(
+        tmp_path, extra_env={**FAST_LEASES, "DISTILLERY_MAX_ATTEMPTS": "3"}, queues="uploads", **backend
+    ) as svc:
         client = Client(svc.url, svc.new_key("acme"))
         job_id = client.http.post("/v1/jobs", json=_inputs(client, digits_files)).json()["id"]
         engine = _db(svc)
-        old = (time.time() - 3600)
+        old = time.time() - 3600
 
         def make_stale(attempt: int) -> None:
             with engine.begin() as conn:
-                conn.execute(text("UPDATE jobs SET status='running', attempt=:a, worker_id='ghost', "
-                                  "heartbeat_at=:t WHERE id=:j"),
-                             {"a": attempt, "t": _ts(svc, old), "j": job_id})
+                conn.execute(
+                    text(
+                        "UPDATE jobs SET status='running', attempt=:a, worker_id='ghost', "
+                        "heartbeat_at=:t WHERE id=:j"
+                    ),
+                    {"a": attempt, "t": _ts(svc, old), "j": job_id},
+                )
 
         def wait_status(status: str) -> dict:
             deadline = time.monotonic() + 30
@@ -140,7 +164,9 @@ def test_stale_leases_are_requeued_then_failed_and_late_writes_change_nothing(ba
 
         make_stale(1)
         wait_status("queued")
-        reason = [e for e in _events(client, job_id) if e["data"] and e["data"].get("reason") == "worker_lost"]
+        reason = [
+            e for e in _events(client, job_id) if e["data"] and e["data"].get("reason") == "worker_lost"
+        ]
         assert reason, _events(client, job_id)
         make_stale(3)
         job = wait_status("failed")
@@ -175,8 +201,9 @@ def _ts(svc, epoch_seconds: float):
 def test_sigterm_hands_the_job_back_and_another_worker_finishes_it(backend, tmp_path, digits_files):
     with running_service(tmp_path, extra_env=FAST_LEASES, **backend) as svc:
         client = Client(svc.url, svc.new_key("acme"))
-        job_id = client.http.post("/v1/jobs", json={**_inputs(client, digits_files),
-                                                    "hyperparameters": LONG_JOB}).json()["id"]
+        job_id = client.http.post(
+            "/v1/jobs", json={**_inputs(client, digits_files), "hyperparameters": LONG_JOB}
+        ).json()["id"]
         _wait_epoch(client, job_id, 2)
         svc.kill_worker("w0", signal.SIGTERM)
         assert svc.procs["worker-w0"].wait(timeout=60) == 0
@@ -205,8 +232,9 @@ def test_cancel_queued_at_once_and_running_with_the_checkpoint_salvaged(backend,
             names = [a["name"] for a in client.http.get(f"/v1/jobs/{running}/artifacts").json()["data"]]
             time.sleep(0.3)
         assert "checkpoint_student.safetensors" in names
-        weights = load_safetensors(client.http.get(
-            f"/v1/jobs/{running}/artifacts/checkpoint_student.safetensors").content)
+        weights = load_safetensors(
+            client.http.get(f"/v1/jobs/{running}/artifacts/checkpoint_student.safetensors").content
+        )
         assert weights and all(v.size for v in weights.values())
         for job_id in (running, queued):
             job = client.http.get(f"/v1/jobs/{job_id}").json()
@@ -225,7 +253,9 @@ def test_idempotency_key_same_body_same_job_other_body_422_concurrent_one_job(tm
         again = client.http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "k1"})
         assert first.status_code == again.status_code == 201
         assert first.json()["id"] == again.json()["id"]
-        other = client.http.post("/v1/jobs", json={**body, "baseline": True}, headers={"Idempotency-Key": "k1"})
+        other = client.http.post(
+            "/v1/jobs", json={**body, "baseline": True}, headers={"Idempotency-Key": "k1"}
+        )
         assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
         queued_events = [e for e in _events(client, first.json()["id"]) if e["message"] == "job queued"]
         assert len(queued_events) == 1
@@ -249,7 +279,9 @@ def test_idempotency_key_same_body_same_job_other_body_422_concurrent_one_job(tm
 
 
 def test_tenant_cap_answers_429_with_retry_after(tmp_path, digits_files):
-    with running_service(tmp_path, queues="uploads", extra_env={"DISTILLERY_MAX_ACTIVE_JOBS_PER_TENANT": "2"}) as svc:
+    with running_service(
+        tmp_path, queues="uploads", extra_env={"DISTILLERY_MAX_ACTIVE_JOBS_PER_TENANT": "2"}
+    ) as svc:
         client = Client(svc.url, svc.new_key("acme"))
         body = _inputs(client, digits_files)
         assert [client.http.post("/v1/jobs", json=body).status_code for _ in range(2)] == [201, 201]
@@ -263,8 +295,10 @@ def test_tenant_cap_answers_429_with_retry_after(tmp_path, digits_files):
 def test_max_runtime_fails_the_job_with_timeout(tmp_path, digits_files):
     with running_service(tmp_path) as svc:
         client = Client(svc.url, svc.new_key("acme"))
-        job_id = client.http.post("/v1/jobs", json={**_inputs(client, digits_files), "max_runtime_s": 2,
-                                                    "hyperparameters": {"epochs": 500}}).json()["id"]
+        job_id = client.http.post(
+            "/v1/jobs",
+            json={**_inputs(client, digits_files), "max_runtime_s": 2, "hyperparameters": {"epochs": 500}},
+        ).json()["id"]
         job = client.wait_job(job_id, timeout=120)
         assert job["status"] == "failed" and job["error"]["code"] == "timeout", job
         started = job["started_at"]
@@ -275,14 +309,17 @@ def test_retention_removes_files_of_old_jobs(tmp_path, digits_files):
     env = {"DISTILLERY_RETENTION_DAYS": "1", "DISTILLERY_REAPER_INTERVAL_S": "1"}
     with running_service(tmp_path, extra_env=env) as svc:
         client = Client(svc.url, svc.new_key("acme"))
-        job_id = client.http.post("/v1/jobs", json={**_inputs(client, digits_files),
-                                                    "hyperparameters": {"epochs": 1}}).json()["id"]
+        job_id = client.http.post(
+            "/v1/jobs", json={**_inputs(client, digits_files), "hyperparameters": {"epochs": 1}}
+        ).json()["id"]
         assert client.wait_job(job_id)["status"] == "succeeded"
         job_dir = next(svc.data_dir.rglob(f"jobs/{job_id}"))
         assert any(job_dir.rglob("student.pt"))
         with _db(svc).begin() as conn:
-            conn.execute(text("UPDATE jobs SET finished_at=:t WHERE id=:j"),
-                         {"t": _ts(svc, time.time() - timedelta(days=2).total_seconds()), "j": job_id})
+            conn.execute(
+                text("UPDATE jobs SET finished_at=:t WHERE id=:j"),
+                {"t": _ts(svc, time.time() - timedelta(days=2).total_seconds()), "j": job_id},
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and job_dir.exists():
             time.sleep(0.5)

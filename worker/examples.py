@@ -39,8 +39,12 @@ def write_example(out_dir: Path) -> dict[str, Path]:
     with torch.no_grad():
         accuracy = (teacher(torch.from_numpy(x_eval)).argmax(1).numpy() == y_eval).mean()
     logger.info("example teacher accuracy on eval: %.3f", accuracy)
-    paths = {"teacher": out_dir / "teacher.pt", "train": out_dir / "train.npz", "eval": out_dir / "eval.npz",
-             "csv": out_dir / "train.csv"}
+    paths = {
+        "teacher": out_dir / "teacher.pt",
+        "train": out_dir / "train.npz",
+        "eval": out_dir / "eval.npz",
+        "csv": out_dir / "train.csv",
+    }
     torch.jit.script(teacher).save(str(paths["teacher"]))
     np.savez(paths["train"], x=x_train, y=y_train)
     np.savez(paths["eval"], x=x_eval, y=y_eval)

@@ -16,7 +16,6 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     kind, path, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     from worker.engine import DatasetSpec, EngineError, inspect_dataset, inspect_model
-
     from worker.onnx_check import external_data_problem
 
     try:

@@ -33,19 +33,32 @@ def reap_stale_leases() -> list[str]:
     cutoff = utcnow() - timedelta(seconds=settings.lease_timeout_s)
     requeued = []
     with get_sessionmaker()() as session:
-        stale = session.execute(select(Job.id, Job.attempt, Job.worker_id).where(
-            Job.status == "running", Job.heartbeat_at < cutoff)).all()
+        stale = session.execute(
+            select(Job.id, Job.attempt, Job.worker_id).where(
+                Job.status == "running", Job.heartbeat_at < cutoff
+            )
+        ).all()
         for job_id, attempt, worker_id in stale:
-            fence = (Job.id == job_id, Job.attempt == attempt, Job.status == "running", Job.heartbeat_at < cutoff)
+            fence = (
+                Job.id == job_id,
+                Job.attempt == attempt,
+                Job.status == "running",
+                Job.heartbeat_at < cutoff,
+            )
             if attempt >= settings.max_attempts:
-                error = {"code": "worker_lost", "message": f"the worker running attempt {attempt} stopped "
-                         f"answering, and {settings.max_attempts} attempts is the limit"}
+                error = {
+                    "code": "worker_lost",
+                    "message": f"the worker running attempt {attempt} stopped "
+                    f"answering, and {settings.max_attempts} attempts is the limit",
+                }
                 values = {"status": "failed", "phase": None, "finished_at": utcnow(), "error": error}
                 message, data = "job failed: " + error["message"], {"status": "failed"}
             else:
                 values = {"status": "queued", "worker_id": None, "enqueued_at": utcnow()}
-                message = (f"worker {worker_id} stopped answering during attempt {attempt}; "
-                           "job requeued to resume from its last checkpoint")
+                message = (
+                    f"worker {worker_id} stopped answering during attempt {attempt}; "
+                    "job requeued to resume from its last checkpoint"
+                )
                 data = {"status": "queued", "reason": "worker_lost", "attempt": attempt}
             if session.execute(update(Job).where(*fence).values(**values)).rowcount != 1:
                 session.rollback()
@@ -66,12 +79,22 @@ def resend_lost_messages() -> None:
     with get_sessionmaker()() as session:
         jobs = session.scalars(select(Job.id).where(Job.status == "queued", Job.enqueued_at < cutoff)).all()
         for job_id in jobs:
-            session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=utcnow()))
+            session.execute(
+                update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=utcnow())
+            )
         session.commit()
-        uploads = [("models", i) for i in session.scalars(
-            select(Model.id).where(Model.status == "validating", Model.created_at < cutoff))]
-        uploads += [("datasets", i) for i in session.scalars(
-            select(Dataset.id).where(Dataset.status == "validating", Dataset.created_at < cutoff))]
+        uploads = [
+            ("models", i)
+            for i in session.scalars(
+                select(Model.id).where(Model.status == "validating", Model.created_at < cutoff)
+            )
+        ]
+        uploads += [
+            ("datasets", i)
+            for i in session.scalars(
+                select(Dataset.id).where(Dataset.status == "validating", Dataset.created_at < cutoff)
+            )
+        ]
     for job_id in jobs:
         logger.info("re-sending queued job %s", job_id)
         enqueue_job(job_id)
@@ -87,9 +110,11 @@ def apply_retention() -> int:
     cutoff = utcnow() - timedelta(days=settings.retention_days)
     storage = LocalStorage.from_settings(settings)
     with get_sessionmaker()() as session:
-        old = session.execute(select(Job.id, Job.tenant_id).where(
-            Job.status.in_(TERMINAL), Job.finished_at < cutoff,
-            Job.id.in_(select(Artifact.job_id)))).all()
+        old = session.execute(
+            select(Job.id, Job.tenant_id).where(
+                Job.status.in_(TERMINAL), Job.finished_at < cutoff, Job.id.in_(select(Artifact.job_id))
+            )
+        ).all()
         for job_id, tenant_id in old:
             session.execute(delete(Artifact).where(Artifact.job_id == job_id))
             add_event(session, job_id, "retention", f"files removed after {settings.retention_days} days")

@@ -15,8 +15,8 @@ from sqlalchemy import func, update
 
 from app.db import get_sessionmaker
 from app.jobs import add_event
-from app.queue import enqueue_job
 from app.models import Artifact, Dataset, Job, Model, utcnow
+from app.queue import enqueue_job
 from app.settings import get_settings
 from app.storage import LocalStorage, sha256_file
 from app.webhooks import notify_job_ended

@@ -20,19 +20,32 @@ def salvage_student(checkpoint_dir: Path, out_dir: Path, student_spec: dict) -> 
         return []
     tensors, meta = loaded
     # The best epoch so far is the last good student; before the first epoch ends, the current weights.
-    best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
-    chosen, which = (best, "best") if best else (
-        {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, "latest")
+    best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+    chosen, which = (
+        (best, "best")
+        if best
+        else ({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, "latest")
+    )
     if not chosen:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / "checkpoint_student.safetensors"
     save_file({k: v.contiguous() for k, v in chosen.items()}, str(weights))
     info = out_dir / "checkpoint_student.json"
-    info.write_text(json.dumps({
-        "weights": which, "epoch": meta.get("epoch"), "step": meta.get("step"), "best_epoch": meta.get("best_epoch"),
-        "best_metric": meta.get("best_metric"), "history": meta.get("history"), "student": student_spec,
-        "note": "weights of a stopped job; rebuild the student from its spec and load them with safetensors",
-    }, indent=2))
+    info.write_text(
+        json.dumps(
+            {
+                "weights": which,
+                "epoch": meta.get("epoch"),
+                "step": meta.get("step"),
+                "best_epoch": meta.get("best_epoch"),
+                "best_metric": meta.get("best_metric"),
+                "history": meta.get("history"),
+                "student": student_spec,
+                "note": "weights of a stopped job; rebuild the student from its spec and load them with safetensors",
+            },
+            indent=2,
+        )
+    )
     logger.info("salvaged the %s student weights from %s", which, checkpoint_dir)
     return [weights, info]

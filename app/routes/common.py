@@ -14,13 +14,24 @@ MAX_LIMIT = 100
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI declarations of error responses, all with the error envelope."""
-    text = {400: "Bad request", 401: "Missing or invalid API key", 404: "Not found in this tenant",
-            409: "Conflict with the resource's state", 413: "Upload over the size limit",
-            422: "Invalid request", 429: "Too many jobs", 503: "Not ready"}
-    return {code: {"model": ErrorResponse, "description": text.get(code, "Error")} for code in (401, 422, *codes)}
+    text = {
+        400: "Bad request",
+        401: "Missing or invalid API key",
+        404: "Not found in this tenant",
+        409: "Conflict with the resource's state",
+        413: "Upload over the size limit",
+        422: "Invalid request",
+        429: "Too many jobs",
+        503: "Not ready",
+    }
+    return {
+        code: {"model": ErrorResponse, "description": text.get(code, "Error")} for code in (401, 422, *codes)
+    }
 
 
-def paginate(session: Session, query: Select, id_column, limit: int, after: str | None) -> tuple[list, str | None]:
+def paginate(
+    session: Session, query: Select, id_column, limit: int, after: str | None
+) -> tuple[list, str | None]:
     """Newest first: ids are time-ordered, so `after` means ids smaller than it."""
     if after:
         query = query.where(id_column < after)

@@ -21,16 +21,27 @@ from app.uploads import ReceivedForm, multipart_openapi
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-EXTENSIONS = {"npz": "data.npz", "csv": "data.csv", "jsonl": "data.jsonl", "parquet": "data.parquet",
-              "image_folder": "data.zip"}
+EXTENSIONS = {
+    "npz": "data.npz",
+    "csv": "data.csv",
+    "jsonl": "data.jsonl",
+    "parquet": "data.parquet",
+    "image_folder": "data.zip",
+}
 UPLOAD_BODY = multipart_openapi(
-    {"file": ".npz (arrays x, optional y), CSV, JSONL, Parquet, or a zip of class folders of PNG/JPEG images; "
-             "recognised by content",
-     "tokenizer": "Optional tokenizer.json (the `tokenizers` library's format) for a text column"},
-    {"name": "Optional display name", "label_column": "Label column of a table (default: label, if present)",
-     "text_column": "Text column to tokenise with the tokenizer", "max_length": "Tokens per example (default 128)",
-     "classes": "Order of string labels: a JSON list or comma-separated names",
-     "image_size": "Image datasets: HxW (or one number) every image is resized to (default: the first image's)"},
+    {
+        "file": ".npz (arrays x, optional y), CSV, JSONL, Parquet, or a zip of class folders of PNG/JPEG images; "
+        "recognised by content",
+        "tokenizer": "Optional tokenizer.json (the `tokenizers` library's format) for a text column",
+    },
+    {
+        "name": "Optional display name",
+        "label_column": "Label column of a table (default: label, if present)",
+        "text_column": "Text column to tokenise with the tokenizer",
+        "max_length": "Tokens per example (default 128)",
+        "classes": "Order of string labels: a JSON list or comma-separated names",
+        "image_size": "Image datasets: HxW (or one number) every image is resized to (default: the first image's)",
+    },
 )
 
 
@@ -68,14 +79,23 @@ def parse_options(form: ReceivedForm) -> dict:
             raise Unprocessable("image_size must be HxW with each side between 1 and 4096")
         options["image_size"] = size
     if options.get("text_column") and "tokenizer" not in form.files:
-        raise Unprocessable("text_column needs a tokenizer: send tokenizer.json as the 'tokenizer' file field")
+        raise Unprocessable(
+            "text_column needs a tokenizer: send tokenizer.json as the 'tokenizer' file field"
+        )
     return options
 
 
-@router.post("", status_code=201, response_model=DatasetPublic, openapi_extra=UPLOAD_BODY,
-             responses=errors(413), summary="Upload a dataset")
-async def upload_dataset(request: Request, tenant: TenantDep, session: SessionDep,
-                         settings: SettingsDep) -> Dataset:
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetPublic,
+    openapi_extra=UPLOAD_BODY,
+    responses=errors(413),
+    summary="Upload a dataset",
+)
+async def upload_dataset(
+    request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep
+) -> Dataset:
     """Stream a dataset (and optional tokenizer) to the store; a worker validates it."""
     storage, form = await uploads.receive(request, settings, {"file", "tokenizer"})
     try:
@@ -95,8 +115,12 @@ async def upload_dataset(request: Request, tenant: TenantDep, session: SessionDe
 
 
 @router.get("", response_model=Page[DatasetPublic], responses=errors(), summary="List datasets")
-def list_datasets(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
-                  after: str | None = None) -> dict:
+def list_datasets(
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+    after: str | None = None,
+) -> dict:
     """The tenant's datasets, newest first."""
     query = select(Dataset).where(Dataset.tenant_id == tenant.id)
     rows, next_after = paginate(session, query, Dataset.id, limit, after)
@@ -110,7 +134,9 @@ def get_dataset(dataset: DatasetDep) -> Dataset:
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=errors(404, 409), summary="Delete a dataset")
-def delete_dataset(dataset: DatasetDep, session: SessionDep, tenant: TenantDep, settings: SettingsDep) -> Response:
+def delete_dataset(
+    dataset: DatasetDep, session: SessionDep, tenant: TenantDep, settings: SettingsDep
+) -> Response:
     """Delete a dataset and its files; 409 while a queued or running job uses it."""
     uploads.refuse_if_in_use(session, tenant, dataset.id, "dataset")
     session.delete(dataset)

@@ -30,8 +30,9 @@ def readyz(session: SessionDep, settings: SettingsDep):
         session.execute(text("SELECT 1"))
         checks["database"] = "ok"
         cutoff = utcnow() - timedelta(seconds=settings.worker_heartbeat_timeout_s)
-        fresh = session.scalar(select(func.count()).select_from(WorkerHeartbeat)
-                               .where(WorkerHeartbeat.heartbeat_at >= cutoff))
+        fresh = session.scalar(
+            select(func.count()).select_from(WorkerHeartbeat).where(WorkerHeartbeat.heartbeat_at >= cutoff)
+        )
         checks["workers"] = fresh or 0
     except Exception as exc:  # the database being down is exactly what this reports
         checks["database"] = f"error: {type(exc).__name__}"

@@ -23,17 +23,31 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-@router.post("", status_code=201, response_model=JobPublic, responses=errors(404, 409, 429),
-             summary="Create a distillation job")
-def post_job(body: JobCreate, session: SessionDep, tenant: TenantDep,
-             idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> Job:
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobPublic,
+    responses=errors(404, 409, 429),
+    summary="Create a distillation job",
+)
+def post_job(
+    body: JobCreate,
+    session: SessionDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Job:
     """Queue a job; 409 while an input is validating, 422 if an input is invalid or the job impossible."""
     return create_job(session, tenant, body, idempotency_key)
 
 
 @router.get("", response_model=Page[JobPublic], responses=errors(), summary="List jobs")
-def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None = None,
-              limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20, after: str | None = None) -> dict:
+def list_jobs(
+    session: SessionDep,
+    tenant: TenantDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+    after: str | None = None,
+) -> dict:
     """The tenant's jobs, newest first, optionally by status."""
     query = select(Job).where(Job.tenant_id == tenant.id)
     if status:
@@ -56,8 +70,14 @@ def post_cancel(job: JobDep, session: SessionDep) -> Job:
 
 def _events_after(job_id: str, after: int, limit: int) -> list[JobEvent]:
     with get_sessionmaker()() as session:
-        return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
-                                    .order_by(JobEvent.id).limit(limit)))
+        return list(
+            session.scalars(
+                select(JobEvent)
+                .where(JobEvent.job_id == job_id, JobEvent.id > after)
+                .order_by(JobEvent.id)
+                .limit(limit)
+            )
+        )
 
 
 def _job_status(job_id: str) -> str | None:
@@ -84,40 +104,70 @@ async def _event_stream(job_id: str, after: int):
                 await asyncio.sleep(0.5)
 
 
-@router.get("/{job_id}/events", response_model=EventsPage, responses=errors(404),
-            summary="A job's events (JSON, or live as server-sent events)")
-def get_events(request: Request, job: JobDep, session: SessionDep, after: int = 0,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-               last_event_id: Annotated[str | None, Header()] = None):
+@router.get(
+    "/{job_id}/events",
+    response_model=EventsPage,
+    responses=errors(404),
+    summary="A job's events (JSON, or live as server-sent events)",
+)
+def get_events(
+    request: Request,
+    job: JobDep,
+    session: SessionDep,
+    after: int = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    last_event_id: Annotated[str | None, Header()] = None,
+):
     """Events in order; with `Accept: text/event-stream` they stream live until the job ends."""
     if "text/event-stream" in request.headers.get("accept", ""):
         start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
-        return StreamingResponse(_event_stream(job.id, start), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    rows = list(session.scalars(select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.id > after)
-                                .order_by(JobEvent.id).limit(limit + 1)))
+        return StreamingResponse(
+            _event_stream(job.id, start),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    rows = list(
+        session.scalars(
+            select(JobEvent)
+            .where(JobEvent.job_id == job.id, JobEvent.id > after)
+            .order_by(JobEvent.id)
+            .limit(limit + 1)
+        )
+    )
     next_after = rows[limit - 1].id if len(rows) > limit else None
     return {"data": rows[:limit], "next_after": next_after}
 
 
-@router.get("/{job_id}/artifacts", response_model=ArtifactsPage, responses=errors(404),
-            summary="List a job's artifacts")
+@router.get(
+    "/{job_id}/artifacts",
+    response_model=ArtifactsPage,
+    responses=errors(404),
+    summary="List a job's artifacts",
+)
 def list_artifacts(job: JobDep, session: SessionDep) -> dict:
     """Files the job produced, with sizes and sha256."""
     rows = session.scalars(select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)).all()
     return {"data": rows, "next_after": None}
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse, responses=errors(404),
-            summary="Download an artifact")
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    response_class=FileResponse,
+    responses=errors(404),
+    summary="Download an artifact",
+)
 def download_artifact(job: JobDep, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
     """The artifact's bytes."""
     row = session.scalar(select(Artifact).where(Artifact.job_id == job.id, Artifact.name == name))
     if row is None:
         raise NotFound(f"job {job.id} has no artifact named {name!r}")
     path = LocalStorage.from_settings(settings).path(row.path)
-    return FileResponse(path, filename=row.name, media_type="application/octet-stream",
-                        headers={"X-Checksum-Sha256": row.sha256})
+    return FileResponse(
+        path,
+        filename=row.name,
+        media_type="application/octet-stream",
+        headers={"X-Checksum-Sha256": row.sha256},
+    )
 
 
 @router.get("/{job_id}/report", responses=errors(404), summary="The job's report")

@@ -26,9 +26,17 @@ UPLOAD_BODY = multipart_openapi(
 )
 
 
-@router.post("", status_code=201, response_model=ModelPublic, openapi_extra=UPLOAD_BODY,
-             responses=errors(413), summary="Upload a model")
-async def upload_model(request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep) -> Model:
+@router.post(
+    "",
+    status_code=201,
+    response_model=ModelPublic,
+    openapi_extra=UPLOAD_BODY,
+    responses=errors(413),
+    summary="Upload a model",
+)
+async def upload_model(
+    request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep
+) -> Model:
     """Stream a model file to the store; a worker validates it (`validating -> ready | invalid`)."""
     storage, form = await uploads.receive(request, settings, {"file"})
     try:
@@ -42,10 +50,16 @@ async def upload_model(request: Request, tenant: TenantDep, session: SessionDep,
 
 
 @router.get("", response_model=Page[ModelPublic], responses=errors(), summary="List models")
-def list_models(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
-                after: str | None = None) -> dict:
+def list_models(
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+    after: str | None = None,
+) -> dict:
     """The tenant's models, newest first."""
-    rows, next_after = paginate(session, select(Model).where(Model.tenant_id == tenant.id), Model.id, limit, after)
+    rows, next_after = paginate(
+        session, select(Model).where(Model.tenant_id == tenant.id), Model.id, limit, after
+    )
     return {"data": rows, "next_after": next_after}
 
 

@@ -21,7 +21,9 @@ logger = logging.getLogger(__name__)
 LIVE_STATUSES = ("queued", "running")
 
 
-async def receive(request: Request, settings: Settings, file_fields: set[str]) -> tuple[LocalStorage, ReceivedForm]:
+async def receive(
+    request: Request, settings: Settings, file_fields: set[str]
+) -> tuple[LocalStorage, ReceivedForm]:
     """Stream the body to a temporary folder of the store; the caller must clean it up."""
     storage = LocalStorage.from_settings(settings)
     form = await receive_form(request, storage.tmp_dir, settings.max_upload_bytes, file_fields)
@@ -31,8 +33,14 @@ async def receive(request: Request, settings: Settings, file_fields: set[str]) -
     return storage, form
 
 
-def publish(session: Session, storage: LocalStorage, form: ReceivedForm, row: Model | Dataset, kind: str,
-            stored_name: str) -> None:
+def publish(
+    session: Session,
+    storage: LocalStorage,
+    form: ReceivedForm,
+    row: Model | Dataset,
+    kind: str,
+    stored_name: str,
+) -> None:
     """Move the finished file into the store, then make the row visible and ask for validation."""
     rel_dir = storage.upload_dir(row.tenant_id, kind, row.id)
     upload = form.files["file"]
@@ -50,7 +58,9 @@ def publish(session: Session, storage: LocalStorage, form: ReceivedForm, row: Mo
         logger.exception("could not enqueue validation of %s %s", kind, row.id)
 
 
-async def finish(session: Session, storage: LocalStorage, form: ReceivedForm, row, kind: str, name: str) -> None:
+async def finish(
+    session: Session, storage: LocalStorage, form: ReceivedForm, row, kind: str, name: str
+) -> None:
     """Publish off the event loop and always remove the temporary folder."""
     try:
         await run_in_threadpool(publish, session, storage, form, row, kind, name)
@@ -64,8 +74,16 @@ def new_upload_fields(form: ReceivedForm, tenant: Tenant, prefix: str, fmt: str)
     name = form.fields.get("name") or upload.filename or prefix
     if len(name) > 255:
         raise Unprocessable("name must be at most 255 characters")
-    return {"id": new_id(prefix), "tenant_id": tenant.id, "name": name, "format": fmt, "status": "validating",
-            "size_bytes": upload.size_bytes, "sha256": upload.sha256, "path": ""}
+    return {
+        "id": new_id(prefix),
+        "tenant_id": tenant.id,
+        "name": name,
+        "format": fmt,
+        "status": "validating",
+        "size_bytes": upload.size_bytes,
+        "sha256": upload.sha256,
+        "path": "",
+    }
 
 
 def refuse_if_in_use(session: Session, tenant: Tenant, obj_id: str, what: str) -> None:
@@ -73,8 +91,10 @@ def refuse_if_in_use(session: Session, tenant: Tenant, obj_id: str, what: str) -
     jobs = session.scalars(select(Job).where(Job.tenant_id == tenant.id, Job.status.in_(LIVE_STATUSES))).all()
     for job in jobs:
         if obj_id in (job.teacher_id, job.train_dataset_id, job.eval_dataset_id, job.student.get("model_id")):
-            raise Conflict(f"{what} {obj_id} is used by {job.status} job {job.id}; cancel it or wait for it to end",
-                           code=f"{what}_in_use")
+            raise Conflict(
+                f"{what} {obj_id} is used by {job.status} job {job.id}; cancel it or wait for it to end",
+                code=f"{what}_in_use",
+            )
 
 
 def stored_path(storage: LocalStorage, row: Model | Dataset) -> Path:

@@ -36,8 +36,14 @@ class Service:
 
     def cli(self, *args: str) -> str:
         """Run `distillery ...` against this service's settings; returns stdout."""
-        out = subprocess.run([sys.executable, "-m", "app.cli", *args], env=self.env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -49,10 +55,26 @@ class Service:
         """Start one more worker process."""
         log = open(self.logs / f"worker-{name}.log", "ab")  # noqa: SIM115 - owned by the process
         self.procs[f"worker-{name}"] = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
-             "--concurrency=1", f"--queues={queues}", f"--hostname={name}@%h", "--loglevel=INFO",
-             "--without-gossip", "--without-mingle"],
-            env={**self.env, **(extra_env or {})}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "--pool=solo",
+                "--concurrency=1",
+                f"--queues={queues}",
+                f"--hostname={name}@%h",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env={**self.env, **(extra_env or {})},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def kill_worker(self, name: str, sig: int = 9) -> int:
         """Send a signal to a worker started by start_worker; returns its pid."""
@@ -81,18 +103,33 @@ class Service:
 
 
 @contextlib.contextmanager
-def running_service(tmp: Path, database_url: str | None = None, broker_url: str | None = None,
-                    workers: int = 1, extra_env: dict | None = None,
-                    queues: str = "jobs,uploads") -> Iterator[Service]:
+def running_service(
+    tmp: Path,
+    database_url: str | None = None,
+    broker_url: str | None = None,
+    workers: int = 1,
+    extra_env: dict | None = None,
+    queues: str = "jobs,uploads",
+) -> Iterator[Service]:
     """Migrate, start the API and `workers` workers, wait until /readyz says ready, and stop them after."""
     data_dir = tmp / "data"
     logs = tmp / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
-    env.update({"DISTILLERY_DATA_DIR": str(data_dir), "DISTILLERY_API_PORT": str(port),
-                "DISTILLERY_WORKER_HEARTBEAT_INTERVAL_S": "1", "DISTILLERY_PROGRESS_INTERVAL_S": "0.2",
-                "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(extra_env or {})})
+    env.update(
+        {
+            "DISTILLERY_DATA_DIR": str(data_dir),
+            "DISTILLERY_API_PORT": str(port),
+            "DISTILLERY_WORKER_HEARTBEAT_INTERVAL_S": "1",
+            "DISTILLERY_PROGRESS_INTERVAL_S": "0.2",
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            # Two cores run the API, workers and tests at once: one thread each avoids oversubscription.
+            "OMP_NUM_THREADS": "1",
+            **(extra_env or {}),
+        }
+    )
     if database_url:
         env["DISTILLERY_DATABASE_URL"] = database_url
     if broker_url:
@@ -103,7 +140,11 @@ def running_service(tmp: Path, database_url: str | None = None, broker_url: str 
         api_log = open(logs / "api.log", "ab")  # noqa: SIM115 - owned by the process
         service.procs["api"] = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, cwd=ROOT, stdout=api_log, stderr=subprocess.STDOUT)
+            env=env,
+            cwd=ROOT,
+            stdout=api_log,
+            stderr=subprocess.STDOUT,
+        )
         for i in range(workers):
             service.start_worker(f"w{i}", queues=queues)
         wait_ready(service)

@@ -282,8 +282,16 @@ def _load(spec: Any) -> dict:
     if label_column in columns:
         y, classes = _labels(data[label_column], label_column, getattr(spec, "classes", None), fmt)
     logger.info("loaded %d text rows (max_length=%d, labels=%s)", n, max_length, y is not None)
-    return {"x": x, "y": y, "classes": classes, "columns": columns, "pad_id": pad_id,
-            "vocab_size": vocab_size, "max_length": max_length, "mask_id": _mask_id(tok)}
+    return {
+        "x": x,
+        "y": y,
+        "classes": classes,
+        "columns": columns,
+        "pad_id": pad_id,
+        "vocab_size": vocab_size,
+        "max_length": max_length,
+        "mask_id": _mask_id(tok),
+    }
 
 
 def load_text(spec: Any) -> dict:
