@@ -14,6 +14,7 @@ import httpx
 import pytest
 import torch
 
+from tests.support.digits import digits_arrays, train_digits_teacher, write_npz
 from tests.support.service import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +93,23 @@ def test_run_command_serves_and_the_quickstart_works_as_written(tmp_path):
         assert '"compression_ratio"' in quick.stdout
         student = torch.jit.load(str(tmp_path / "student.pt"))
         assert student(torch.zeros(2, 20)).shape == (2, 5)
+        # The CLI against the same server, on the digits fixture: files in --out, exit 0; a bad teacher fails.
+        x_train, y_train, x_test, y_test = digits_arrays()
+        args = ["--train", str(write_npz(tmp_path / "d_train.npz", x_train, y_train)),
+                "--eval", str(write_npz(tmp_path / "d_eval.npz", x_test, y_test)),
+                "--student", "mlp:hidden_sizes=[32]", "--epochs", "40"]
+        cli_env = {**env, "DISTILLERY_URL": url, "DISTILLERY_API_KEY": key}
+        run = subprocess.run([".venv/bin/distillery", "run", "--teacher", str(train_digits_teacher(tmp_path)),
+                              *args, "--out", "out"], cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                             timeout=600)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        produced = {p.name for p in (tmp_path / "out").iterdir()}
+        assert {"student.pt", "manifest.json", "report.json", "report.html"} <= produced, produced
+        bad = tmp_path / "bad.pt"
+        bad.write_text("not a model")
+        failed = subprocess.run([".venv/bin/distillery", "run", "--teacher", str(bad), *args, "--out", "bad"],
+                                cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=300)
+        assert failed.returncode != 0 and "TorchScript" in failed.stdout + failed.stderr
     finally:
         os.killpg(up.pid, signal.SIGTERM)
         try:
