@@ -220,6 +220,7 @@ def _deadline(job: Job) -> float | None:
 def run(job_id: str) -> None:
     """Run one job end to end, if this delivery wins the claim."""
     from worker.engine import DistillConfig, EngineError, distill
+    from worker.teacher_stage import sandboxed_teacher
 
     if HANDOFF.is_set():
         # A stopping worker takes no new job: pass the message on (acking it here would lose it).
@@ -245,9 +246,14 @@ def run(job_id: str) -> None:
         teacher_path, train, eval_, student = inputs
         config = DistillConfig.from_dict({**job.hyperparameters, "student": student, "export": job.export,
                                           "baseline": job.baseline})
+        # TorchScript and .pt2 teachers carry code: they are never opened in this process but run in the
+        # sandbox child (worker.teacher_stage -> worker.sandbox.compute_teacher_outputs_sandboxed), which
+        # the engine calls for the teacher's outputs when its cache misses; a sandbox failure (its code and
+        # message) fails this job only, through the EngineError branch below.
+        precomputed = sandboxed_teacher(teacher_path, train, config, work / f"attempt-{job.attempt}", recorder)
         report = distill(teacher_path, train, eval_, config, str(out_dir), progress=recorder,
                          should_stop=recorder.should_stop, checkpoint_dir=str(work / "checkpoints"),
-                         teacher_cache_dir=str(storage.cache_dir(job.tenant_id)))
+                         teacher_cache_dir=str(storage.cache_dir(job.tenant_id)), precomputed=precomputed)
         report["job_id"] = job_id
         with get_sessionmaker()() as session:
             # Artifacts and the final status commit together, fenced: a stale attempt records nothing.

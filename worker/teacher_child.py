@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 
 
@@ -92,6 +93,7 @@ def main() -> int:
 
 def _first_rows(teacher, x) -> None:
     """Run the teacher on two rows; a failure is reported with the TorchScript error's last, telling line."""
+    import numpy as np
     import torch
 
     from worker.engine import EngineError
@@ -105,10 +107,33 @@ def _first_rows(teacher, x) -> None:
     except Exception as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         telling = lines[-1] if lines else type(exc).__name__
+        declared, misfit = "", False
+        if teacher.input_shape is not None and teacher.input_dtype is not None:
+            want, dtype = teacher.input_shape[1:], np.dtype(teacher.input_dtype)
+            declared = f" (the teacher expects {want} of {dtype.name})"
+            misfit = (
+                len(want) != x.ndim - 1
+                or x.dtype.kind != dtype.kind
+                or any(w is not None and w != a for w, a in zip(want, x.shape[1:], strict=False))
+            )
+        if misfit or _SHAPE_PROBLEM.search(telling):  # the data does not fit the teacher: the user's to fix
+            raise EngineError(
+                "input_mismatch",
+                f"the teacher cannot take this data: examples of shape {list(x.shape[1:])} and dtype "
+                f"{x.dtype}{declared}; teacher error: {telling[:500]}",
+            ) from exc
         raise EngineError(
             "teacher_failed",
             f"the teacher failed on examples of shape {list(x.shape[1:])} {x.dtype}: {telling[:500]}",
         ) from exc
+
+
+# Errors that say the examples' shape or dtype does not fit the teacher (rather than the teacher breaking).
+_SHAPE_PROBLEM = re.compile(
+    r"shape|size mismatch|dimension|must match the size|size of tensor|mat1 and mat2|expected scalar type"
+    r"|dtype|expected .*input|input .* expected",
+    re.IGNORECASE,
+)
 
 
 if __name__ == "__main__":

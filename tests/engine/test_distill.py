@@ -95,9 +95,7 @@ def test_all_artifacts_and_manifest_are_written(full_run):
 def test_safetensors_and_json_rebuild_the_same_student(full_run):
     _, out, _ = full_run
     spec = json.loads((out / "student.json").read_text())
-    model = build_student(
-        spec["student"], spec["input"]["shape"], spec["input"]["dtype"], spec["num_classes"]
-    )
+    model = build_student(spec["student"], spec["input"]["shape"], spec["input"]["dtype"], spec["num_classes"])
     model.load_state_dict(load_file(str(out / "student.safetensors")))
     x = torch.from_numpy(digits.digits_arrays()[2][:16])
     scripted = torch.jit.load(str(out / "student.pt"))
@@ -137,16 +135,12 @@ def test_baseline_reports_both_accuracies(full_run):
 def test_unlabeled_training_data_still_distils_well(tmp_path, teacher_path, data_dir, test_spec):
     events = []
     unlabeled = DatasetSpec(str(data_dir / "train_unlabeled.npz"), "npz")
-    report = distill(
-        teacher_path, unlabeled, test_spec, config(baseline=True), str(tmp_path), progress=events.append
-    )
+    report = distill(teacher_path, unlabeled, test_spec, config(baseline=True), str(tmp_path), progress=events.append)
     assert report["student"]["accuracy"] >= 0.95 * report["teacher"]["accuracy"]
     assert report["baseline"] is None
     warnings = [e.message for e in events if e.type == "warning"]
     assert any("no labels" in w for w in warnings) and any("baseline" in w for w in warnings)
-    assert (
-        report["history"][0]["eval_accuracy"] is None and report["history"][0]["eval_agreement"] is not None
-    )
+    assert report["history"][0]["eval_accuracy"] is None and report["history"][0]["eval_agreement"] is not None
 
 
 def test_onnx_teacher_distils_and_holds_out_eval_from_train(tmp_path, train_spec):
@@ -167,9 +161,7 @@ def test_second_run_with_the_same_cache_dir_does_not_call_the_teacher(
         lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs),
     )
     cache = str(tmp_path / "cache")
-    first = distill(
-        teacher_path, train_spec, test_spec, config(epochs=1), str(tmp_path / "a"), teacher_cache_dir=cache
-    )
+    first = distill(teacher_path, train_spec, test_spec, config(epochs=1), str(tmp_path / "a"), teacher_cache_dir=cache)
     assert first["teacher_outputs_cache"] == "miss" and len(calls) == 2  # train and eval, once each
     second = distill(
         teacher_path, train_spec, test_spec, config(epochs=1), str(tmp_path / "b"), teacher_cache_dir=cache
@@ -199,9 +191,7 @@ def test_cnn_student_on_image_shaped_data(tmp_path, teacher_path):
     wrapped = tmp_path / "teacher_img.pt"
     inner = torch.jit.load(teacher_path)
     torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), inner)), str(wrapped))
-    spec = DatasetSpec(
-        str(digits.write_npz(tmp_path / "img.npz", x[:400].reshape(-1, 1, 8, 8), y[:400])), "npz"
-    )
+    spec = DatasetSpec(str(digits.write_npz(tmp_path / "img.npz", x[:400].reshape(-1, 1, 8, 8), y[:400])), "npz")
     cnn = {"architecture": "cnn", "channels": [8, 16]}
     report = distill(str(wrapped), spec, None, config(student=cnn, epochs=2), str(tmp_path / "out"))
     assert report["student"]["num_parameters"] < report["teacher"]["num_parameters"]
@@ -214,10 +204,79 @@ def test_uploaded_torchscript_student_is_fine_tuned(tmp_path, teacher_path, trai
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.script(module), str(tmp_path / "student_in.pt"))
     student = {"model_path": str(tmp_path / "student_in.pt")}
-    report = distill(
-        teacher_path, train_spec, test_spec, config(student=student, epochs=10), str(tmp_path / "out")
-    )
+    report = distill(teacher_path, train_spec, test_spec, config(student=student, epochs=10), str(tmp_path / "out"))
     assert report["student"]["num_parameters"] == 64 * 24 + 24 + 24 * 10 + 10
     assert report["student"]["accuracy"] >= 0.9
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["config"]["student"] == {"uploaded": "student_in.pt"}  # no server paths in artifacts
+
+
+def _never_load(*args, **kwargs):
+    raise AssertionError("the teacher was opened in this process")
+
+
+def test_precomputed_outputs_never_open_the_teacher(tmp_path, monkeypatch, teacher_path, train_spec, test_spec):
+    from worker.engine import evaluate as evaluate_module
+    from worker.engine import prepare as prepare_module
+
+    x_train, y_train, x_test, _ = digits.digits_arrays()
+    teacher = torch.jit.load(teacher_path).eval()
+    with torch.no_grad():
+        train_logits = teacher(torch.from_numpy(x_train)).numpy()
+        test_logits = teacher(torch.from_numpy(x_test)).numpy()
+    info = {"num_parameters": 1234, "size_bytes": 5678, "latency_ms": {"batch_1": 1.0, "batch_64": 2.0}}
+    monkeypatch.setattr(prepare_module, "load_teacher", _never_load)
+    monkeypatch.setattr(evaluate_module, "load_teacher", _never_load)
+    calls = []
+
+    def provider(train_x, eval_x):
+        calls.append((train_x.shape, None if eval_x is None else eval_x.shape))
+        return {"train": train_logits, "eval": test_logits, "info": info}
+
+    cache = str(tmp_path / "cache")
+    runs = [
+        distill(
+            teacher_path,
+            train_spec,
+            test_spec,
+            config(epochs=1),
+            str(tmp_path / n),
+            teacher_cache_dir=cache,
+            precomputed=provider,
+        )
+        for n in ("a", "b")
+    ]
+    assert [r["teacher_outputs_cache"] for r in runs] == ["miss", "hit"] and len(calls) == 1
+    assert calls[0] == (x_train.shape, x_test.shape)
+    _, _, _, y_test = digits.digits_arrays()
+    for report in runs:
+        assert report["teacher"]["accuracy"] == float(np.mean(test_logits.argmax(1) == y_test))
+        assert report["teacher"]["num_parameters"] == 1234 and report["teacher"]["size_bytes"] == 5678
+        assert report["speedup"]["batch_1"] is not None and report["classes"] == [str(i) for i in range(10)]
+    # No eval dataset: the eval split is the held-out rows of train, their logits sliced from train's.
+    held = distill(
+        teacher_path,
+        train_spec,
+        None,
+        config(epochs=1),
+        str(tmp_path / "c"),
+        precomputed={"train": train_logits, "eval": None, "info": info},
+    )
+    from worker.engine.prepare import split_indices
+
+    _, _, eval_index = split_indices(len(x_train), config().seed, holdout_eval=True)
+    expected = float(np.mean(train_logits[eval_index].argmax(1) == y_train[eval_index]))
+    assert held["teacher"]["accuracy"] == expected and held["teacher_outputs_cache"] is None
+    # Too few classes for the labels: class_mismatch, as with a teacher loaded here.
+    from worker.engine import EngineError
+
+    with pytest.raises(EngineError) as err:
+        distill(
+            teacher_path,
+            train_spec,
+            None,
+            config(epochs=1),
+            str(tmp_path / "d"),
+            precomputed={"train": train_logits[:, :5], "eval": None, "info": info},
+        )
+    assert err.value.code == "class_mismatch" and "5" in err.value.message and "10" in err.value.message

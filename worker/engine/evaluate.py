@@ -20,9 +20,7 @@ logger = logging.getLogger(__name__)
 @torch.no_grad()
 def predict(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Logits of a torch module over x on the CPU, in batches."""
-    return torch.cat(
-        [model(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-    ).numpy()
+    return torch.cat([model(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]).numpy()
 
 
 def evaluate_and_export(
@@ -39,13 +37,7 @@ def evaluate_and_export(
     student_pred = student_logits.argmax(1)
     teacher_pred = eval_logits.numpy().argmax(1)
 
-    cpu_teacher = prep.teacher if prep.teacher.device == "cpu" else load_teacher(prep.teacher.path, "cpu")
-    teacher = {
-        "accuracy": accuracy(teacher_pred, eval_y),
-        "num_parameters": prep.teacher.num_parameters,
-        "size_bytes": prep.teacher.size_bytes,
-        "latency_ms": latencies(cpu_teacher, example[:1]),
-    }
+    teacher = {"accuracy": accuracy(teacher_pred, eval_y), **_teacher_measures(prep, example[:1])}
     student_section = {
         "accuracy": accuracy(student_pred, eval_y),
         "agreement": float(np.mean(student_pred == teacher_pred)),
@@ -82,9 +74,7 @@ def evaluate_and_export(
             extra["onnx_max_abs_diff"] = float(np.max(np.abs(onnx_logits - student_logits)))
             artifacts.append(ex.ONNX)
             if "int8" in config.export:
-                extra["int8"] = _int8_section(
-                    onnx_path, out_dir, eval_x, eval_y, teacher_pred, student_section
-                )
+                extra["int8"] = _int8_section(onnx_path, out_dir, eval_x, eval_y, teacher_pred, student_section)
                 artifacts.append(ex.INT8)
         except Exception as exc:  # an optional format failing must not cost the user the whole job
             failures["onnx"] = f"{type(exc).__name__}: {exc}"
@@ -116,6 +106,19 @@ def evaluate_and_export(
         artifacts + [ex.MANIFEST, "report.json"] + (["tokenizer.json"] if prep.train.tokenizer_path else [])
     )
     return {"teacher": teacher, "student": student_section, "baseline": baseline, "extra": extra}
+
+
+def _teacher_measures(prep, example: torch.Tensor) -> dict:
+    """num_parameters, size_bytes and CPU latency of the teacher: measured here, or as the sandbox did."""
+    if prep.teacher is None:  # the teacher ran elsewhere and is never opened in this process
+        info = prep.teacher_info or {}
+        return {k: info.get(k) for k in ("num_parameters", "size_bytes", "latency_ms")}
+    cpu_teacher = prep.teacher if prep.teacher.device == "cpu" else load_teacher(prep.teacher.path, "cpu")
+    return {
+        "num_parameters": prep.teacher.num_parameters,
+        "size_bytes": prep.teacher.size_bytes,
+        "latency_ms": latencies(cpu_teacher, example),
+    }
 
 
 def public_student_spec(spec: dict) -> dict:

@@ -24,7 +24,7 @@ VALIDATION_FRACTION = 0.1
 class Prepared:
     """Everything the later phases need, with row indices into `train` for each split."""
 
-    teacher: Teacher
+    teacher: Teacher | None  # None: the teacher ran elsewhere (a sandbox); see `teacher_info`
     teacher_sha256: str
     train: LoadedDataset
     train_sha256: str
@@ -38,6 +38,8 @@ class Prepared:
     vocab_size: int | None
     pad_id: int | None = None  # token-id data: the tokenizer's pad id, which text students are built with
     mask_id: int | None = None  # token-id data: the id token masking writes
+    num_label_classes: int | None = None  # the most classes any labelled split names
+    teacher_info: dict | None = None  # without `teacher`: num_parameters, size_bytes, latency_ms, format
 
 
 def prepare(
@@ -46,9 +48,14 @@ def prepare(
     eval_spec: DatasetSpec | None,
     config: DistillConfig,
     device: str,
+    load: bool = True,
 ) -> Prepared:
-    """Load and cross-check the inputs; raise EngineError with a message a user can act on."""
-    teacher = load_teacher(teacher_path, device)
+    """Load and cross-check the inputs; raise EngineError with a message a user can act on.
+
+    With load=False the teacher file is never opened (its outputs come from elsewhere): `teacher` is None
+    and num_classes / classes stay unset until `set_teacher_width` is called with the logits' width.
+    """
+    teacher = load_teacher(teacher_path, device) if load else None
     train = load_dataset(train_spec)
     evaluation = None
     if eval_spec is not None:
@@ -70,15 +77,12 @@ def prepare(
             )
     label_classes = [d.num_classes for d in (train, evaluation) if d is not None and d.y is not None]
     num_label_classes = max(label_classes) if label_classes else None
-    num_classes = check_teacher(teacher, train.x, num_label_classes)
+    num_classes = check_teacher(teacher, train.x, num_label_classes) if teacher is not None else 0
     classes = list(train.classes or [])
     if evaluation is not None and evaluation.classes and len(evaluation.classes) > len(classes):
         classes = list(evaluation.classes)
-    classes += [str(i) for i in range(len(classes), num_classes)]  # teacher classes the data never names
 
-    train_index, val_index, eval_index = split_indices(
-        train.rows, config.seed, holdout_eval=evaluation is None
-    )
+    train_index, val_index, eval_index = split_indices(train.rows, config.seed, holdout_eval=evaluation is None)
     return Prepared(
         teacher=teacher,
         teacher_sha256=file_sha256(teacher_path),
@@ -90,16 +94,31 @@ def prepare(
         val_index=val_index,
         eval_index=eval_index,
         num_classes=num_classes,
-        classes=classes[:num_classes],
+        classes=_all_classes(classes, num_classes) if teacher is not None else classes,
         vocab_size=_vocab_size(train, evaluation),
         pad_id=train.pad_id,
         mask_id=train.mask_id,
+        num_label_classes=num_label_classes,
     )
 
 
-def split_indices(
-    rows: int, seed: int, holdout_eval: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _all_classes(named: list[str], num_classes: int) -> list[str]:
+    # Teacher classes the data never names are called by their index.
+    return (list(named) + [str(i) for i in range(len(named), num_classes)])[:num_classes]
+
+
+def set_teacher_width(prep: Prepared, width: int) -> None:
+    """Set num_classes from the teacher's logits width (computed elsewhere); raise class_mismatch."""
+    if prep.num_label_classes is not None and width < prep.num_label_classes:
+        raise EngineError(
+            "class_mismatch",
+            f"teacher outputs {width} classes but the dataset has {prep.num_label_classes} labels",
+        )
+    prep.num_classes = width
+    prep.classes = _all_classes(prep.classes, width)
+
+
+def split_indices(rows: int, seed: int, holdout_eval: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Seeded (train, validation, eval) row indices; eval is taken first and only when holdout_eval."""
     needed = 3 if holdout_eval else 2
     if rows < needed:

@@ -101,7 +101,7 @@ def build_report(
         "baseline": baseline,
         "compression_ratio": ratio(teacher["num_parameters"], student["num_parameters"]),
         "speedup": {
-            k: ratio(teacher["latency_ms"][k], student["latency_ms"][k]) for k in ("batch_1", "batch_64")
+            k: ratio((teacher["latency_ms"] or {}).get(k), student["latency_ms"][k]) for k in ("batch_1", "batch_64")
         },
         "teacher_outputs_cache": teacher_outputs_cache,
         "history": history,
