@@ -47,6 +47,25 @@ class _Out(BaseModel):
 
 
 class UploadPublic(_Out):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "mdl_01a228b730fb32ae985110c4",
+                    "name": "teacher.pt",
+                    "format": "torchscript",
+                    "status": "ready",
+                    "size_bytes": 84581,
+                    "sha256": "b1cd89d8377244ed65c46c911a437cd1c5696a3c029abea5a952adade6ceae04",
+                    "created_at": "2026-11-29T19:10:23.999610Z",
+                    "error": None,
+                    "info": {"format": "torchscript", "num_parameters": 19210, "input": None, "num_classes": None},
+                }
+            ]
+        },
+    )
+
     id: str
     name: str
     format: str
@@ -217,6 +236,44 @@ class Metrics(BaseModel):
 class JobPublic(_Out):
     """A distillation job as clients see it."""
 
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "job_01a228b74cd10864fb43bff0",
+                    "status": "running",
+                    "phase": "training",
+                    "attempt": 1,
+                    "teacher_id": "mdl_01a228b730fb32ae985110c4",
+                    "train_dataset_id": "dst_01a228b731f2cbe3bad7674e",
+                    "eval_dataset_id": None,
+                    "student": {"architecture": "mlp", "hidden_sizes": [32]},
+                    "hyperparameters": {
+                        "epochs": 20,
+                        "batch_size": 64,
+                        "learning_rate": 0.001,
+                        "temperature": 4.0,
+                        "alpha": 0.9,
+                        "loss": "kl",
+                        "seed": 0,
+                        "patience": None,
+                    },
+                    "export": ["torchscript", "safetensors"],
+                    "baseline": False,
+                    "max_runtime_s": None,
+                    "webhook_url": None,
+                    "progress": {"epoch": 7, "epochs": 20, "step": 140, "total_steps": 400, "fraction": 0.35},
+                    "metrics": {"train_loss": 0.41, "eval_accuracy": 0.93, "eval_agreement": 0.95},
+                    "error": None,
+                    "created_at": "2026-11-29T19:10:31.121378Z",
+                    "started_at": "2026-11-29T19:10:33.567513Z",
+                    "finished_at": None,
+                }
+            ]
+        },
+    )
+
     id: str
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     phase: str | None
@@ -244,6 +301,22 @@ class JobPublic(_Out):
 
 
 class EventPublic(_Out):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 42,
+                    "type": "metrics",
+                    "level": "info",
+                    "message": "epoch 7: loss 0.4100, agreement 0.9500",
+                    "data": {"epoch": 7, "train_loss": 0.41, "eval_accuracy": 0.93, "eval_agreement": 0.95},
+                    "created_at": "2026-11-29T19:10:35.000000Z",
+                }
+            ]
+        },
+    )
+
     id: int
     type: str
     level: str
@@ -258,6 +331,20 @@ class EventsPage(BaseModel):
 
 
 class ArtifactPublic(_Out):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "student.pt",
+                    "format": "torchscript",
+                    "size_bytes": 19381,
+                    "sha256": "218ba24341b5f1c711303efa9e3c5b957297f43141a5bddf08bdde7eff578774",
+                }
+            ]
+        },
+    )
+
     name: str
     format: str
     size_bytes: int
@@ -276,5 +363,11 @@ class WebhookSecret(BaseModel):
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"status": "ready", "checks": {"database": "ok", "workers": 2, "broker": "ok"}}]
+        }
+    )
+
     status: str
     checks: dict[str, Any] = Field(default_factory=dict)

@@ -153,7 +153,13 @@ def list_artifacts(job: JobDep, session: SessionDep) -> dict:
 @router.get(
     "/{job_id}/artifacts/{name}",
     response_class=FileResponse,
-    responses=errors(404),
+    responses={
+        **errors(404),
+        200: {
+            "description": "The file; X-Checksum-Sha256 carries its sha256",
+            "content": {"application/octet-stream": {"example": "<binary>"}},
+        },
+    },
     summary="Download an artifact",
 )
 def download_artifact(job: JobDep, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
@@ -170,7 +176,44 @@ def download_artifact(job: JobDep, name: str, session: SessionDep, settings: Set
     )
 
 
-@router.get("/{job_id}/report", responses=errors(404), summary="The job's report")
+REPORT_EXAMPLE = {
+    "job_id": "job_01a228b74cd10864fb43bff0",
+    "device": "cpu",
+    "train_seconds": 5.9,
+    "eval_examples": 360,
+    "classes": ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+    "teacher": {
+        "accuracy": 0.9889,
+        "num_parameters": 300042,
+        "size_bytes": 1203419,
+        "latency_ms": {"batch_1": 0.08, "batch_64": 0.61},
+    },
+    "student": {
+        "accuracy": 0.9583,
+        "agreement": 0.9611,
+        "num_parameters": 2410,
+        "size_bytes": 19381,
+        "latency_ms": {"batch_1": 0.01, "batch_64": 0.02},
+    },
+    "baseline": None,
+    "compression_ratio": 124.5,
+    "speedup": {"batch_1": 8.0, "batch_64": 30.5},
+    "teacher_outputs_cache": "miss",
+    "history": [{"epoch": 1, "train_loss": 2.1, "eval_accuracy": 0.71, "eval_agreement": 0.72}],
+}
+
+
+@router.get(
+    "/{job_id}/report",
+    summary="The job's report",
+    responses={
+        **errors(404),
+        200: {
+            "description": "The report (DESIGN.md's Report)",
+            "content": {"application/json": {"example": REPORT_EXAMPLE}},
+        },
+    },
+)
 def get_report(job: JobDep) -> dict:
     """The report of a finished job; 404 until there is one."""
     if not job.report:

@@ -19,15 +19,29 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 def _json_errors(*codes: int) -> dict:
     """errors() with the envelope declared as application/json (the route's own type is text/html)."""
     ref = {"$ref": "#/components/schemas/ErrorResponse"}
-    return {code: {"description": spec["description"], "content": {"application/json": {"schema": ref}}}
-            for code, spec in errors(*codes).items()}
+    return {
+        code: {"description": spec["description"], "content": {"application/json": {"schema": ref}}}
+        for code, spec in errors(*codes).items()
+    }
 
 
-@router.get("/{job_id}/report.html", response_class=HTMLResponse,
-            responses={**_json_errors(404), 200: {
-                "content": {"text/html": {"schema": {"type": "string"}}},
-                "description": "Self-contained HTML (inline SVG, no scripts)"}},
-            summary="The job's report as an HTML page")
+@router.get(
+    "/{job_id}/report.html",
+    response_class=HTMLResponse,
+    responses={
+        **_json_errors(404),
+        200: {
+            "content": {
+                "text/html": {
+                    "schema": {"type": "string"},
+                    "example": "<!doctype html><html>...<svg>...</svg>...</html>",
+                }
+            },
+            "description": "Self-contained HTML (inline SVG, no scripts)",
+        },
+    },
+    summary="The job's report as an HTML page",
+)
 def get_report_html(job: JobDep, session: SessionDep) -> HTMLResponse:
     """Curves, size and latency bars, student-vs-teacher confusion (when measured), configuration and
     artifact checksums; the numbers are report.json's. 404 until the job has a report."""
@@ -35,5 +49,6 @@ def get_report_html(job: JobDep, session: SessionDep) -> HTMLResponse:
         raise NotFound(f"job {job.id} has no report yet (status {job.status})", code="report_not_ready")
     rows = session.scalars(select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)).all()
     artifacts = [ArtifactPublic.model_validate(a).model_dump(mode="json") for a in rows]
-    return HTMLResponse(render_report_html(job.report, JobPublic.model_validate(job).model_dump(mode="json"),
-                                           artifacts))
+    return HTMLResponse(
+        render_report_html(job.report, JobPublic.model_validate(job).model_dump(mode="json"), artifacts)
+    )
