@@ -62,7 +62,8 @@ def migrate(data_dir: DataDir = None) -> None:
     typer.echo("database is at the newest schema")
 
 
-def _worker_argv(queues: str, name: str) -> list[str]:
+def worker_argv(queues: str, name: str) -> list[str]:
+    """The command line of one Celery worker process, as `up` and `worker` start it."""
     # Solo pool: the task runs in the worker's own process, which initialises CUDA itself (CUDA and fork
     # do not mix) and trains one job at a time.
     return [
@@ -90,7 +91,7 @@ def worker(
 ) -> None:
     """Start one worker (one per GPU; pin it with CUDA_VISIBLE_DEVICES)."""
     _configure(data_dir)
-    os.execv(sys.executable, _worker_argv(queues, f"{name}-{os.getpid()}"))
+    os.execv(sys.executable, worker_argv(queues, f"{name}-{os.getpid()}"))
 
 
 @app.command()
@@ -106,9 +107,7 @@ def api(
 
     _configure(data_dir)
     settings = get_settings()
-    uvicorn.run(
-        "app.main:app", host=host or settings.api_host, port=port or settings.api_port, log_level="info"
-    )
+    uvicorn.run("app.main:app", host=host or settings.api_host, port=port or settings.api_port, log_level="info")
 
 
 def _default_key() -> str:
@@ -168,8 +167,8 @@ def up(
     host, port = host or settings.api_host, port or settings.api_port
     # Two workers: uploads are validated while a long job trains.
     workers = [
-        subprocess.Popen(_worker_argv("jobs", "jobs")),
-        subprocess.Popen(_worker_argv("uploads", "uploads")),
+        subprocess.Popen(worker_argv("jobs", "jobs")),
+        subprocess.Popen(worker_argv("uploads", "uploads")),
     ]
     server = _Server(uvicorn.Config("app.main:app", host=host, port=port, log_level="info"))
     url = f"http://{host}:{port}"
@@ -223,9 +222,7 @@ def keys_revoke(
     typer.echo(f"revoked {count} key(s)")
 
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
-)
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def distill(ctx: typer.Context) -> None:
     """Run the engine on local files, no server: see `distillery distill --help`."""
     # The engine needs torch, which the API package never imports: the command lives with the worker.

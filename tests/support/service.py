@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from app.cli import worker_argv
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,21 +57,7 @@ class Service:
         """Start one more worker process."""
         log = open(self.logs / f"worker-{name}.log", "ab")  # noqa: SIM115 - owned by the process
         self.procs[f"worker-{name}"] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "--pool=solo",
-                "--concurrency=1",
-                f"--queues={queues}",
-                f"--hostname={name}@%h",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            worker_argv(queues, name),  # the same command line as `distillery up` uses
             env={**self.env, **(extra_env or {})},
             cwd=ROOT,
             stdout=log,
