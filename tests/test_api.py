@@ -377,3 +377,16 @@ def test_openapi_declares_the_multipart_bodies_and_the_error_envelope(svc):
                 ref = op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
                 assert ref.endswith("/ErrorResponse"), (path, method)
     assert httpx.get(svc.url + "/docs").status_code == 200
+
+
+def test_a_revoked_key_is_refused_and_keys_are_stored_hashed(svc):
+    import sqlite3
+
+    key = svc.new_key("dave")
+    client = Client(svc.url, key)
+    assert client.http.get("/v1/jobs").status_code == 200
+    with sqlite3.connect(svc.data_dir / "distillery.db") as db:
+        stored = [row[0] for row in db.execute("SELECT key_hash FROM api_keys")]
+    assert key not in stored and all(len(h) == 64 for h in stored)
+    assert "revoked 1 key" in svc.cli("keys", "revoke", key)
+    assert_error(client.http.get("/v1/jobs"), 401, "unauthorized")
