@@ -136,3 +136,13 @@ def test_child_sees_no_settings_and_no_network(tmp_path, monkeypatch):
     assert answer is not None, result.stderr
     assert answer["env"] == [] and answer["net"] is False and answer["ifaces"] == ["lo"]
     assert "home" not in answer["root"] and "var" not in answer["root"] and "opt" not in answer["root"]
+
+
+def test_data_that_does_not_fit_the_teacher_is_input_mismatch(tmp_path):
+    np.save(tmp_path / "wide.npy", np.zeros((5, 7), np.float32))
+    teacher = save_script(Linear(), tmp_path / "teacher.pt")
+    with pytest.raises(SandboxError) as err:
+        compute_teacher_outputs_sandboxed(
+            teacher, {"train": tmp_path / "wide.npy"}, tmp_path / "job", SandboxLimits(wall_s=120, cpu_s=120)
+        )
+    assert err.value.code == "input_mismatch" and "[7]" in err.value.message, err.value.message
