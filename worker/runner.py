@@ -260,7 +260,9 @@ def run(job_id: str) -> None:
             record_artifacts(session, job_id, out_dir, storage)
             history = report.get("history") or [{}]
             metrics = {k: history[-1].get(k) for k in ("train_loss", "eval_accuracy", "eval_agreement")}
-            progress = {**(job.progress or {}), **(report.get("progress") or {}), "fraction": 1.0}
+            # The row holds the last progress the recorder wrote; the claim-time copy in `job` is stale.
+            latest = session.get(Job, job_id)
+            progress = {**((latest.progress if latest else None) or {}), "fraction": 1.0}
             if not recorder.fenced_update(session, status="succeeded", phase=None, finished_at=utcnow(),
                                           report=report, metrics=metrics, progress=progress):
                 session.rollback()
