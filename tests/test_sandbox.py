@@ -146,3 +146,14 @@ def test_data_that_does_not_fit_the_teacher_is_input_mismatch(tmp_path):
             teacher, {"train": tmp_path / "wide.npy"}, tmp_path / "job", SandboxLimits(wall_s=120, cpu_s=120)
         )
     assert err.value.code == "input_mismatch" and "[7]" in err.value.message, err.value.message
+
+
+def test_private_tmp_is_mounted_before_the_binds(tmp_path):
+    """A venv or job folder under /tmp (a CI clone) must stay visible: the tmpfs goes under the binds."""
+    from worker.sandbox import SandboxLimits, _bwrap_command
+
+    cmd = _bwrap_command(["python3"], tmp_path, SandboxLimits(), {})
+    tmpfs = cmd.index("--tmpfs")
+    binds = [i for i, arg in enumerate(cmd) if arg in ("--ro-bind", "--bind")]
+    assert binds and tmpfs < min(binds)
+    assert cmd[cmd.index("--bind") + 1] == str(tmp_path)

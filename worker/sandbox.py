@@ -231,6 +231,9 @@ def _bwrap_command(
     argv: list[str], job_dir: Path, limits: SandboxLimits, readonly_files: dict[Path, Path]
 ) -> list[str]:
     cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    # The private /tmp comes first: later binds land on top of it, so a venv or job folder under /tmp
+    # (a CI clone, pytest's tmp_path) stays visible instead of being hidden by the empty tmpfs.
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for top in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         src = Path("/") / top
         if src.is_symlink():
@@ -242,7 +245,6 @@ def _bwrap_command(
     for path in _readonly_paths():
         if not path.is_relative_to("/usr"):
             cmd += ["--ro-bind", str(path), str(path)]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     if limits.gpu:
         for dev in sorted(Path("/dev").glob("nvidia*")):
             cmd += ["--dev-bind", str(dev), str(dev)]
