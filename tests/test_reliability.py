@@ -245,8 +245,8 @@ def test_cancel_queued_at_once_and_running_with_the_checkpoint_salvaged(backend,
         assert client.wait_job(nxt)["status"] == "succeeded"
 
 
-def test_idempotency_key_same_body_same_job_other_body_422_concurrent_one_job(tmp_path, digits_files):
-    with running_service(tmp_path, queues="uploads") as svc:
+def test_idempotency_key_same_body_same_job_other_body_422_concurrent_one_job(backend, tmp_path, digits_files):
+    with running_service(tmp_path, queues="uploads", **backend) as svc:
         client = Client(svc.url, svc.new_key("acme"))
         body = {**_inputs(client, digits_files), "hyperparameters": {"epochs": 1}}
         first = client.http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "k1"})
