@@ -14,7 +14,7 @@ import torch
 from tests.support.digits import digits_arrays, train_digits_teacher, write_csv, write_npz
 from tests.support.service import Client, running_service
 
-JOB_KEYS = {
+DESIGN_JOB_KEYS = {
     "id",
     "status",
     "phase",
@@ -33,6 +33,8 @@ JOB_KEYS = {
     "started_at",
     "finished_at",
 }
+# Fields this service adds to DESIGN.md's Job (documented in the OpenAPI schema): nothing else may appear.
+JOB_KEYS = DESIGN_JOB_KEYS | {"max_runtime_s", "webhook_url"}
 UPLOAD_KEYS = {"id", "name", "format", "status", "size_bytes", "sha256", "created_at", "error", "info"}
 EVENT_KEYS = {"id", "type", "level", "message", "data", "created_at"}
 REPORT_KEYS = {
