@@ -85,9 +85,7 @@ def test_teacher_cannot_read_outside_its_folder(tmp_path, inputs):
 def test_teacher_that_loops_forever_is_stopped(tmp_path, inputs):
     teacher = save_script(LoopsForever(), tmp_path / "teacher.pt")
     with pytest.raises(SandboxError) as err:
-        compute_teacher_outputs_sandboxed(
-            teacher, inputs, tmp_path / "job", SandboxLimits(wall_s=25, cpu_s=8)
-        )
+        compute_teacher_outputs_sandboxed(teacher, inputs, tmp_path / "job", SandboxLimits(wall_s=25, cpu_s=8))
     assert err.value.code in ("sandbox_cpu_limit", "sandbox_timeout")
     assert "the teacher" in err.value.message and (
         "CPU time" in err.value.message or "longer than" in err.value.message
@@ -97,9 +95,7 @@ def test_teacher_that_loops_forever_is_stopped(tmp_path, inputs):
 def test_wall_clock_timeout(tmp_path, inputs):
     teacher = save_script(LoopsForever(), tmp_path / "teacher.pt")
     with pytest.raises(SandboxError) as err:
-        compute_teacher_outputs_sandboxed(
-            teacher, inputs, tmp_path / "job", SandboxLimits(wall_s=8, cpu_s=None)
-        )
+        compute_teacher_outputs_sandboxed(teacher, inputs, tmp_path / "job", SandboxLimits(wall_s=8, cpu_s=None))
     assert err.value.code == "sandbox_timeout" and "longer than 8 s" in err.value.message
 
 
@@ -157,3 +153,21 @@ def test_private_tmp_is_mounted_before_the_binds(tmp_path):
     binds = [i for i, arg in enumerate(cmd) if arg in ("--ro-bind", "--bind")]
     assert binds and tmpfs < min(binds)
     assert cmd[cmd.index("--bind") + 1] == str(tmp_path)
+
+
+def test_a_stop_request_kills_the_child_long_before_its_limits(tmp_path, inputs):
+    """A cancelled job (or a worker shutting down) does not wait for its teacher child to finish."""
+    import time
+
+    teacher = save_script(LoopsForever(), tmp_path / "teacher.pt")
+    start = time.monotonic()
+    with pytest.raises(SandboxError) as err:
+        compute_teacher_outputs_sandboxed(
+            teacher,
+            inputs,
+            tmp_path / "job",
+            SandboxLimits(wall_s=120, cpu_s=120),
+            should_stop=lambda: time.monotonic() - start > 3,
+        )
+    assert err.value.code == "stopped"
+    assert time.monotonic() - start < 30

@@ -250,7 +250,9 @@ def run(job_id: str) -> None:
         # sandbox child (worker.teacher_stage -> worker.sandbox.compute_teacher_outputs_sandboxed), which
         # the engine calls for the teacher's outputs when its cache misses; a sandbox failure (its code and
         # message) fails this job only, through the EngineError branch below.
-        precomputed = sandboxed_teacher(teacher_path, train, config, work / f"attempt-{job.attempt}", recorder)
+        precomputed = sandboxed_teacher(
+            teacher_path, train, config, work / f"attempt-{job.attempt}", recorder, recorder.should_stop
+        )
         report = distill(teacher_path, train, eval_, config, str(out_dir), progress=recorder,
                          should_stop=recorder.should_stop, checkpoint_dir=str(work / "checkpoints"),
                          teacher_cache_dir=str(storage.cache_dir(job.tenant_id)), precomputed=precomputed)

@@ -36,7 +36,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,8 +113,7 @@ class SandboxResult:
         if self.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL) and self.memory_capped_by == "cgroup":
             return {
                 "code": "sandbox_memory_limit",
-                "message": f"{what} was killed, most likely for using more than "
-                f"{_human(lim.memory_bytes)} of memory",
+                "message": f"{what} was killed, most likely for using more than {_human(lim.memory_bytes)} of memory",
             }
         if self.returncode != 0 or self.last_json() is None:
             tail = _last_error_line(self.stderr)
@@ -171,9 +172,7 @@ def configured_mechanism() -> str:
 @functools.cache
 def best_mechanism() -> str:
     """Probe once per process: bwrap if it can create namespaces here, else unshare, else none."""
-    if shutil.which("bwrap") and _probe(
-        ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"]
-    ):
+    if shutil.which("bwrap") and _probe(["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"]):
         return "bwrap"
     if shutil.which("unshare") and _probe(_unshare_prefix() + ["true"]):
         logger.warning(
@@ -332,8 +331,12 @@ def run_sandboxed(
     limits: SandboxLimits | None = None,
     mechanism: str | None = None,
     readonly_files: dict[Path, Path] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SandboxResult:
     """Run `python -m module *args` sandboxed, with only `job_dir` visible and writable.
+
+    `should_stop` is polled twice a second; when it says so (a cancelled job, a worker shutting down) the child
+    is killed and SandboxError("stopped") is raised.
 
     `readonly_files` maps paths inside job_dir to files outside it that the child may read but not change:
     bind-mounted read-only under bwrap (no copy), copied otherwise.
@@ -362,9 +365,7 @@ def run_sandboxed(
         raise ValueError(f"unknown sandbox mechanism {mechanism!r}")
     cgroup = _make_cgroup(limits)
     use_rlimit_as = not limits.gpu
-    capped = (
-        "cgroup" if cgroup is not None else ("rlimit_as" if use_rlimit_as and limits.memory_bytes else None)
-    )
+    capped = "cgroup" if cgroup is not None else ("rlimit_as" if use_rlimit_as and limits.memory_bytes else None)
     if limits.gpu and cgroup is None:
         logger.warning(
             "GPU sandbox run without a memory cgroup: only the time limits and the GPU's memory "
@@ -381,24 +382,32 @@ def run_sandboxed(
         start_new_session=True,
         preexec_fn=_preexec(limits, use_rlimit_as, cgroup),
     )
-    timed_out = False
+    timed_out = stopped = False
+    deadline = time.monotonic() + limits.wall_s
     try:
-        stdout, stderr = proc.communicate(timeout=limits.wall_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_group(proc)
-        stdout, stderr = proc.communicate()
+        while True:
+            try:
+                # Retrying communicate() after its timeout loses no output (subprocess docs).
+                stdout, stderr = proc.communicate(timeout=max(0.01, min(0.5, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                stopped = should_stop is not None and should_stop()
+                timed_out = time.monotonic() >= deadline
+                if stopped or timed_out:
+                    _kill_group(proc)
+                    stdout, stderr = proc.communicate()
+                    break
     finally:
         if proc.poll() is None:
             _kill_group(proc)
             proc.wait()
         if cgroup is not None:
             _remove_cgroup(cgroup)
+    if stopped:
+        raise SandboxError("stopped", "the sandboxed run was stopped because the job was cancelled or handed back")
     result = SandboxResult(proc.returncode, stdout, stderr, timed_out, mechanism, capped, limits)
     if result.returncode != 0:
-        logger.info(
-            "sandboxed %s exited with %s (%s): %s", module, result.returncode, mechanism, stderr[-2000:]
-        )
+        logger.info("sandboxed %s exited with %s (%s): %s", module, result.returncode, mechanism, stderr[-2000:])
     return result
 
 
@@ -451,6 +460,7 @@ def compute_teacher_outputs_sandboxed(
     inputs_npy_paths: dict[str, str | Path],
     out_dir: str | Path,
     limits: SandboxLimits | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict:
     """Teacher logits for each named input array, computed in the sandbox; see worker/teacher_child.py.
 
@@ -482,7 +492,12 @@ def compute_teacher_outputs_sandboxed(
     }
     (out / "request.json").write_text(json.dumps(spec))
     result = run_sandboxed(
-        "worker.teacher_child", [str(out / "request.json")], out, limits, readonly_files=readonly
+        "worker.teacher_child",
+        [str(out / "request.json")],
+        out,
+        limits,
+        readonly_files=readonly,
+        should_stop=should_stop,
     )
     problem = result.failure("the teacher")
     if problem is not None:

@@ -45,7 +45,13 @@ def needs_sandbox(teacher_path: str) -> bool:
     return sniff_format(teacher_path) in SANDBOXED_FORMATS
 
 
-def run_in_sandbox(teacher_path: str, arrays: dict[str, np.ndarray], folder: Path, limits: SandboxLimits) -> dict:
+def run_in_sandbox(
+    teacher_path: str,
+    arrays: dict[str, np.ndarray],
+    folder: Path,
+    limits: SandboxLimits,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict:
     """{"outputs": {name: logits array}, "info": {...}}; raises EngineError(sandbox code, message)."""
     if folder.exists():
         shutil.rmtree(folder)
@@ -55,9 +61,10 @@ def run_in_sandbox(teacher_path: str, arrays: dict[str, np.ndarray], folder: Pat
         paths[name] = folder / f"input-{name}.npy"  # inside the child's folder: no bind mount needed
         np.save(paths[name], np.ascontiguousarray(x), allow_pickle=False)
     try:
-        result = compute_teacher_outputs_sandboxed(teacher_path, paths, folder, limits)
+        result = compute_teacher_outputs_sandboxed(teacher_path, paths, folder, limits, should_stop=should_stop)
     except SandboxError as exc:
-        raise EngineError(exc.code, exc.message) from exc
+        # A stop asked by the job (cancel, shutdown) is the engine's own "cancelled", handled by the runner.
+        raise EngineError("cancelled" if exc.code == "stopped" else exc.code, exc.message) from exc
     outputs = {name: np.load(path, allow_pickle=False) for name, path in result["outputs"].items()}
     for path in paths.values():
         path.unlink(missing_ok=True)  # the examples are the job's data; the logits are small
@@ -70,6 +77,7 @@ def sandboxed_teacher(
     config: DistillConfig,
     attempt_dir: Path,
     emit: Callable[[ProgressEvent], None],
+    should_stop: Callable[[], bool] | None = None,
 ) -> Callable[[np.ndarray, np.ndarray | None], dict] | None:
     """What run() passes to distill() as `precomputed`; None when the teacher may run in-process.
 
@@ -83,7 +91,7 @@ def sandboxed_teacher(
         from worker.engine.data import load_dataset
 
         rows = load_dataset(train).x[:CHECK_ROWS]
-        run_in_sandbox(teacher_path, {"check": rows}, folder, limits)
+        run_in_sandbox(teacher_path, {"check": rows}, folder, limits, should_stop)
         emit(
             ProgressEvent(
                 "info",
@@ -103,7 +111,7 @@ def sandboxed_teacher(
                 {"sandbox": True, "gpu": limits.gpu},
             )
         )
-        result = run_in_sandbox(teacher_path, arrays, folder, limits)
+        result = run_in_sandbox(teacher_path, arrays, folder, limits, should_stop)
         outputs = result["outputs"]
         return {"train": outputs["train"], "eval": outputs.get("eval"), "info": result["info"]}
 
