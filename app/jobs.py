@@ -113,6 +113,9 @@ def _check_webhook(url: str) -> None:
 def _check_capacity(session: Session, tenant: Tenant) -> None:
     """429 when the tenant already has its cap of queued plus running jobs."""
     cap = get_settings().max_active_jobs_per_tenant
+    # Lock the tenant's row so that concurrent creates count one after another (PostgreSQL; SQLite's single
+    # writer orders the inserts, but its count is read before the write, so there it can overshoot by a few).
+    session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
     active = session.scalar(
         select(func.count())
         .select_from(Job)

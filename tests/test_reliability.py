@@ -326,3 +326,27 @@ def test_retention_removes_files_of_old_jobs(tmp_path, digits_files):
         assert not job_dir.exists()
         assert client.http.get(f"/v1/jobs/{job_id}/artifacts").json()["data"] == []
         assert client.http.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
+
+
+def test_tenant_cap_holds_under_concurrent_creates_on_postgres(tmp_path, digits_files, postgres_url, redis_url):
+    env = {"DISTILLERY_MAX_ACTIVE_JOBS_PER_TENANT": "3"}
+    with running_service(tmp_path, queues="uploads", extra_env=env, database_url=postgres_url,
+                         broker_url=redis_url) as svc:
+        client = Client(svc.url, svc.new_key("acme"))
+        body = _inputs(client, digits_files)
+        key = client.http.headers["Authorization"].split()[1]
+        barrier = threading.Barrier(10)
+        codes: list[int] = []
+
+        def post() -> None:
+            c = Client(svc.url, key)
+            barrier.wait()
+            codes.append(c.http.post("/v1/jobs", json=body).status_code)
+
+        threads = [threading.Thread(target=post) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(codes) == [201] * 3 + [429] * 7
+        assert len(client.http.get("/v1/jobs").json()["data"]) == 3
