@@ -350,3 +350,19 @@ def test_tenant_cap_holds_under_concurrent_creates_on_postgres(tmp_path, digits_
             t.join()
         assert sorted(codes) == [201] * 3 + [429] * 7
         assert len(client.http.get("/v1/jobs").json()["data"]) == 3
+
+
+def test_readyz_fails_when_no_worker_heartbeat_is_fresh(tmp_path):
+    import httpx
+
+    env = {"DISTILLERY_WORKER_HEARTBEAT_TIMEOUT_S": "3", "DISTILLERY_WORKER_HEARTBEAT_INTERVAL_S": "1"}
+    with running_service(tmp_path, extra_env=env) as svc:
+        assert httpx.get(svc.url + "/readyz").status_code == 200
+        svc.kill_worker("w0", signal.SIGKILL)  # no goodbye: only the heartbeat's age tells
+        svc.procs["worker-w0"].wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and httpx.get(svc.url + "/readyz").status_code == 200:
+            time.sleep(0.5)
+        resp = httpx.get(svc.url + "/readyz")
+        assert resp.status_code == 503 and resp.json()["checks"]["workers"] == 0
+        assert httpx.get(svc.url + "/healthz").status_code == 200
