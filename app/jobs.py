@@ -20,15 +20,14 @@ from app.webhooks import WebhookTargetError, check_target, notify_job_ended
 logger = logging.getLogger(__name__)
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("queued", "running")
 
 
 def add_event(
     session: Session, job_id: str, type_: str, message: str, data: dict | None = None, level: str = "info"
 ) -> None:
     """Append an event to a job's log (committed by the caller)."""
-    session.add(
-        JobEvent(job_id=job_id, type=type_, level=level, message=message, data=data, created_at=utcnow())
-    )
+    session.add(JobEvent(job_id=job_id, type=type_, level=level, message=message, data=data, created_at=utcnow()))
 
 
 def _ready_input(session: Session, cls: type, obj_id: str, tenant: Tenant, what: str):
@@ -117,9 +116,7 @@ def _check_capacity(session: Session, tenant: Tenant) -> None:
     # writer orders the inserts, but its count is read before the write, so there it can overshoot by a few).
     session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
     active = session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.tenant_id == tenant.id, Job.status.in_(("queued", "running")))
+        select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id, Job.status.in_(ACTIVE))
     )
     if active >= cap:
         raise TooManyRequests(
@@ -139,9 +136,7 @@ def create_job(session: Session, tenant: Tenant, body: JobCreate, idempotency_ke
     """Validate the request against the tenant's inputs, insert the job and wake a worker."""
     digest = request_hash(body)
     if idempotency_key:
-        existing = session.scalar(
-            select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == idempotency_key)
-        )
+        existing = session.scalar(select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == idempotency_key))
         if existing is not None:
             return _same_request(existing, digest)
     if body.webhook_url:
@@ -150,9 +145,7 @@ def create_job(session: Session, tenant: Tenant, body: JobCreate, idempotency_ke
     teacher = _ready_input(session, Model, body.teacher_id, tenant, "teacher model")
     train = _ready_input(session, Dataset, body.train_dataset_id, tenant, "train dataset")
     eval_ = (
-        _ready_input(session, Dataset, body.eval_dataset_id, tenant, "eval dataset")
-        if body.eval_dataset_id
-        else None
+        _ready_input(session, Dataset, body.eval_dataset_id, tenant, "eval dataset") if body.eval_dataset_id else None
     )
     if body.student.model_id:
         _ready_input(session, Model, body.student.model_id, tenant, "student model")
@@ -185,9 +178,7 @@ def create_job(session: Session, tenant: Tenant, body: JobCreate, idempotency_ke
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.
         session.rollback()
-        existing = session.scalar(
-            select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == idempotency_key)
-        )
+        existing = session.scalar(select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == idempotency_key))
         if existing is None:
             raise
         return _same_request(existing, digest)
@@ -211,9 +202,7 @@ def cancel_job(session: Session, job: Job) -> Job:
     if job.status in TERMINAL:
         raise Conflict(f"job {job.id} has already {job.status}", code="job_finished")
     result = session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.status.in_(("queued", "running")))
-        .values(status="cancelled", finished_at=utcnow())
+        update(Job).where(Job.id == job.id, Job.status.in_(ACTIVE)).values(status="cancelled", finished_at=utcnow())
     )
     if result.rowcount != 1:
         session.rollback()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from fastapi import Request
 from sqlalchemy import select
@@ -11,6 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import Conflict, Unprocessable
+from app.jobs import ACTIVE
 from app.models import Dataset, Job, Model, Tenant, new_id
 from app.queue import enqueue_validation
 from app.settings import Settings
@@ -18,12 +18,9 @@ from app.storage import LocalStorage
 from app.uploads import ReceivedForm, receive_form
 
 logger = logging.getLogger(__name__)
-LIVE_STATUSES = ("queued", "running")
 
 
-async def receive(
-    request: Request, settings: Settings, file_fields: set[str]
-) -> tuple[LocalStorage, ReceivedForm]:
+async def receive(request: Request, settings: Settings, file_fields: set[str]) -> tuple[LocalStorage, ReceivedForm]:
     """Stream the body to a temporary folder of the store; the caller must clean it up."""
     storage = LocalStorage.from_settings(settings)
     form = await receive_form(request, storage.tmp_dir, settings.max_upload_bytes, file_fields)
@@ -58,9 +55,7 @@ def publish(
         logger.exception("could not enqueue validation of %s %s", kind, row.id)
 
 
-async def finish(
-    session: Session, storage: LocalStorage, form: ReceivedForm, row, kind: str, name: str
-) -> None:
+async def finish(session: Session, storage: LocalStorage, form: ReceivedForm, row, kind: str, name: str) -> None:
     """Publish off the event loop and always remove the temporary folder."""
     try:
         await run_in_threadpool(publish, session, storage, form, row, kind, name)
@@ -88,15 +83,10 @@ def new_upload_fields(form: ReceivedForm, tenant: Tenant, prefix: str, fmt: str)
 
 def refuse_if_in_use(session: Session, tenant: Tenant, obj_id: str, what: str) -> None:
     """409 when a queued or running job of the tenant uses this model or dataset."""
-    jobs = session.scalars(select(Job).where(Job.tenant_id == tenant.id, Job.status.in_(LIVE_STATUSES))).all()
+    jobs = session.scalars(select(Job).where(Job.tenant_id == tenant.id, Job.status.in_(ACTIVE))).all()
     for job in jobs:
         if obj_id in (job.teacher_id, job.train_dataset_id, job.eval_dataset_id, job.student.get("model_id")):
             raise Conflict(
                 f"{what} {obj_id} is used by {job.status} job {job.id}; cancel it or wait for it to end",
                 code=f"{what}_in_use",
             )
-
-
-def stored_path(storage: LocalStorage, row: Model | Dataset) -> Path:
-    """Absolute path of an upload's file."""
-    return storage.path(row.path)
