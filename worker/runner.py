@@ -160,9 +160,15 @@ def record_artifacts(session, job_id: str, out_dir: Path, storage: LocalStorage)
                              sha256=sha256_file(path), path=storage.relative(path)))
 
 
-def finish(recorder: JobRecorder, status: str, **values) -> bool:
-    """End the job (fenced); False when it was no longer ours."""
+def finish(recorder: JobRecorder, status: str, with_session=None, **values) -> bool:
+    """End the job (fenced); False when it was no longer ours.
+
+    `with_session(session) -> dict` runs in the same transaction first (it may add rows, e.g. artifacts) and
+    returns more column values, so that what it wrote commits only if the fence holds.
+    """
     with get_sessionmaker()() as session:
+        if with_session is not None:
+            values = {**values, **with_session(session)}
         if not recorder.fenced_update(session, status=status, phase=None, finished_at=utcnow(), **values):
             session.rollback()
             return False
@@ -257,7 +263,8 @@ def run(job_id: str) -> None:
                          should_stop=recorder.should_stop, checkpoint_dir=str(work / "checkpoints"),
                          teacher_cache_dir=str(storage.cache_dir(job.tenant_id)), precomputed=precomputed)
         report["job_id"] = job_id
-        with get_sessionmaker()() as session:
+
+        def results(session) -> dict:
             # Artifacts and the final status commit together, fenced: a stale attempt records nothing.
             record_artifacts(session, job_id, out_dir, storage)
             history = report.get("history") or [{}]
@@ -265,14 +272,10 @@ def run(job_id: str) -> None:
             # The row holds the last progress the recorder wrote; the claim-time copy in `job` is stale.
             latest = session.get(Job, job_id)
             progress = {**((latest.progress if latest else None) or {}), "fraction": 1.0}
-            if not recorder.fenced_update(session, status="succeeded", phase=None, finished_at=utcnow(),
-                                          report=report, metrics=metrics, progress=progress):
-                session.rollback()
-                logger.info("job %s finished but is no longer ours; results dropped", job_id)
-                return
-            add_event(session, job_id, "status", "job succeeded", {"status": "succeeded"})
-            session.commit()
-        notify_job_ended(job_id)
+            return {"report": report, "metrics": metrics, "progress": progress}
+
+        if not finish(recorder, "succeeded", with_session=results):
+            logger.info("job %s finished but is no longer ours; results dropped", job_id)
     except EngineError as exc:
         if exc.code != "cancelled" and not recorder.stop_reason:
             finish(recorder, "failed", error={"code": exc.code, "message": exc.message})

@@ -57,7 +57,8 @@ def sniff_format(path: str) -> str:
 
 def _sniff_zip(path: str) -> str:
     try:
-        names = zipfile.ZipFile(path).namelist()
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
     except zipfile.BadZipFile as exc:
         raise EngineError("invalid_model", f"corrupt zip archive: {exc}") from exc
     parts = [n.split("/", 1)[1] for n in names if "/" in n]
