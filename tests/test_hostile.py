@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import time
 from pathlib import Path
 
@@ -200,7 +201,9 @@ def test_hostile_torchscript_fails_its_own_validation(svc, client, tmp_path):
         assert body["status"] == "invalid", (name, body)
         message = body["error"]["message"]
         assert any(w in message for w in words), (name, body["error"])
-        assert SECRET.decode() not in message and "104" not in message
+        # The secret's first bytes (104, 117, 110) as the tensor values a leak would print; the bare number can
+        # appear in the path of pytest's tmp folder (pytest-104), so match the sequence.
+        assert SECRET.decode() not in message and not re.search(r"104\D{1,6}117\D{1,6}110", message)
     # The worker is fine afterwards: the next upload validates.
     good = client.ready_upload("models", save_script(Linear(), tmp_path / "good.pt"))
     assert good["info"]["format"] == "torchscript"
