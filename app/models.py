@@ -120,6 +120,8 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     phase: Mapped[str | None] = mapped_column(String(32), nullable=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # Attempts whose worker died (stale lease); a worker handing the job back on shutdown does not count.
+    lost_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Plain ids, not foreign keys: a job keeps naming its inputs after they are deleted.
     teacher_id: Mapped[str] = mapped_column(String(40), index=True)
     train_dataset_id: Mapped[str] = mapped_column(String(40), index=True)

@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = 10.0
     # Leases: a running job's heartbeat is renewed every worker_heartbeat_interval_s; one older than
     # lease_timeout_s means its worker is gone, and the reaper (a loop in every worker, each
-    # reaper_interval_s) requeues the job to resume from its checkpoint, up to max_attempts attempts.
+    # reaper_interval_s) requeues the job to resume from its checkpoint; the max_attempts-th lost worker fails
+    # it. Jobs handed back on SIGTERM (preemption, a deploy) are not lost: those attempts do not count.
     lease_timeout_s: float = 120.0
     reaper_interval_s: float = 15.0
     max_attempts: int = 3

@@ -153,6 +153,10 @@ def test_stale_leases_are_requeued_then_failed_and_late_writes_change_nothing(
                     {"a": attempt, "t": _ts(svc, old), "j": job_id},
                 )
 
+        def lost_attempts() -> int:
+            with engine.begin() as conn:
+                return conn.execute(text("SELECT lost_attempts FROM jobs WHERE id=:j"), {"j": job_id}).scalar()
+
         def wait_status(status: str) -> dict:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -168,9 +172,15 @@ def test_stale_leases_are_requeued_then_failed_and_late_writes_change_nothing(
             e for e in _events(client, job_id) if e["data"] and e["data"].get("reason") == "worker_lost"
         ]
         assert reason, _events(client, job_id)
-        make_stale(3)
+        assert lost_attempts() == 1
+        # Attempts 2 to 4 were handed back on SIGTERM (no lost worker): attempt 5 dying is the second loss of 3.
+        make_stale(5)
+        wait_status("queued")
+        assert lost_attempts() == 2
+        make_stale(6)
         job = wait_status("failed")
-        assert job["error"]["code"] == "worker_lost"
+        assert job["error"]["code"] == "worker_lost" and lost_attempts() == 3
+        assert "3 workers died" in job["error"]["message"]
         # A paused worker of attempt 1 wakes up and tries to finish: fenced out.
         monkeypatch.setenv("DISTILLERY_DATABASE_URL", str(engine.url.render_as_string(hide_password=False)))
         from app.db import get_engine, get_sessionmaker
@@ -182,7 +192,7 @@ def test_stale_leases_are_requeued_then_failed_and_late_writes_change_nothing(
             from worker.runner import JobRecorder, finish
 
             assert finish(JobRecorder(job_id, 1), "succeeded") is False
-            assert finish(JobRecorder(job_id, 3), "succeeded") is False  # failed jobs stay failed
+            assert finish(JobRecorder(job_id, 6), "succeeded") is False  # failed jobs stay failed
         finally:
             for cached in (get_settings, get_engine, get_sessionmaker):
                 cached.cache_clear()
@@ -214,6 +224,8 @@ def test_sigterm_hands_the_job_back_and_another_worker_finishes_it(backend, tmp_
         assert any(e["data"] and e["data"].get("reason") == "worker_shutdown" for e in events)
         assert any(e["type"] == "resume" for e in events)
         assert _claims(client, job_id) == 2
+        with _db(svc).begin() as conn:  # a hand-back is not a lost worker: it does not count toward the limit
+            assert conn.execute(text("SELECT lost_attempts FROM jobs WHERE id=:j"), {"j": job_id}).scalar() == 0
 
 
 def test_cancel_queued_at_once_and_running_with_the_checkpoint_salvaged(backend, tmp_path, digits_files):

@@ -1,7 +1,8 @@
 """The reaper: a loop in every worker that keeps the database's promises when workers die.
 
 - A running job whose lease (heartbeat) is stale lost its worker: it is requeued to resume from its last
-  checkpoint (attempt + 1 at the next claim), or failed with `worker_lost` after max_attempts.
+  checkpoint (attempt + 1 at the next claim), or failed with `worker_lost` once max_attempts workers died
+  running it. Attempts that a worker handed back on SIGTERM are not counted: preemption is not failure.
 - A queued job or a validating upload whose message may be lost (kombu's SQLAlchemy transport hides a
   fetched message for good, so a killed worker takes it along) is sent again; the row claim makes any
   duplicate a no-op.
@@ -34,32 +35,39 @@ def reap_stale_leases() -> list[str]:
     requeued = []
     with get_sessionmaker()() as session:
         stale = session.execute(
-            select(Job.id, Job.attempt, Job.worker_id).where(
+            select(Job.id, Job.attempt, Job.lost_attempts, Job.worker_id).where(
                 Job.status == "running", Job.heartbeat_at < cutoff
             )
         ).all()
-        for job_id, attempt, worker_id in stale:
+        for job_id, attempt, lost_before, worker_id in stale:
+            lost = lost_before + 1
             fence = (
                 Job.id == job_id,
                 Job.attempt == attempt,
                 Job.status == "running",
                 Job.heartbeat_at < cutoff,
             )
-            if attempt >= settings.max_attempts:
+            if lost >= settings.max_attempts:
                 error = {
                     "code": "worker_lost",
-                    "message": f"the worker running attempt {attempt} stopped "
-                    f"answering, and {settings.max_attempts} attempts is the limit",
+                    "message": f"the worker running attempt {attempt} stopped answering; {lost} workers died "
+                    f"running this job, and {settings.max_attempts} is the limit (DISTILLERY_MAX_ATTEMPTS)",
                 }
-                values = {"status": "failed", "phase": None, "finished_at": utcnow(), "error": error}
+                values = {
+                    "status": "failed",
+                    "phase": None,
+                    "finished_at": utcnow(),
+                    "error": error,
+                    "lost_attempts": lost,
+                }
                 message, data = "job failed: " + error["message"], {"status": "failed"}
             else:
-                values = {"status": "queued", "worker_id": None, "enqueued_at": utcnow()}
+                values = {"status": "queued", "worker_id": None, "enqueued_at": utcnow(), "lost_attempts": lost}
                 message = (
                     f"worker {worker_id} stopped answering during attempt {attempt}; "
                     "job requeued to resume from its last checkpoint"
                 )
-                data = {"status": "queued", "reason": "worker_lost", "attempt": attempt}
+                data = {"status": "queued", "reason": "worker_lost", "attempt": attempt, "lost_attempts": lost}
             if session.execute(update(Job).where(*fence).values(**values)).rowcount != 1:
                 session.rollback()
                 continue
