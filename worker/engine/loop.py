@@ -80,7 +80,7 @@ def train_student(
     # Where the run stands; a checkpoint overwrites all of it.
     epoch, start_step, global_step = 0, 0, 0
     history: list[dict] = []
-    best_metric, best_epoch, bad_epochs, finished = None, 0, 0, False
+    best_metric, best_tiebreak, best_epoch, bad_epochs, finished = None, 0.0, 0, 0, False
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     generator, perm, loss_sum = None, None, torch.zeros((), device=device)
 
@@ -93,6 +93,7 @@ def train_student(
         ckpt.restore_rng(tensors, meta["rng"])
         epoch, start_step, global_step = meta["epoch"], meta["step"], meta["global_step"]
         history, best_metric, best_epoch = meta["history"], meta["best_metric"], meta["best_epoch"]
+        best_tiebreak = meta.get("best_tiebreak", 0.0)
         bad_epochs, finished = meta["bad_epochs"], meta["finished"]
         if start_step > 0:  # stopped mid-epoch: continue the same shuffle and random stream
             generator = torch.Generator().manual_seed(0)
@@ -130,6 +131,7 @@ def train_student(
                 "history": history,
                 "best_metric": best_metric,
                 "best_epoch": best_epoch,
+                "best_tiebreak": best_tiebreak,
                 "bad_epochs": bad_epochs,
                 "finished": finished,
                 "optimizer_groups": groups,
@@ -213,11 +215,16 @@ def train_student(
             }
         )
         metric = accuracy if select_by == "accuracy" else agreement
-        if metric is not None and (best_metric is None or metric > best_metric):
-            best_metric, best_epoch, bad_epochs = metric, epoch + 1, 0
+        tiebreak = (agreement if select_by == "accuracy" else None) or 0.0
+        improved = metric is not None and (best_metric is None or metric > best_metric)
+        # A small validation slice ties often (135 rows move in steps of 0.7%). Among tied epochs keep the one that
+        # agrees more with the teacher, then the later one: it has trained longer at a lower learning rate.
+        tied = metric is not None and metric == best_metric and tiebreak >= best_tiebreak
+        if improved or tied:
+            best_metric, best_tiebreak, best_epoch = metric, tiebreak, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
+        # Patience counts epochs without a strictly better primary metric: ties are not progress.
+        bad_epochs = 0 if improved else bad_epochs + 1
         epoch, start_step = epoch + 1, 0
         if config.patience is not None and bad_epochs >= config.patience:
             finished = True

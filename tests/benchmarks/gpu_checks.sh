@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every GPU check in one run on the device machine (an H200 with its own python3, torch and torchvision).
+# Prepare here once (the device tool's README: carried wheels), from the repository root:
+#   grep -qx '/.whl/' .git/info/exclude || echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 -d .whl torchdistill==1.1.5
+# then call the device tool's run with command "bash tests/benchmarks/gpu_checks.sh", carry [".whl"],
+# timeout_s 560, and give the machine back. Results land in $OUT: gpu.txt, engine_tests.txt, bench_engine.txt.
+set -uo pipefail
+out=${OUT:-/tmp/gpu-checks}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+    python3 -c "import torchdistill; print('torchdistill', torchdistill.__version__)"
+} 2>&1 | tee "$out/gpu.txt"
+# --confcutdir: tests/conftest.py imports the servers' client libraries (psycopg, redis), absent there;
+# the engine tests need only tests/engine/conftest.py. The engine picks CUDA by default, so test_distill
+# runs on the GPU too.
+timeout 200 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/engine -rs \
+    tests/engine/test_cuda.py tests/engine/test_distill.py 2>&1 | tee "$out/engine_tests.txt"
+timeout 320 python3 tests/benchmarks/bench_engine.py 2>&1 | tee "$out/bench_engine.txt"
