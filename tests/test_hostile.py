@@ -20,6 +20,8 @@ from tests.support.hostile import (
     LoopsForever,
     ReadsFile,
     ReadsFileOnLoad,
+    StudentThatReadsOnLargeBatches,
+    WritesFile,
     save_script,
 )
 from tests.support.service import Client, running_service
@@ -170,15 +172,11 @@ def test_hostile_archives_are_refused(svc, client, tmp_path, make):
     assert resp.status_code == 422, resp.text
     assert resp.json()["error"]["code"] == "unsafe_archive", resp.text
     assert _stored_files(svc) == before
-    assert (
-        not (svc.data_dir.parent / "escaped.png").exists() and not Path("/tmp/absolute-escape.png").exists()
-    )
+    assert not (svc.data_dir.parent / "escaped.png").exists() and not Path("/tmp/absolute-escape.png").exists()
 
 
 def test_image_folder_dataset_is_validated(client, tmp_path):
-    body = client.ready_upload(
-        "datasets", image_folder_zip(tmp_path / "pets.zip", per_class=3), image_size="4x4"
-    )
+    body = client.ready_upload("datasets", image_folder_zip(tmp_path / "pets.zip", per_class=3), image_size="4x4")
     assert body["format"] == "image_folder"
     assert body["info"]["input"] == {"shape": [1, 4, 4], "dtype": "float32"}
     assert body["info"]["classes"] == ["cat", "dog", "emu"] and body["info"]["rows"] == 9
@@ -189,7 +187,9 @@ def test_hostile_torchscript_fails_its_own_validation(svc, client, tmp_path):
     secret.parent.mkdir()
     secret.write_bytes(SECRET)
     cases = {
-        "reads": (ReadsFileOnLoad(str(secret), len(SECRET)), ("No such file",)),
+        "reads": (ReadsFileOnLoad(str(secret), len(SECRET)), ("torch.from_file",)),
+        "reads-in-training": (StudentThatReadsOnLargeBatches(str(secret), len(SECRET)), ("torch.from_file",)),
+        "writes": (WritesFile(str(tmp_path / "outside" / "written.bin")), ("torch.save",)),
         "loops": (HangsOnLoad(), ("CPU time", "longer than")),
         "allocates": (AllocatesOnLoad(), ("memory",)),
     }
@@ -204,6 +204,7 @@ def test_hostile_torchscript_fails_its_own_validation(svc, client, tmp_path):
         # The secret's first bytes (104, 117, 110) as the tensor values a leak would print; the bare number can
         # appear in the path of pytest's tmp folder (pytest-104), so match the sequence.
         assert SECRET.decode() not in message and not re.search(r"104\D{1,6}117\D{1,6}110", message)
+    assert not (tmp_path / "outside" / "written.bin").exists()
     # The worker is fine afterwards: the next upload validates.
     good = client.ready_upload("models", save_script(Linear(), tmp_path / "good.pt"))
     assert good["info"]["format"] == "torchscript"
@@ -218,8 +219,12 @@ def test_hostile_teachers_fail_only_their_own_job(svc, client, tmp_path):
     np.savez(data, x=rng.normal(size=(60, 4)).astype(np.float32), y=rng.integers(0, 3, 60))
     train = client.ready_upload("datasets", data)
     hyper = {"epochs": 1, "batch_size": 16}
+    refused = client.wait_upload(
+        "models",
+        client.upload("models", save_script(ReadsFile(str(secret), len(SECRET)), tmp_path / "r.pt")).json()["id"],
+    )
+    assert refused["status"] == "invalid" and "torch.from_file" in refused["error"]["message"], refused
     for name, module in {
-        "reads": ReadsFile(str(secret), len(SECRET)),
         "loops": LoopsForever(),
         "allocates": AllocatesWithoutBound(),
     }.items():

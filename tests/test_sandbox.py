@@ -65,7 +65,7 @@ def test_teacher_outputs_match_in_process(tmp_path, inputs):
     assert os.path.getsize(tmp_path / "job" / "teacher" / "teacher.pt") == 0
 
 
-def test_teacher_cannot_read_outside_its_folder(tmp_path, inputs):
+def test_teacher_that_reads_files_is_refused_before_the_sandbox_loads_it(tmp_path, inputs):
     secret = tmp_path / "outside" / "secret.bin"
     secret.parent.mkdir()
     secret.write_bytes(SECRET)
@@ -76,10 +76,28 @@ def test_teacher_cannot_read_outside_its_folder(tmp_path, inputs):
     job = tmp_path / "job" / "teacher"
     with pytest.raises(SandboxError) as err:
         compute_teacher_outputs_sandboxed(teacher, inputs, job, SandboxLimits(wall_s=120, cpu_s=120))
-    assert err.value.code == "teacher_failed"
-    assert "No such file" in err.value.message and "secret.bin" in err.value.message
+    assert "torch.from_file" in err.value.message and "reads files" in err.value.message
     assert SECRET.decode() not in err.value.message
     assert not list(job.glob("logits-*"))
+
+
+def test_child_cannot_read_outside_its_folder(tmp_path):
+    """The file-system isolation itself, for whatever a model might find that the code audit does not."""
+    secret = tmp_path / "outside" / "secret.bin"
+    secret.parent.mkdir()
+    secret.write_bytes(SECRET)
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "probe.py").write_text(
+        "import json, sys\n"
+        "try:\n    data = open(sys.argv[1], 'rb').read().decode(); error = None\n"
+        "except OSError as exc:\n    data, error = None, type(exc).__name__\n"
+        "print(json.dumps({'data': data, 'error': error}))\n"
+    )
+    with open(secret, "rb") as f:  # readable from here: the test is not vacuous
+        assert f.read() == SECRET
+    answer = run_sandboxed("probe", [str(secret)], job, SandboxLimits(wall_s=30)).last_json()
+    assert answer == {"data": None, "error": "FileNotFoundError"}, answer
 
 
 def test_teacher_that_loops_forever_is_stopped(tmp_path, inputs):

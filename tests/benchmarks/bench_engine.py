@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import shlex
 import sys
@@ -408,7 +409,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print("command:", shlex.join([".venv/bin/python", "tests/benchmarks/bench_engine.py", *sys.argv[1:]]))
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(str(ROOT)) else sys.executable
+    print("command:", shlex.join([python, "tests/benchmarks/bench_engine.py", *sys.argv[1:]]))
     device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(
         f"device: {args.device} ({device_name}), torch {torch.__version__}, "

@@ -20,6 +20,36 @@ class ReadsFile(torch.nn.Module):
         return data.float().unsqueeze(0).repeat(x.shape[0], 1)
 
 
+class StudentThatReadsOnLargeBatches(torch.nn.Module):
+    """A trainable student that behaves in validation (small batches) and reads a file on training batches."""
+
+    def __init__(self, path: str, size: int):
+        super().__init__()
+        self.path = path
+        self.size = size
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.linear(x)
+        if x.shape[0] >= 8:
+            data = torch.from_file(self.path, size=self.size, dtype=torch.uint8)
+            out = out + data[:3].float()
+        return out
+
+
+class WritesFile(torch.nn.Module):
+    """Writes its input to a file of its choosing with torch.save on every call."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.save(x, self.path)
+        return self.linear(x)
+
+
 class LoopsForever(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = 0

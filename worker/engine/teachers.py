@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from worker.engine.errors import EngineError
+from worker.engine.script_audit import ScriptRefused, audit_torchscript
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,13 @@ def _sniff_zip(path: str) -> str:
         raise EngineError("invalid_model", f"corrupt zip archive: {exc}") from exc
     parts = [n.split("/", 1)[1] for n in names if "/" in n]
     if any(p.startswith("code/") for p in parts) and "constants.pkl" in parts:
+        # Before anything loads it: loading runs the archive's own code (see script_audit).
+        try:
+            audit_torchscript(path)
+        except ScriptRefused as exc:
+            raise EngineError("invalid_model", f"this TorchScript model is refused: {exc}") from exc
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise EngineError("invalid_model", f"corrupt zip archive: {exc}") from exc
         return "torchscript"
     if "archive_format" in parts or any(p.startswith("models/") for p in parts):
         return "pt2"
