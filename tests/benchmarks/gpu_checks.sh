@@ -25,4 +25,4 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 # runs on the GPU too.
 timeout 200 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/engine -rs \
     tests/engine/test_cuda.py tests/engine/test_distill.py 2>&1 | tee "$out/engine_tests.txt"
-timeout 320 python3 tests/benchmarks/bench_engine.py 2>&1 | tee "$out/bench_engine.txt"
+timeout 320 python3 tests/benchmarks/bench_engine.py ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_engine.txt"
