@@ -109,3 +109,41 @@ def test_finished_checkpoint_is_reused_without_training(tmp_path, teacher_path, 
     )
     assert calls == [] and second["history"] == first["history"]
     assert second["student"]["accuracy"] == first["student"]["accuracy"]
+
+
+def test_cnn_student_trained_channels_last_resumes_bitwise(tmp_path, teacher_path):
+    """Image students train in NHWC; a resume restores the optimizer's moments in that layout, bit for bit."""
+    x, y, _, _ = digits.digits_arrays()
+    wrapped = tmp_path / "teacher_img.pt"  # the digits teacher flattens [1, 8, 8] images itself
+    inner = torch.jit.load(teacher_path)
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), inner)), str(wrapped))
+    spec = DatasetSpec(str(digits.write_npz(tmp_path / "img.npz", x[:ROWS].reshape(-1, 1, 8, 8), y[:ROWS])), "npz")
+    config = DistillConfig.from_dict(
+        {
+            "student": {"architecture": "cnn", "channels": [8, 16]},
+            "epochs": 4,
+            "batch_size": 32,
+            "learning_rate": 0.01,
+            "seed": 3,
+            "export": ["safetensors", "onnx"],
+        }
+    )
+    reference = distill(str(wrapped), spec, None, config, str(tmp_path / "ref"))
+    with pytest.raises(EngineError):
+        distill(
+            str(wrapped),
+            spec,
+            None,
+            config,
+            str(tmp_path / "first"),
+            should_stop=stop_after(10),
+            checkpoint_dir=str(tmp_path / "ckpt"),
+        )
+    resumed = distill(str(wrapped), spec, None, config, str(tmp_path / "second"), checkpoint_dir=str(tmp_path / "ckpt"))
+    expected = load_file(str(tmp_path / "ref" / "student.safetensors"))
+    actual = load_file(str(tmp_path / "second" / "student.safetensors"))
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    assert resumed["history"] == reference["history"]
+    assert resumed["onnx_max_abs_diff"] < 1e-4  # exported in the ordinary layout, and it still matches

@@ -38,6 +38,15 @@ def restore_optimizer(
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+    # Saved tensors come back contiguous; moments of a channels_last parameter take its layout again, so the
+    # resumed run's optimizer runs on the same strides as the uninterrupted one (strided and vectorised
+    # kernels need not round alike).
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            entries = optimizer.state.get(param, {})
+            for name, value in entries.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    entries[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:

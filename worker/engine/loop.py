@@ -66,6 +66,11 @@ def train_student(
     n = len(train.x)
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
+    # Convolutions train 1.6-2x faster on CPU in NHWC (oneDNN), and NHWC is what cuDNN's tensor-core kernels
+    # want; set before the optimizer exists so that its moments take the same layout.
+    channels_last = wants_channels_last(model, train.x)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -180,6 +185,8 @@ def train_student(
             lr = lr_at(global_step, total_steps, config.learning_rate, config.warmup_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 student_logits = forward(x)
             loss = distillation_loss(
@@ -243,5 +250,14 @@ def train_student(
         emit(ProgressEvent("metrics", f"epoch {epoch}: train loss {train_loss:.4f}", dict(history[-1])))
 
     model.load_state_dict(best_state)
+    if channels_last:  # exports (safetensors, ONNX) and users expect the ordinary layout
+        model.to(memory_format=torch.contiguous_format)
     model.eval()
     return TrainResult(history, best_epoch, best_metric)
+
+
+def wants_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether to train in NHWC: float image batches [N, C, H, W] into a built-in student with 2-D convolutions."""
+    if x.ndim != 4 or not x.is_floating_point() or isinstance(model, torch.jit.ScriptModule):
+        return False
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
