@@ -112,9 +112,11 @@ def _check_webhook(url: str) -> None:
 def _check_capacity(session: Session, tenant: Tenant) -> None:
     """429 when the tenant already has its cap of queued plus running jobs."""
     cap = get_settings().max_active_jobs_per_tenant
-    # Lock the tenant's row so that concurrent creates count one after another (PostgreSQL; SQLite's single
-    # writer orders the inserts, but its count is read before the write, so there it can overshoot by a few).
-    session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
+    # Concurrent creates must count one after another. A write to the tenant's row does it on both databases:
+    # PostgreSQL locks the row until commit; SQLite takes its single write lock, and pysqlite begins the
+    # transaction at this first write, so the count below reads under that lock (SELECT ... FOR UPDATE is a
+    # no-op there, and the count would be read before anyone's insert).
+    session.execute(update(Tenant).where(Tenant.id == tenant.id).values(id=Tenant.id))
     active = session.scalar(
         select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id, Job.status.in_(ACTIVE))
     )

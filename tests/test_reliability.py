@@ -340,10 +340,9 @@ def test_retention_removes_files_of_old_jobs(tmp_path, digits_files):
         assert client.http.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
 
 
-def test_tenant_cap_holds_under_concurrent_creates_on_postgres(tmp_path, digits_files, postgres_url, redis_url):
+def test_tenant_cap_holds_under_concurrent_creates(backend, tmp_path, digits_files):
     env = {"DISTILLERY_MAX_ACTIVE_JOBS_PER_TENANT": "3"}
-    with running_service(tmp_path, queues="uploads", extra_env=env, database_url=postgres_url,
-                         broker_url=redis_url) as svc:
+    with running_service(tmp_path, queues="uploads", extra_env=env, **backend) as svc:
         client = Client(svc.url, svc.new_key("acme"))
         body = _inputs(client, digits_files)
         key = client.http.headers["Authorization"].split()[1]
