@@ -252,6 +252,39 @@ def test_hostile_teachers_fail_only_their_own_job(svc, client, tmp_path):
     assert not any(SECRET in p.read_bytes() for p in _stored_files(svc) if p.stat().st_size < 50 * 1024**2)
 
 
+def test_a_stored_teacher_that_reads_files_fails_only_its_own_job(svc, client, tmp_path):
+    """A model stored before the code audit existed (or put there behind the API's back) is audited again when a
+    job opens it: the job fails with the refused call named, nothing leaks, and the worker runs the next job."""
+    secret = tmp_path / "outside" / "secret.bin"
+    secret.parent.mkdir()
+    secret.write_bytes(SECRET)
+    rng = np.random.default_rng(1)
+    data = tmp_path / "train.npz"
+    np.savez(data, x=rng.normal(size=(60, 4)).astype(np.float32), y=rng.integers(0, 3, 60))
+    train = client.ready_upload("datasets", data)
+    benign = save_script(Linear(), tmp_path / "benign.pt")
+    teacher = client.ready_upload("models", benign)
+    stored = [p for p in _stored_files(svc) if p.read_bytes() == benign.read_bytes()]
+    assert len(stored) == 1, stored
+    hostile = save_script(ReadsFile(str(secret), len(SECRET)), tmp_path / "hostile.pt")
+    stored[0].write_bytes(hostile.read_bytes())
+    hyper = {"epochs": 1, "batch_size": 16}
+    resp = client.http.post(
+        "/v1/jobs", json={"teacher_id": teacher["id"], "train_dataset_id": train["id"], "hyperparameters": hyper}
+    )
+    assert resp.status_code == 201, resp.text
+    job = client.wait_job(resp.json()["id"], timeout=300)
+    assert job["status"] == "failed", job
+    assert "torch.from_file" in job["error"]["message"], job["error"]
+    events = client.http.get(f"/v1/jobs/{job['id']}/events").text
+    assert SECRET.decode() not in events and SECRET.decode() not in str(job)
+    good = client.ready_upload("models", save_script(Linear(), tmp_path / "good.pt"))
+    resp = client.http.post(
+        "/v1/jobs", json={"teacher_id": good["id"], "train_dataset_id": train["id"], "hyperparameters": hyper}
+    )
+    assert client.wait_job(resp.json()["id"], timeout=300)["status"] == "succeeded"
+
+
 def test_chunked_body_stream_helper_is_exact():
     body, _ = _chunked_multipart(LIMIT + 1)
     assert sum(len(c) for c in body) == LIMIT + 1
