@@ -7,12 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from app.cli_webhooks import webhooks_app
+
+logger = logging.getLogger(__name__)
 
 app = typer.Typer(
     help="Distillery: knowledge distillation as a service.",
@@ -166,10 +170,7 @@ def up(
     _Server = _server_class()
     host, port = host or settings.api_host, port or settings.api_port
     # Two workers: uploads are validated while a long job trains.
-    workers = [
-        subprocess.Popen(worker_argv("jobs", "jobs")),
-        subprocess.Popen(worker_argv("uploads", "uploads")),
-    ]
+    workers = _Workers([worker_argv("jobs", "jobs"), worker_argv("uploads", "uploads")])
     server = _Server(uvicorn.Config("app.main:app", host=host, port=port, log_level="info"))
     url = f"http://{host}:{port}"
     typer.echo(
@@ -181,14 +182,47 @@ def up(
     try:
         server.run()  # returns on SIGINT or SIGTERM
     finally:
-        for proc in workers:
-            proc.send_signal(signal.SIGTERM)
-        for proc in workers:
+        workers.stop()
+        typer.echo("Distillery stopped.")
+
+
+class _Workers:
+    """The worker processes of `up`, restarted when one dies (OOM killer, a stuck model's exit) until stop()."""
+
+    def __init__(self, argvs: list[list[str]]):
+        self.argvs = argvs
+        self.procs = [subprocess.Popen(argv) for argv in argvs]
+        self.started = [time.monotonic()] * len(argvs)
+        self.delays = [1.0] * len(argvs)
+        self.stopping = threading.Event()
+        threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True).start()
+
+    def _supervise(self) -> None:
+        while not self.stopping.wait(1.0):
+            for i, proc in enumerate(self.procs):
+                code = proc.poll()
+                if code is None or self.stopping.is_set():
+                    continue
+                # A worker that dies soon after starting waits longer each time (up to a minute): no busy loop.
+                quick = time.monotonic() - self.started[i] < 30
+                self.delays[i] = min(self.delays[i] * 2, 60.0) if quick else 1.0
+                logger.warning("worker %s exited with code %s; restarting it in %.0f s", i, code, self.delays[i])
+                if self.stopping.wait(self.delays[i]):
+                    return
+                self.procs[i] = subprocess.Popen(self.argvs[i])
+                self.started[i] = time.monotonic()
+
+    def stop(self) -> None:
+        """SIGTERM every worker (a running job is handed back), then wait up to 30 s each."""
+        self.stopping.set()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        typer.echo("Distillery stopped.")
 
 
 @keys_app.command("create")

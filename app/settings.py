@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     # reaper_interval_s) requeues the job to resume from its checkpoint; the max_attempts-th lost worker fails
     # it. Jobs handed back on SIGTERM (preemption, a deploy) are not lost: those attempts do not count.
     lease_timeout_s: float = 120.0
+    # A job asked to stop (cancelled, reassigned, or past its max_runtime_s) whose training has not come back
+    # from the model's code for this long is stuck in it (an uploaded TorchScript student or an in-process
+    # teacher can loop forever): the worker records it and exits with code 70, for its supervisor (`up`,
+    # Docker's restart policy) to start a fresh one. The solo pool enforces no Celery time limit itself.
+    stuck_job_grace_s: float = 300.0
     reaper_interval_s: float = 15.0
     max_attempts: int = 3
     # A queued job or a validating upload whose message may have been lost is sent again after this.

@@ -363,6 +363,52 @@ def test_tenant_cap_holds_under_concurrent_creates(backend, tmp_path, digits_fil
         assert len(client.http.get("/v1/jobs").json()["data"]) == 3
 
 
+@pytest.mark.parametrize("stop", ["cancel", "max_runtime_s"])
+def test_a_model_that_never_returns_ends_its_worker_after_a_stop(backend, tmp_path, stop):
+    """An uploaded student stuck in its own forward pass cannot hold a worker forever: once the job is cancelled
+    (or runs past max_runtime_s), the worker waits DISTILLERY_STUCK_JOB_GRACE_S, records why, and exits 70."""
+    import numpy as np
+
+    from tests.support.hostile import Linear, LoopsOnLargeBatches, save_script
+
+    env = {**FAST_LEASES, "DISTILLERY_STUCK_JOB_GRACE_S": "3"}
+    with running_service(tmp_path, extra_env=env, **backend) as svc:
+        client = Client(svc.url, svc.new_key("acme"))
+        rng = np.random.default_rng(0)
+        data = tmp_path / "train.npz"
+        np.savez(data, x=rng.normal(size=(64, 4)).astype(np.float32), y=rng.integers(0, 3, 64))
+        train = client.ready_upload("datasets", data)
+        teacher = client.ready_upload("models", save_script(Linear(), tmp_path / "teacher.pt"))
+        student = client.ready_upload("models", save_script(LoopsOnLargeBatches(), tmp_path / "student.pt"))
+        body = {
+            "teacher_id": teacher["id"],
+            "train_dataset_id": train["id"],
+            "student": {"model_id": student["id"]},
+            "hyperparameters": {"epochs": 1, "batch_size": 16},
+        }
+        if stop == "max_runtime_s":
+            body["max_runtime_s"] = 20
+        resp = client.http.post("/v1/jobs", json=body)
+        assert resp.status_code == 201, resp.text
+        job_id = resp.json()["id"]
+        deadline = time.monotonic() + 60
+        while client.http.get(f"/v1/jobs/{job_id}").json()["phase"] != "training":
+            assert time.monotonic() < deadline, client.http.get(f"/v1/jobs/{job_id}").json()
+            time.sleep(0.2)
+        time.sleep(1)  # inside the student's forward pass, which never returns
+        if stop == "cancel":
+            assert client.http.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+        assert svc.procs["worker-w0"].wait(timeout=90) == 70
+        job = client.http.get(f"/v1/jobs/{job_id}").json()
+        events = [e["message"] for e in client.http.get(f"/v1/jobs/{job_id}/events").json()["data"]]
+        assert any("did not return within 3 s" in m for m in events), events
+        if stop == "cancel":
+            assert job["status"] == "cancelled", job
+        else:
+            assert job["status"] == "failed" and job["error"]["code"] == "timeout", job
+            assert "did not return" in job["error"]["message"]
+
+
 def test_readyz_fails_when_no_worker_heartbeat_is_fresh(tmp_path):
     import httpx
 

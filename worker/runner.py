@@ -7,6 +7,7 @@ Every write after the claim is fenced by (status = running, attempt = ours): a w
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ class JobRecorder:
         self.deadline = deadline  # time.monotonic() past which the job fails with `timeout`
         self.stop_reason: str | None = None  # lost | shutdown | timeout
         self.pending_progress: dict | None = None
+        self.last_poll = time.monotonic()  # when the engine last asked should_stop(): it is not stuck in a model
 
     def fenced_update(self, session, **values) -> bool:
         """Update the job row only while this attempt still owns it."""
@@ -83,6 +85,7 @@ class JobRecorder:
 
     def should_stop(self) -> bool:
         """Polled by the engine each step: lost lease or cancel, worker shutdown, or the runtime limit."""
+        self.last_poll = time.monotonic()
         if self.stop_reason:
             return True
         if HANDOFF.is_set():
@@ -118,16 +121,54 @@ def claim(job_id: str) -> Job | None:
 
 
 def _heartbeat(recorder: JobRecorder, stop: threading.Event) -> None:
-    interval = get_settings().worker_heartbeat_interval_s
-    while not stop.wait(interval):
+    settings = get_settings()
+    stop_asked_at: float | None = None
+    while not stop.wait(settings.worker_heartbeat_interval_s):
         try:
-            with get_sessionmaker()() as session:
-                if not recorder.fenced_update(session):
-                    recorder.lost = True
-                    return
-                session.commit()
+            if not recorder.lost:
+                with get_sessionmaker()() as session:
+                    if recorder.fenced_update(session):
+                        session.commit()
+                    else:
+                        recorder.lost = True  # cancelled or reassigned; the watch below goes on
+            stop_asked_at = _watch_for_stuck_model(recorder, stop_asked_at, settings.stuck_job_grace_s)
         except Exception:
             logger.exception("job heartbeat failed")
+
+
+EXIT_STUCK = 70  # EX_SOFTWARE: the supervisor restarts the worker
+
+
+def _watch_for_stuck_model(recorder: JobRecorder, asked_at: float | None, grace: float) -> float | None:
+    """Exit the process when a job asked to stop has not come back from the model's code within `grace` s.
+
+    Returns when the stop was first seen (None: no stop asked). The engine polls should_stop() every step and
+    the teacher sandbox twice a second; a job that does neither for `grace` seconds after a cancel or its
+    runtime limit is inside a model call that does not return (TorchScript releases the GIL, so this thread
+    still runs). A worker shutting down (SIGTERM) is not watched: its supervisor kills it after its own grace.
+    """
+    now = time.monotonic()
+    timed_out = recorder.deadline is not None and now > recorder.deadline
+    if not (recorder.lost or timed_out):
+        return None
+    asked_at = asked_at or now
+    if recorder.last_poll >= asked_at or now - asked_at < grace:
+        return asked_at
+    why = "cancelled" if recorder.lost else "past its max_runtime_s"
+    message = (
+        f"the job was {why}, and its model code did not return within {grace:.0f} s "
+        f"(DISTILLERY_STUCK_JOB_GRACE_S); worker {WORKER_ID} exits to end it"
+    )
+    logger.critical("job %s: %s", recorder.job_id, message)
+    try:
+        if recorder.lost:
+            with get_sessionmaker()() as session:
+                add_event(session, recorder.job_id, "status", message, {"reason": "stuck"}, level="warning")
+                session.commit()
+        else:
+            finish(recorder, "failed", error={"code": "timeout", "message": message})
+    finally:
+        os._exit(EXIT_STUCK)
 
 
 def _inputs(job: Job, storage: LocalStorage):

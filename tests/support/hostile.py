@@ -37,6 +37,21 @@ class StudentThatReadsOnLargeBatches(torch.nn.Module):
         return out
 
 
+class LoopsOnLargeBatches(torch.nn.Module):
+    """A trainable student that answers small batches (validation, shape checks) and never returns on larger ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] >= 8:
+            i = 0
+            while i >= 0:
+                i += 1
+        return self.linear(x)
+
+
 class WritesFile(torch.nn.Module):
     """Writes its input to a file of its choosing with torch.save on every call."""
 
