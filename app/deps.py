@@ -8,7 +8,7 @@ from fastapi import Depends, Header, Path
 from sqlalchemy.orm import Session
 
 from app.auth import tenant_for_key
-from app.db import get_db
+from app.db import get_db, get_sessionmaker
 from app.errors import NotFound, Unauthorized
 from app.models import Dataset, Job, Model, Tenant
 from app.settings import Settings, get_settings
@@ -19,6 +19,11 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 def current_tenant(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Tenant:
     """The tenant of the Bearer key, or 401."""
+    return authenticate(session, authorization)
+
+
+def authenticate(session: Session, authorization: str | None) -> Tenant:
+    """The tenant of an Authorization header's Bearer key, or 401."""
     if not authorization:
         raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <key>'")
     scheme, _, key = authorization.partition(" ")
@@ -56,6 +61,14 @@ def valid_dataset(session: SessionDep, tenant: TenantDep, dataset_id: Annotated[
     return owned(session, Dataset, dataset_id, tenant, "dataset")
 
 
+def polled_job(job_id: Annotated[str, Path()], authorization: Annotated[str | None, Header()] = None) -> Job:
+    """The caller's job, or 401/404, in one dependency: clients poll this, and each sync dependency costs a hop
+    to the thread pool (session, tenant and row as three dependencies made four hops with the endpoint)."""
+    with get_sessionmaker()() as session:
+        return owned(session, Job, job_id, authenticate(session, authorization), "job")
+
+
 JobDep = Annotated[Job, Depends(valid_job)]
+PolledJobDep = Annotated[Job, Depends(polled_job)]
 ModelDep = Annotated[Model, Depends(valid_model)]
 DatasetDep = Annotated[Dataset, Depends(valid_dataset)]

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
 from app.db import get_sessionmaker
-from app.deps import JobDep, SessionDep, SettingsDep, TenantDep
+from app.deps import JobDep, PolledJobDep, SessionDep, SettingsDep, TenantDep
 from app.errors import NotFound
 from app.jobs import TERMINAL, cancel_job, create_job
 from app.models import Artifact, Job, JobEvent
@@ -57,9 +57,9 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=errors(404), summary="Get a job")
-def get_job(job: JobDep) -> Job:
+async def get_job(job: PolledJobDep) -> Job:
     """One job with its progress and latest metrics."""
-    return job
+    return job  # loaded and detached by the dependency; serialising it needs no database
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=errors(404, 409), summary="Cancel a job")
