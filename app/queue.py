@@ -78,9 +78,14 @@ def enqueue_validation(kind: str, obj_id: str) -> None:
     get_celery().send_task(VALIDATE_UPLOAD, args=[kind, obj_id], queue=UPLOADS_QUEUE)
 
 
-def enqueue_webhook(job_id: str, event_type: str, msg_id: str) -> None:
+def enqueue_webhook(job_id: str, event_type: str, msg_id: str, first_attempt: int = 1) -> None:
     """Ask a worker to POST a job's webhook (short HTTP calls: the uploads queue, not a GPU worker)."""
-    get_celery().send_task(DELIVER_WEBHOOK, args=[job_id, event_type, msg_id], queue=UPLOADS_QUEUE)
+    get_celery().send_task(
+        DELIVER_WEBHOOK,
+        args=[job_id, event_type, msg_id],
+        kwargs={"first_attempt": first_attempt},
+        queue=UPLOADS_QUEUE,
+    )
 
 
 def broker_reachable(timeout: float = 2.0) -> bool:

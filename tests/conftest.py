@@ -48,3 +48,14 @@ def redis_url():
         unavailable("Redis", exc)
     yield url
     client.flushdb()
+
+
+@pytest.fixture(params=["embedded", "postgres+redis"])
+def backend(request) -> dict:
+    """Database and broker URLs for running_service (None: the embedded defaults)."""
+    if request.param == "embedded":
+        return {}
+    return {
+        "database_url": request.getfixturevalue("postgres_url"),
+        "broker_url": request.getfixturevalue("redis_url"),
+    }

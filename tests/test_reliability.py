@@ -29,17 +29,6 @@ FAST_LEASES = {
 LONG_JOB = {"epochs": 60, "batch_size": 16}
 
 
-@pytest.fixture(params=["embedded", "postgres+redis"])
-def backend(request) -> dict:
-    """Database and broker URLs for running_service (None: the embedded defaults)."""
-    if request.param == "embedded":
-        return {}
-    return {
-        "database_url": request.getfixturevalue("postgres_url"),
-        "broker_url": request.getfixturevalue("redis_url"),
-    }
-
-
 @pytest.fixture(scope="module")
 def digits_files(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("digits")

@@ -144,6 +144,42 @@ def test_succeeded_job_is_delivered_signed_after_two_failures(client, inputs):
     assert events[0]["level"] == "warning" and events[2]["level"] == "info"
 
 
+def test_a_retry_lost_with_its_worker_is_sent_again(backend, tmp_path):
+    """The first attempt fails; the worker holding the retry (a 20 s countdown) is killed; the reaper of a new
+    worker sends the delivery again once it is overdue, and it arrives, numbered as the second attempt."""
+    env = {
+        "DISTILLERY_WEBHOOK_ALLOW_PRIVATE": "true",
+        "DISTILLERY_WEBHOOK_RETRY_BASE_S": "20",
+        "DISTILLERY_RESEND_AFTER_S": "3",
+        "DISTILLERY_REAPER_INTERVAL_S": "1",
+    }
+    receiver = Receiver(fail_first=1)
+    try:
+        with running_service(tmp_path, extra_env=env, **backend) as svc:
+            client = Client(svc.url, svc.new_key("hooks"))
+            x_train, y_train, _, _ = digits_arrays()
+            teacher = client.ready_upload("models", train_digits_teacher(tmp_path))
+            train = client.ready_upload("datasets", write_npz(tmp_path / "train.npz", x_train, y_train))
+            body = {"teacher_id": teacher["id"], "train_dataset_id": train["id"], "hyperparameters": {"epochs": 1},
+                    "webhook_url": receiver.url}
+            job = client.wait_job(client.http.post("/v1/jobs", json=body).json()["id"])
+            assert job["status"] == "succeeded", job
+            first = _webhook_events(client, job["id"], 1)[0]
+            assert first["data"]["attempt"] == 1 and first["data"]["retry_in_s"] == 20
+            svc.kill_worker("w0")  # the pending retry goes with it
+            started = time.monotonic()
+            svc.start_worker("w1")
+            deliveries = receiver.wait(2, timeout=90)
+            # Sent again by the reaper (due at 20 s + 3 s), not by a restored copy of the old message.
+            assert time.monotonic() - started < 60
+            events = _webhook_events(client, job["id"], 3)
+    finally:
+        receiver.close()
+    assert len({d["headers"]["webhook-id"] for d in deliveries}) == 1
+    assert [(e["data"]["attempt"], e["data"].get("resent", False), e["data"].get("delivered")) for e in events[:3]] == [
+        (1, False, False), (2, True, None), (2, False, True)]
+
+
 def test_cancelled_job_is_delivered_with_the_rotated_secret(svc, client, inputs):
     old = client.http.get("/v1/webhooks/secret").json()["secret"]
     assert svc.cli("webhooks", "secret", "--tenant", "hooks").strip() == old

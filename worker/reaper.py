@@ -6,6 +6,7 @@
 - A queued job or a validating upload whose message may be lost (kombu's SQLAlchemy transport hides a
   fetched message for good, so a killed worker takes it along) is sent again; the row claim makes any
   duplicate a no-op.
+- A finished job's webhook whose pending retry (or first send) was lost is sent again.
 - With a retention setting, files of jobs that ended long ago are removed.
 Every change is a compare-and-set on the row, so several workers reaping at once do each thing once.
 """
@@ -21,7 +22,7 @@ from sqlalchemy import delete, select, update
 from app.db import get_sessionmaker
 from app.jobs import TERMINAL, add_event
 from app.models import Artifact, Dataset, Job, Model, utcnow
-from app.queue import enqueue_job, enqueue_validation
+from app.queue import enqueue_job, enqueue_validation, enqueue_webhook
 from app.settings import get_settings
 from app.storage import LocalStorage
 
@@ -110,6 +111,61 @@ def resend_lost_messages() -> None:
         enqueue_validation(kind, obj_id)
 
 
+def resend_stalled_webhooks() -> list[str]:
+    """Send again the webhooks of ended jobs whose delivery stalled; returns their job ids.
+
+    A pending retry lives in its worker (a Celery countdown): a worker killed meanwhile takes it along for good
+    with the embedded broker, and for the visibility timeout (a day) with Redis; a broker down when the job
+    ended loses the first send. The job's webhook events say where each delivery stands, so a delivery with
+    no attempt for resend_after_s after one was due is queued again from the next attempt number. Receivers
+    deduplicate by webhook-id (at-least-once delivery), and a worker skips a delivery that already arrived.
+    """
+    from worker.webhooks import retry_delay, webhook_attempts
+
+    settings = get_settings()
+    now, wait = utcnow(), timedelta(seconds=settings.resend_after_s)
+    attempts_max = settings.webhook_max_attempts
+    horizon = timedelta(seconds=sum(retry_delay(i) for i in range(1, attempts_max + 1))) + 2 * attempts_max * wait
+    due = []
+    with get_sessionmaker()() as session:
+        ended = session.execute(
+            select(Job.id, Job.status, Job.finished_at).where(
+                Job.webhook_url.is_not(None),
+                Job.status.in_(TERMINAL),
+                Job.finished_at > now - horizon,
+                Job.finished_at < now - wait,
+            )
+        ).all()
+        for job_id, status, finished_at in ended:
+            event_type, msg_id = f"job.{status}", f"msg_{job_id}_{status}"
+            tries = [a for a in webhook_attempts(session, job_id) if a.get("webhook_id") == msg_id]
+            if not tries:
+                next_attempt, due_at = 1, finished_at
+            else:
+                last = tries[-1]
+                if last.get("delivered") or not (last.get("resent") or "retry_in_s" in last):
+                    continue  # delivered, or given up (last attempt, or a refused target)
+                next_attempt = last["attempt"] + (0 if last.get("resent") else 1)
+                due_at = last["created_at"] + timedelta(seconds=last.get("retry_in_s") or 0)
+            if due_at > now - wait or next_attempt > attempts_max:
+                continue
+            add_event(
+                session,
+                job_id,
+                "webhook",
+                f"webhook {event_type}: no attempt {settings.resend_after_s:g} s after one was due; "
+                f"sent again (attempt {next_attempt})",
+                {"event": event_type, "webhook_id": msg_id, "attempt": next_attempt, "resent": True},
+                level="warning",
+            )
+            session.commit()
+            due.append((job_id, event_type, msg_id, next_attempt))
+    for job_id, event_type, msg_id, attempt in due:
+        logger.warning("re-sending webhook %s of job %s (attempt %d)", event_type, job_id, attempt)
+        enqueue_webhook(job_id, event_type, msg_id, first_attempt=attempt)
+    return [d[0] for d in due]
+
+
 def apply_retention() -> int:
     """Remove the files and artifact rows of jobs that ended more than retention_days ago."""
     settings = get_settings()
@@ -135,6 +191,7 @@ def reap_once() -> None:
     """One pass of every reaper duty."""
     reap_stale_leases()
     resend_lost_messages()
+    resend_stalled_webhooks()
     apply_retention()
 
 

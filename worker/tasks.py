@@ -30,11 +30,12 @@ def run_job(job_id: str) -> None:
 
 
 @celery.task(name=DELIVER_WEBHOOK, bind=True, max_retries=None, time_limit=300, soft_time_limit=240)
-def deliver_webhook(self, job_id: str, event_type: str, msg_id: str) -> None:
+def deliver_webhook(self, job_id: str, event_type: str, msg_id: str, first_attempt: int = 1) -> None:
     """POST a finished job's signed webhook; a failed attempt is retried with exponential backoff."""
     from worker.webhooks import deliver, retry_delay
 
-    attempt = self.request.retries + 1
+    # first_attempt > 1: the reaper re-sent a delivery whose retry was lost with its worker.
+    attempt = first_attempt + self.request.retries
     with job_context(job_id):
         outcome = deliver(job_id, event_type, msg_id, attempt)
     if outcome == "retry":

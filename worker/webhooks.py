@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import httpx
+from sqlalchemy import select
 
 from app.db import get_sessionmaker
 from app.jobs import add_event
-from app.models import Job, Tenant
+from app.models import Job, JobEvent, Tenant
 from app.schemas import JobPublic
 from app.settings import get_settings
 from app.webhooks import WebhookTargetError, check_target, signed_headers, tenant_secret
@@ -40,6 +41,14 @@ def payload(job: Job, event_type: str) -> bytes:
     return json.dumps({"type": event_type, "timestamp": now, "data": data}, separators=(",", ":")).encode()
 
 
+def webhook_attempts(session, job_id: str) -> list[dict]:
+    """The data of a job's webhook events, oldest first, each with its `created_at`."""
+    rows = session.scalars(
+        select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "webhook").order_by(JobEvent.id)
+    )
+    return [{**(row.data or {}), "created_at": row.created_at} for row in rows]
+
+
 def _record(job_id: str, message: str, data: dict, level: str) -> None:
     with get_sessionmaker()() as session:
         add_event(session, job_id, "webhook", message, data, level=level)
@@ -53,6 +62,9 @@ def deliver(job_id: str, event_type: str, msg_id: str, attempt: int) -> Outcome:
         job = session.get(Job, job_id)
         if job is None or not job.webhook_url:
             return "gave_up"
+        if any(e.get("delivered") and e.get("webhook_id") == msg_id for e in webhook_attempts(session, job_id)):
+            # A copy of a delivery that already arrived (a re-sent retry whose original came back): skip it.
+            return "delivered"
         tenant = session.get(Tenant, job.tenant_id)
         secret = tenant_secret(session, tenant)
         url = job.webhook_url
