@@ -98,6 +98,10 @@ class _Upload:
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The last validation message sent (by the upload, or the reaper re-sending it) and the last claim of a
+    # validator: a compare-and-set on each keeps re-sends and duplicate deliveries from validating twice.
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Model(_Upload, Base):

@@ -17,7 +17,7 @@ import logging
 import threading
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from app.db import get_sessionmaker
 from app.jobs import TERMINAL, add_event
@@ -83,31 +83,39 @@ def reap_stale_leases() -> list[str]:
 
 
 def resend_lost_messages() -> None:
-    """Send again the messages of queued jobs and validating uploads that waited longer than resend_after_s."""
+    """Send again the messages of queued jobs and validating uploads that waited longer than resend_after_s.
+
+    Each re-send is a compare-and-set on the row's send time: of the reapers of several workers passing at
+    once, one sends, and the next re-send waits another resend_after_s.
+    """
     cutoff = utcnow() - timedelta(seconds=get_settings().resend_after_s)
+    jobs: list[str] = []
+    uploads: list[tuple[str, str]] = []
     with get_sessionmaker()() as session:
-        jobs = session.scalars(select(Job.id).where(Job.status == "queued", Job.enqueued_at < cutoff)).all()
-        for job_id in jobs:
-            session.execute(
-                update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=utcnow())
-            )
+        stale = session.execute(select(Job.id, Job.enqueued_at).where(Job.status == "queued", Job.enqueued_at < cutoff))
+        for job_id, sent in stale.all():
+            swap = update(Job).where(Job.id == job_id, Job.status == "queued", Job.enqueued_at == sent)
+            if session.execute(swap.values(enqueued_at=utcnow())).rowcount == 1:
+                jobs.append(job_id)
         session.commit()
-        uploads = [
-            ("models", i)
-            for i in session.scalars(
-                select(Model.id).where(Model.status == "validating", Model.created_at < cutoff)
+        for kind, cls in (("models", Model), ("datasets", Dataset)):
+            never_resent = and_(cls.enqueued_at.is_(None), cls.created_at < cutoff)
+            stale = session.execute(
+                select(cls.id, cls.enqueued_at).where(
+                    cls.status == "validating", or_(cls.enqueued_at < cutoff, never_resent)
+                )
             )
-        ]
-        uploads += [
-            ("datasets", i)
-            for i in session.scalars(
-                select(Dataset.id).where(Dataset.status == "validating", Dataset.created_at < cutoff)
-            )
-        ]
+            for obj_id, sent in stale.all():
+                same = cls.enqueued_at.is_(None) if sent is None else cls.enqueued_at == sent
+                swap = update(cls).where(cls.id == obj_id, cls.status == "validating", same)
+                if session.execute(swap.values(enqueued_at=utcnow())).rowcount == 1:
+                    uploads.append((kind, obj_id))
+            session.commit()
     for job_id in jobs:
         logger.info("re-sending queued job %s", job_id)
         enqueue_job(job_id)
     for kind, obj_id in uploads:
+        logger.info("re-sending the validation of %s %s", kind, obj_id)
         enqueue_validation(kind, obj_id)
 
 

@@ -8,12 +8,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 
 from app.db import get_sessionmaker
-from app.models import Dataset, Model
+from app.models import Dataset, Model, utcnow
 from app.settings import get_settings
 from app.storage import LocalStorage
 from worker.sandbox import inspect_model_sandboxed
@@ -59,6 +60,17 @@ def validate(kind: str, obj_id: str) -> None:
         if row is None or row.status != "validating":
             logger.info("%s %s is gone or already validated", kind, obj_id)
             return
+        # Claim it: a duplicate or re-sent message finds it claimed and leaves it to the validator at work. A
+        # claim older than resend_after_s is a validator that died, and the next message takes over.
+        window = utcnow() - timedelta(seconds=get_settings().resend_after_s)
+        claim = update(cls).where(
+            cls.id == obj_id, cls.status == "validating", or_(cls.claimed_at.is_(None), cls.claimed_at < window)
+        )
+        if session.execute(claim.values(claimed_at=utcnow())).rowcount != 1:
+            session.rollback()
+            logger.info("%s %s is being validated by another worker; this message is a no-op", kind, obj_id)
+            return
+        session.commit()
         path = storage.path(row.path)
         options = {} if kind == "models" else dataset_spec_options(row, storage)
     if kind == "models":
