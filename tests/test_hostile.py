@@ -29,6 +29,7 @@ from tests.support.service import Client, running_service
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 4 * 1024**2
 SECRET = b"hunter2-secret-0f9a"
+HYPER = {"epochs": 1, "batch_size": 16}
 SANDBOX_ENV = {
     "DISTILLERY_MAX_UPLOAD_BYTES": str(LIMIT),
     "DISTILLERY_SANDBOX_WALL_S": "40",
@@ -61,6 +62,32 @@ def client(svc) -> Client:
 @pytest.fixture
 def marker(tmp_path) -> Path:
     return tmp_path / "pwned"
+
+
+def _secret(tmp_path: Path) -> Path:
+    """A file outside every folder a model may see, holding SECRET."""
+    secret = tmp_path / "outside" / "secret.bin"
+    secret.parent.mkdir()
+    secret.write_bytes(SECRET)
+    return secret
+
+
+def _train_upload(client: Client, tmp_path: Path, seed: int) -> dict:
+    """A ready 60-row dataset of 4 features and 3 classes, for Linear-shaped teachers."""
+    rng = np.random.default_rng(seed)
+    data = tmp_path / "train.npz"
+    np.savez(data, x=rng.normal(size=(60, 4)).astype(np.float32), y=rng.integers(0, 3, 60))
+    return client.ready_upload("datasets", data)
+
+
+def _next_job_succeeds(client: Client, train: dict, tmp_path: Path) -> None:
+    """After a hostile model, the worker still runs a good teacher's job to the end."""
+    good = client.ready_upload("models", save_script(Linear(), tmp_path / "good.pt"))
+    resp = client.http.post(
+        "/v1/jobs",
+        json={"teacher_id": good["id"], "train_dataset_id": train["id"], "hyperparameters": HYPER},
+    )
+    assert client.wait_job(resp.json()["id"], timeout=300)["status"] == "succeeded"
 
 
 def _stored_files(svc) -> list[Path]:
@@ -183,9 +210,7 @@ def test_image_folder_dataset_is_validated(client, tmp_path):
 
 
 def test_hostile_torchscript_fails_its_own_validation(svc, client, tmp_path):
-    secret = tmp_path / "outside" / "secret.bin"
-    secret.parent.mkdir()
-    secret.write_bytes(SECRET)
+    secret = _secret(tmp_path)
     cases = {
         "reads": (ReadsFileOnLoad(str(secret), len(SECRET)), ("torch.from_file",)),
         "reads-in-training": (StudentThatReadsOnLargeBatches(str(secret), len(SECRET)), ("torch.from_file",)),
@@ -211,14 +236,8 @@ def test_hostile_torchscript_fails_its_own_validation(svc, client, tmp_path):
 
 
 def test_hostile_teachers_fail_only_their_own_job(svc, client, tmp_path):
-    secret = tmp_path / "outside" / "secret.bin"
-    secret.parent.mkdir()
-    secret.write_bytes(SECRET)
-    rng = np.random.default_rng(0)
-    data = tmp_path / "train.npz"
-    np.savez(data, x=rng.normal(size=(60, 4)).astype(np.float32), y=rng.integers(0, 3, 60))
-    train = client.ready_upload("datasets", data)
-    hyper = {"epochs": 1, "batch_size": 16}
+    secret = _secret(tmp_path)
+    train = _train_upload(client, tmp_path, seed=0)
     refused = client.wait_upload(
         "models",
         client.upload("models", save_script(ReadsFile(str(secret), len(SECRET)), tmp_path / "r.pt")).json()["id"],
@@ -231,7 +250,7 @@ def test_hostile_teachers_fail_only_their_own_job(svc, client, tmp_path):
         teacher = client.ready_upload("models", save_script(module, tmp_path / f"{name}.pt"))
         resp = client.http.post(
             "/v1/jobs",
-            json={"teacher_id": teacher["id"], "train_dataset_id": train["id"], "hyperparameters": hyper},
+            json={"teacher_id": teacher["id"], "train_dataset_id": train["id"], "hyperparameters": HYPER},
         )
         assert resp.status_code == 201, resp.text
         job = client.wait_job(resp.json()["id"], timeout=300)
@@ -244,33 +263,23 @@ def test_hostile_teachers_fail_only_their_own_job(svc, client, tmp_path):
         ), (name, job["error"])
         events = client.http.get(f"/v1/jobs/{job['id']}/events").text
         assert SECRET.decode() not in events and SECRET.decode() not in str(job)
-    good = client.ready_upload("models", save_script(Linear(), tmp_path / "good.pt"))
-    resp = client.http.post(
-        "/v1/jobs", json={"teacher_id": good["id"], "train_dataset_id": train["id"], "hyperparameters": hyper}
-    )
-    assert client.wait_job(resp.json()["id"], timeout=300)["status"] == "succeeded"
+    _next_job_succeeds(client, train, tmp_path)
     assert not any(SECRET in p.read_bytes() for p in _stored_files(svc) if p.stat().st_size < 50 * 1024**2)
 
 
 def test_a_stored_teacher_that_reads_files_fails_only_its_own_job(svc, client, tmp_path):
     """A model stored before the code audit existed (or put there behind the API's back) is audited again when a
     job opens it: the job fails with the refused call named, nothing leaks, and the worker runs the next job."""
-    secret = tmp_path / "outside" / "secret.bin"
-    secret.parent.mkdir()
-    secret.write_bytes(SECRET)
-    rng = np.random.default_rng(1)
-    data = tmp_path / "train.npz"
-    np.savez(data, x=rng.normal(size=(60, 4)).astype(np.float32), y=rng.integers(0, 3, 60))
-    train = client.ready_upload("datasets", data)
+    secret = _secret(tmp_path)
+    train = _train_upload(client, tmp_path, seed=1)
     benign = save_script(Linear(), tmp_path / "benign.pt")
     teacher = client.ready_upload("models", benign)
     stored = [p for p in _stored_files(svc) if p.read_bytes() == benign.read_bytes()]
     assert len(stored) == 1, stored
     hostile = save_script(ReadsFile(str(secret), len(SECRET)), tmp_path / "hostile.pt")
     stored[0].write_bytes(hostile.read_bytes())
-    hyper = {"epochs": 1, "batch_size": 16}
     resp = client.http.post(
-        "/v1/jobs", json={"teacher_id": teacher["id"], "train_dataset_id": train["id"], "hyperparameters": hyper}
+        "/v1/jobs", json={"teacher_id": teacher["id"], "train_dataset_id": train["id"], "hyperparameters": HYPER}
     )
     assert resp.status_code == 201, resp.text
     job = client.wait_job(resp.json()["id"], timeout=300)
@@ -278,11 +287,7 @@ def test_a_stored_teacher_that_reads_files_fails_only_its_own_job(svc, client, t
     assert "torch.from_file" in job["error"]["message"], job["error"]
     events = client.http.get(f"/v1/jobs/{job['id']}/events").text
     assert SECRET.decode() not in events and SECRET.decode() not in str(job)
-    good = client.ready_upload("models", save_script(Linear(), tmp_path / "good.pt"))
-    resp = client.http.post(
-        "/v1/jobs", json={"teacher_id": good["id"], "train_dataset_id": train["id"], "hyperparameters": hyper}
-    )
-    assert client.wait_job(resp.json()["id"], timeout=300)["status"] == "succeeded"
+    _next_job_succeeds(client, train, tmp_path)
 
 
 def test_chunked_body_stream_helper_is_exact():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 import torch
 
 from tests.support.digits import digits_arrays, train_digits_teacher, write_npz
-from tests.support.service import free_port
+from tests.support.service import assert_no_leftovers, free_port, stop_up
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -111,13 +110,7 @@ def test_run_command_serves_and_the_quickstart_works_as_written(tmp_path):
                                 cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=300)
         assert failed.returncode != 0 and "TorchScript" in failed.stdout + failed.stderr
     finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        try:
-            code = up.wait(timeout=60)
-        finally:
-            log.close()
+        code = stop_up(up, log)
     assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
     # Ctrl-C / SIGTERM stops everything: no worker outlives `up`.
-    time.sleep(1)
-    leftovers = subprocess.run(["pgrep", "-s", str(up.pid)], capture_output=True, text=True).stdout.split()
-    assert leftovers == []
+    assert_no_leftovers(up)

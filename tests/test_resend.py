@@ -12,42 +12,16 @@ import pytest
 from sqlalchemy import update
 
 from app.models import Dataset, Job, Model, Tenant, new_id, utcnow
+from tests.support.rows import in_process_database, upload_row
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request, tmp_path, monkeypatch):
     """A migrated database as this process's settings."""
-    from app.db import get_engine, get_sessionmaker
-    from app.migrate import upgrade
-    from app.settings import get_settings
-
-    monkeypatch.setenv("DISTILLERY_DATA_DIR", str(tmp_path))
-    if request.param == "postgres":
-        monkeypatch.setenv("DISTILLERY_DATABASE_URL", request.getfixturevalue("postgres_url"))
-    else:
-        monkeypatch.delenv("DISTILLERY_DATABASE_URL", raising=False)
     monkeypatch.setenv("DISTILLERY_RESEND_AFTER_S", "60")
-    for cached in (get_settings, get_engine, get_sessionmaker):
-        cached.cache_clear()
-    upgrade(get_settings().resolved_database_url)
-    yield get_sessionmaker()
-    get_engine().dispose()
-    for cached in (get_settings, get_engine, get_sessionmaker):
-        cached.cache_clear()
-
-
-def _upload(cls, tenant_id: str, prefix: str, **fields):
-    return cls(
-        id=new_id(prefix),
-        tenant_id=tenant_id,
-        name="f",
-        format="npz",
-        status="validating",
-        size_bytes=1,
-        sha256="0" * 64,
-        path="t/f",
-        **fields,
-    )
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    with in_process_database(tmp_path, monkeypatch, url) as sessionmaker:
+        yield sessionmaker
 
 
 def _rows(sessionmaker) -> dict[str, str]:
@@ -67,9 +41,9 @@ def _rows(sessionmaker) -> dict[str, str]:
             export=[],
             enqueued_at=old,
         )
-        model = _upload(Model, tenant.id, "mdl", created_at=old)  # never re-sent: its created_at counts
-        dataset = _upload(Dataset, tenant.id, "dst", created_at=old, enqueued_at=old, options={})
-        fresh = _upload(Dataset, tenant.id, "dst", options={})  # just uploaded: nothing to re-send
+        model = upload_row(Model, tenant.id, created_at=old)  # never re-sent: its created_at counts
+        dataset = upload_row(Dataset, tenant.id, created_at=old, enqueued_at=old, options={})
+        fresh = upload_row(Dataset, tenant.id, options={})  # just uploaded: nothing to re-send
         session.add_all([job, model, dataset, fresh])
         session.commit()
         return {"job": job.id, "model": model.id, "dataset": dataset.id, "fresh": fresh.id}

@@ -6,22 +6,14 @@ import pytest
 import torch
 
 from app.models import Dataset, Job, Model, Tenant, new_id
+from tests.support.rows import in_process_database, upload_row
 
 
 @pytest.fixture
 def db(tmp_path, monkeypatch):
     """A migrated SQLite database and storage under tmp_path, as this process's settings."""
-    from app.db import get_engine, get_sessionmaker
-    from app.migrate import upgrade
-    from app.settings import get_settings
-
-    monkeypatch.setenv("DISTILLERY_DATA_DIR", str(tmp_path))
-    for cached in (get_settings, get_engine, get_sessionmaker):
-        cached.cache_clear()
-    upgrade(get_settings().resolved_database_url)
-    yield get_sessionmaker()
-    for cached in (get_settings, get_engine, get_sessionmaker):
-        cached.cache_clear()
+    with in_process_database(tmp_path, monkeypatch) as sessionmaker:
+        yield sessionmaker
 
 
 def _queued_job(sessionmaker, tmp_path, **job_fields) -> str:
@@ -33,26 +25,9 @@ def _queued_job(sessionmaker, tmp_path, **job_fields) -> str:
         tenant = Tenant(id=new_id("ten"), name="acme")
         session.add(tenant)
         session.flush()  # no ORM relationships: the tenant row must exist before the rows that name it
-        model = Model(
-            id=new_id("mdl"),
-            tenant_id=tenant.id,
-            name="t",
-            format="torchscript",
-            status="ready",
-            size_bytes=1,
-            sha256="0" * 64,
-            path="t/teacher.pt",
-        )
-        data = Dataset(
-            id=new_id("dst"),
-            tenant_id=tenant.id,
-            name="d",
-            format="npz",
-            status="ready",
-            size_bytes=1,
-            sha256="1" * 64,
-            path="t/data.npz",
-            options={},
+        model = upload_row(Model, tenant.id, name="t", format="torchscript", status="ready", path="t/teacher.pt")
+        data = upload_row(
+            Dataset, tenant.id, name="d", status="ready", sha256="1" * 64, path="t/data.npz", options={}
         )
         job = Job(
             id=new_id("job"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.support.service import Client, free_port
+from tests.support.service import Client, assert_no_leftovers, free_port, stop_up
 from worker.examples import write_example
 
 
@@ -68,11 +67,6 @@ def test_up_restarts_a_dead_worker_and_the_next_job_runs(tmp_path):
         assert client.wait_job(resp.json()["id"], timeout=300)["status"] == "succeeded"
         assert second.is_running()
     finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        try:
-            code = up.wait(timeout=60)
-        finally:
-            log.close()
+        code = stop_up(up, log)
     assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
-    time.sleep(1)
-    assert subprocess.run(["pgrep", "-s", str(up.pid)], capture_output=True, text=True).stdout.split() == []
+    assert_no_leftovers(up)

@@ -38,6 +38,15 @@ def make_config(augment: bool) -> DistillConfig:
     )
 
 
+def assert_same_student(expected_dir, actual_dir) -> None:
+    """The two runs' exported student weights are bitwise equal, tensor by tensor."""
+    expected = load_file(str(expected_dir / "student.safetensors"))
+    actual = load_file(str(actual_dir / "student.safetensors"))
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
 def stop_after(calls: int):
     count = {"n": 0}
 
@@ -84,11 +93,7 @@ def test_resumed_run_is_bitwise_equal_to_uninterrupted_run(
     )
     assert any(e.data.get("resumed") for e in events)
     assert len(polls) == TOTAL_STEPS - stop_at_call  # only the remaining steps ran
-    expected = load_file(str(tmp_path / "ref" / "student.safetensors"))
-    actual = load_file(str(tmp_path / "second" / "student.safetensors"))
-    assert expected.keys() == actual.keys()
-    for name in expected:
-        assert torch.equal(expected[name], actual[name]), name
+    assert_same_student(tmp_path / "ref", tmp_path / "second")
     assert resumed["history"] == reference["history"]
 
 
@@ -140,10 +145,6 @@ def test_cnn_student_trained_channels_last_resumes_bitwise(tmp_path, teacher_pat
             checkpoint_dir=str(tmp_path / "ckpt"),
         )
     resumed = distill(str(wrapped), spec, None, config, str(tmp_path / "second"), checkpoint_dir=str(tmp_path / "ckpt"))
-    expected = load_file(str(tmp_path / "ref" / "student.safetensors"))
-    actual = load_file(str(tmp_path / "second" / "student.safetensors"))
-    assert expected.keys() == actual.keys()
-    for name in expected:
-        assert torch.equal(expected[name], actual[name]), name
+    assert_same_student(tmp_path / "ref", tmp_path / "second")
     assert resumed["history"] == reference["history"]
     assert resumed["onnx_max_abs_diff"] < 1e-4  # exported in the ordinary layout, and it still matches

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +25,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_up(up: subprocess.Popen, log) -> int:
+    """SIGTERM a `distillery up` started in its own session (Ctrl-C's path) and return its exit code."""
+    os.killpg(up.pid, signal.SIGTERM)
+    try:
+        return up.wait(timeout=60)
+    finally:
+        log.close()
+
+
+def assert_no_leftovers(up: subprocess.Popen) -> None:
+    """No process of that session outlives `up`: its workers were stopped with it."""
+    time.sleep(1)
+    assert subprocess.run(["pgrep", "-s", str(up.pid)], capture_output=True, text=True).stdout.split() == []
 
 
 @dataclass

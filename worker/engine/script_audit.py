@@ -53,9 +53,8 @@ def audit_torchscript(path: str) -> None:
 def _audit_source(source: str, name: str) -> None:
     for chain in _dotted_names(source, name):
         last = chain[-1]
-        if last in ("from_file", "load_tensor") or (
-            last == "save" and len(chain) > 1 and chain[-2] in ("torch", "aten")
-        ):
+        # `save` is also an ordinary method name (self.save): only torch's and aten's write files.
+        if last in FILE_OPS and (last != "save" or (len(chain) > 1 and chain[-2] in ("torch", "aten"))):
             raise ScriptRefused(
                 f"its code ({name}) calls {'.'.join(chain)}, which {FILE_OPS[last]}; "
                 "a model file may only compute on its inputs"
