@@ -168,6 +168,14 @@ def check_target(url: str, allow_private: bool) -> list[str]:
 
 # --- enqueueing -------------------------------------------------------------------------------------------
 
+def delivery_ids(job_id: str, status: str) -> tuple[str, str]:
+    """(event type, webhook-id) of a job's delivery for the status it ended in.
+
+    One webhook-id per (job, event): receivers deduplicate retries and re-sends with it.
+    """
+    return f"job.{status}", f"msg_{job_id}_{status}"
+
+
 def notify_job_ended(job_id: str) -> None:
     """Queue the job's webhook delivery if it names a webhook_url and has ended; never raises.
 
@@ -182,9 +190,7 @@ def notify_job_ended(job_id: str) -> None:
             job = session.get(Job, job_id)
             if job is None or not job.webhook_url or job.status not in ("succeeded", "failed", "cancelled"):
                 return
-            event_type = f"job.{job.status}"
-        # One webhook-id per (job, event): receivers deduplicate retries with it.
-        msg_id = f"msg_{job_id}_{job.status}"
+            event_type, msg_id = delivery_ids(job_id, job.status)
         enqueue_webhook(job_id, event_type, msg_id)
     except Exception:  # a webhook must never change how a job ends
         logger.exception("could not queue the webhook of job %s", job_id)

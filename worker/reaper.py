@@ -25,6 +25,7 @@ from app.models import Artifact, Dataset, Job, Model, utcnow
 from app.queue import enqueue_job, enqueue_validation, enqueue_webhook
 from app.settings import get_settings
 from app.storage import LocalStorage
+from app.webhooks import delivery_ids
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def resend_stalled_webhooks() -> list[str]:
             )
         ).all()
         for job_id, status, finished_at in ended:
-            event_type, msg_id = f"job.{status}", f"msg_{job_id}_{status}"
+            event_type, msg_id = delivery_ids(job_id, status)
             tries = [a for a in webhook_attempts(session, job_id) if a.get("webhook_id") == msg_id]
             if not tries:
                 next_attempt, due_at = 1, finished_at
