@@ -56,6 +56,25 @@ class Settings(BaseSettings):
     # Files of jobs that ended more than this many days ago are removed; None keeps them for ever.
     retention_days: float | None = None
 
+    # The trust boundary (DESIGN.md): uploads are opened only in sandboxed children (worker/sandbox.py; the
+    # mechanism and its limits: DISTILLERY_SANDBOX, DISTILLERY_SANDBOX_CGROUP, DISTILLERY_SANDBOX_WALL_S,
+    # _CPU_S and _MEMORY_BYTES, which lower the limits below). Without a working bubblewrap, code-bearing
+    # formats (TorchScript, .pt2, uploaded students) are refused once a second tenant exists, unless this is true.
+    allow_unsandboxed: bool = False
+    # One upload's validation child: wall clock (it never blocks another upload for longer) and memory.
+    validation_timeout_s: float = 120.0
+    validation_memory_bytes: int = 4 * 1024**3
+    # One job child's memory (RLIMIT_AS on the CPU; a delegated cgroup's memory.max on a GPU).
+    job_memory_bytes: int = 16 * 1024**3
+    # Caps on what an upload or a job may ask for; past one, the upload is `invalid` or the request a 4xx,
+    # with a message that names the setting.
+    max_classes: int = 10_000
+    max_example_elements: int = 16_777_216
+    max_dataset_bytes: int = 8 * 1024**3
+    max_image_size: int = 1024
+    max_tokens: int = 8192
+    max_student_parameters: int = 100_000_000
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in data_dir."""

@@ -1,13 +1,15 @@
-"""The job adapter: claim the row, call the engine with a progress callback, record what it produced.
+"""The job adapter: claim the row, run the job in its sandboxed child (worker/supervisor.py), record the outcome.
 
-Every write after the claim is fenced by (status = running, attempt = ours): a worker that lost the job
-(cancelled, or requeued to another attempt) cannot overwrite what the newer owner wrote.
+The worker never opens an upload: the child does everything that reads one (DESIGN.md, Trust boundary). Every
+write after the claim is fenced by (status = running, attempt = ours): a worker that lost the job (cancelled, or
+requeued to another attempt) cannot overwrite what the newer owner wrote.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import re
+import stat
 import threading
 import time
 from pathlib import Path
@@ -22,17 +24,14 @@ from app.settings import get_settings
 from app.storage import LocalStorage, sha256_file
 from app.webhooks import notify_job_ended
 from worker.celery_app import HANDOFF, WORKER_ID
-from worker.salvage import salvage_student
-from worker.validate import dataset_spec_options
+from worker.sandbox_policy import CODE_BEARING_FORMATS, code_bearing_refusal
+from worker.supervisor import Outcome, Supervisor, host_has_gpu, job_limits, stage
+from worker.validate import data_limits, dataset_spec_options
 
 logger = logging.getLogger(__name__)
 
 ARTIFACT_FORMATS = {".pt": "torchscript", ".pt2": "pt2", ".onnx": "onnx", ".safetensors": "safetensors",
                     ".json": "json", ".html": "html"}
-
-
-class LostLease(Exception):
-    """The job is no longer ours: cancelled, or handed to another attempt."""
 
 
 class JobRecorder:
@@ -47,7 +46,6 @@ class JobRecorder:
         self.deadline = deadline  # time.monotonic() past which the job fails with `timeout`
         self.stop_reason: str | None = None  # lost | shutdown | timeout
         self.pending_progress: dict | None = None
-        self.last_poll = time.monotonic()  # when the engine last asked should_stop(): it is not stuck in a model
 
     def fenced_update(self, session, **values) -> bool:
         """Update the job row only while this attempt still owns it."""
@@ -84,8 +82,7 @@ class JobRecorder:
             session.commit()
 
     def should_stop(self) -> bool:
-        """Polled by the engine each step: lost lease or cancel, worker shutdown, or the runtime limit."""
-        self.last_poll = time.monotonic()
+        """Polled while the child runs: lost lease or cancel, worker shutdown, or the runtime limit."""
         if self.stop_reason:
             return True
         if HANDOFF.is_set():
@@ -122,7 +119,6 @@ def claim(job_id: str) -> Job | None:
 
 def _heartbeat(recorder: JobRecorder, stop: threading.Event) -> None:
     settings = get_settings()
-    stop_asked_at: float | None = None
     while not stop.wait(settings.worker_heartbeat_interval_s):
         try:
             if not recorder.lost:
@@ -130,51 +126,25 @@ def _heartbeat(recorder: JobRecorder, stop: threading.Event) -> None:
                     if recorder.fenced_update(session):
                         session.commit()
                     else:
-                        recorder.lost = True  # cancelled or reassigned; the watch below goes on
-            stop_asked_at = _watch_for_stuck_model(recorder, stop_asked_at, settings.stuck_job_grace_s)
+                        recorder.lost = True  # cancelled or reassigned: the child is asked to stop
         except Exception:
             logger.exception("job heartbeat failed")
 
 
-EXIT_STUCK = 70  # EX_SOFTWARE: the supervisor restarts the worker
-
-
-def _watch_for_stuck_model(recorder: JobRecorder, asked_at: float | None, grace: float) -> float | None:
-    """Exit the process when a job asked to stop has not come back from the model's code within `grace` s.
-
-    Returns when the stop was first seen (None: no stop asked). The engine polls should_stop() every step and
-    the teacher sandbox twice a second; a job that does neither for `grace` seconds after a cancel or its
-    runtime limit is inside a model call that does not return (TorchScript releases the GIL, so this thread
-    still runs). A worker shutting down (SIGTERM) is not watched: its supervisor kills it after its own grace.
-    """
-    now = time.monotonic()
-    timed_out = recorder.deadline is not None and now > recorder.deadline
-    if not (recorder.lost or timed_out):
+def _child_stop_reason(recorder: JobRecorder) -> str | None:
+    """What the child's stop file says: cancel (salvage the student), lost, shutdown or timeout; None: go on."""
+    if not recorder.should_stop():
         return None
-    asked_at = asked_at or now
-    if recorder.last_poll >= asked_at or now - asked_at < grace:
-        return asked_at
-    why = "cancelled" if recorder.lost else "past its max_runtime_s"
-    message = (
-        f"the job was {why}, and its model code did not return within {grace:.0f} s "
-        f"(DISTILLERY_STUCK_JOB_GRACE_S); worker {WORKER_ID} exits to end it"
-    )
-    logger.critical("job %s: %s", recorder.job_id, message)
-    try:
-        if recorder.lost:
-            with get_sessionmaker()() as session:
-                add_event(session, recorder.job_id, "status", message, {"reason": "stuck"}, level="warning")
-                session.commit()
-        else:
-            finish(recorder, "failed", error={"code": "timeout", "message": message})
-    finally:
-        os._exit(EXIT_STUCK)
+    if recorder.stop_reason == "lost":
+        with get_sessionmaker()() as session:
+            row = session.get(Job, recorder.job_id)
+            if row is not None and row.status == "cancelled" and row.attempt == recorder.attempt:
+                return "cancel"
+    return recorder.stop_reason
 
 
-def _inputs(job: Job, storage: LocalStorage):
-    """The engine's view of the job's files."""
-    from worker.engine import DatasetSpec
-
+def _stage(job: Job, storage: LocalStorage):
+    """The job's folder laid out for its child; (staged, None) or (None, {"code", "message"}) when it cannot run."""
     with get_sessionmaker()() as session:
         teacher = session.get(Model, job.teacher_id)
         train = session.get(Dataset, job.train_dataset_id)
@@ -183,21 +153,59 @@ def _inputs(job: Job, storage: LocalStorage):
     missing = [what for what, row in (("teacher", teacher), ("train dataset", train)) if row is None]
     if job.eval_dataset_id and eval_ is None:
         missing.append("eval dataset")
+    if job.student.get("model_id") and student_model is None:
+        missing.append("student model")
     if missing:
-        return None, f"the job's {', '.join(missing)} was deleted"
+        return None, {"code": "input_deleted", "message": f"the job's {', '.join(missing)} was deleted"}
+    for what, row in (("the teacher", teacher), ("the uploaded student", student_model)):
+        if row is not None and (row.format in CODE_BEARING_FORMATS or what == "the uploaded student"):
+            refusal = code_bearing_refusal(f"{what} ({row.format})")
+            if refusal:
+                return None, refusal
 
-    def spec(row: Dataset):
-        return DatasetSpec(path=str(storage.path(row.path)), **dataset_spec_options(row, storage))
+    def spec(row: Dataset) -> dict:
+        return {"path": str(storage.path(row.path)), **dataset_spec_options(row, storage)}
 
-    student = ({"model_path": str(storage.path(student_model.path))} if student_model else dict(job.student))
-    return (str(storage.path(teacher.path)), spec(train), spec(eval_) if eval_ else None, student), None
+    settings = get_settings()
+    config = {**job.hyperparameters, "student": dict(job.student), "export": job.export, "baseline": job.baseline}
+    staged = stage(
+        storage.job_dir(job.tenant_id, job.id),
+        job.attempt,
+        teacher=storage.path(teacher.path),
+        train=spec(train),
+        evaluation=spec(eval_) if eval_ else None,
+        config=config,
+        student_model=storage.path(student_model.path) if student_model else None,
+        cache_dir=storage.cache_dir(job.tenant_id),
+        extra={"max_student_parameters": settings.max_student_parameters, "data_limits": data_limits(settings)},
+    )
+    return staged, None
+
+
+MAX_ARTIFACTS = 64
+ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def record_artifacts(session, job_id: str, out_dir: Path, storage: LocalStorage) -> None:
-    """One artifact row per file the engine wrote, with size and sha256."""
-    for path in sorted(p for p in out_dir.iterdir() if p.is_file()):
+    """One artifact row per file the job child wrote, with size and sha256.
+
+    The child is untrusted: only plain files with plain names count (never a link, which could point at another
+    tenant's file, nor a hard link), and at most MAX_ARTIFACTS of them.
+    """
+    if not out_dir.is_dir() or out_dir.is_symlink():
+        return
+    kept = 0
+    for path in sorted(out_dir.iterdir()):
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or not ARTIFACT_NAME.match(path.name):
+            logger.warning("job %s: %r in its artifacts is not a plain file; ignored", job_id, path.name)
+            continue
+        if kept >= MAX_ARTIFACTS:
+            logger.warning("job %s wrote more than %d artifacts; the rest are ignored", job_id, MAX_ARTIFACTS)
+            break
+        kept += 1
         fmt = "int8-onnx" if path.name.endswith(".int8.onnx") else ARTIFACT_FORMATS.get(path.suffix, "file")
-        session.add(Artifact(job_id=job_id, name=path.name, format=fmt, size_bytes=path.stat().st_size,
+        session.add(Artifact(job_id=job_id, name=path.name, format=fmt, size_bytes=info.st_size,
                              sha256=sha256_file(path), path=storage.relative(path)))
 
 
@@ -228,31 +236,22 @@ def _hand_back(recorder: JobRecorder) -> None:
             session.rollback()
             return
         add_event(session, recorder.job_id, "status",
-                  f"worker {WORKER_ID} is shutting down; job handed back to resume from its checkpoint",
+                  "its worker is shutting down; the job was handed back to resume from its checkpoint",
                   {"status": "queued", "reason": "worker_shutdown", "attempt": recorder.attempt}, level="warning")
         session.commit()
     enqueue_job(recorder.job_id)
 
 
-def _salvage_cancelled(recorder: JobRecorder, work: Path, out_dir: Path, student: dict,
-                       storage: LocalStorage) -> None:
-    """A cancelled job keeps its last good student weights as an artifact."""
+def _record_salvage(recorder: JobRecorder, salvage_dir: Path, storage: LocalStorage) -> None:
+    """A cancelled job keeps the student weights its child salvaged from the last checkpoint."""
     with get_sessionmaker()() as session:
         row = session.get(Job, recorder.job_id)
         if row is None or row.status != "cancelled" or row.attempt != recorder.attempt:
             return
-    salvage_dir = out_dir.parent / "salvaged"
-    if not salvage_student(work / "checkpoints", salvage_dir, student):
-        return
-    with get_sessionmaker()() as session:
         record_artifacts(session, recorder.job_id, salvage_dir, storage)
         add_event(session, recorder.job_id, "artifact", "the last checkpoint's student weights were kept as "
                   "checkpoint_student.safetensors", {"artifact": "checkpoint_student.safetensors"})
         session.commit()
-
-
-def _is_cuda_oom(exc: BaseException) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
 
 
 def _deadline(job: Job) -> float | None:
@@ -265,10 +264,7 @@ def _deadline(job: Job) -> float | None:
 
 
 def run(job_id: str) -> None:
-    """Run one job end to end, if this delivery wins the claim."""
-    from worker.engine import DistillConfig, EngineError, distill
-    from worker.teacher_stage import sandboxed_teacher
-
+    """Run one job end to end in its sandboxed child, if this delivery wins the claim."""
     if HANDOFF.is_set():
         # A stopping worker takes no new job: pass the message on (acking it here would lose it).
         enqueue_job(job_id)
@@ -278,65 +274,79 @@ def run(job_id: str) -> None:
         logger.info("job %s is not queued; this delivery is a no-op", job_id)
         return
     logger.info("job %s claimed, attempt %d", job_id, job.attempt)
-    storage = LocalStorage.from_settings(get_settings())
+    settings = get_settings()
+    storage = LocalStorage.from_settings(settings)
     recorder = JobRecorder(job_id, job.attempt, deadline=_deadline(job))
-    work = storage.job_dir(job.tenant_id, job_id)
-    out_dir = work / f"attempt-{job.attempt}" / "artifacts"
-    out_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(recorder, stop), daemon=True).start()
     try:
-        inputs, problem = _inputs(job, storage)
+        staged, problem = _stage(job, storage)
         if problem:
-            finish(recorder, "failed", error={"code": "input_deleted", "message": problem})
+            finish(recorder, "failed", error=problem)
             return
-        teacher_path, train, eval_, student = inputs
-        config = DistillConfig.from_dict({**job.hyperparameters, "student": student, "export": job.export,
-                                          "baseline": job.baseline})
-        # TorchScript and .pt2 teachers carry code: they are never opened in this process but run in the
-        # sandbox child (worker.teacher_stage -> worker.sandbox.compute_teacher_outputs_sandboxed), which
-        # the engine calls for the teacher's outputs when its cache misses; a sandbox failure (its code and
-        # message) fails this job only, through the EngineError branch below.
-        precomputed = sandboxed_teacher(
-            teacher_path, train, config, work / f"attempt-{job.attempt}", recorder, recorder.should_stop
-        )
-        report = distill(teacher_path, train, eval_, config, str(out_dir), progress=recorder,
-                         should_stop=recorder.should_stop, checkpoint_dir=str(work / "checkpoints"),
-                         teacher_cache_dir=str(storage.cache_dir(job.tenant_id)), precomputed=precomputed)
-        report["job_id"] = job_id
+        gpu = host_has_gpu() and not str(job.hyperparameters.get("device") or "").startswith("cpu")
+        limits = job_limits(_wall_s(job, settings), settings.job_memory_bytes, gpu)
+        supervisor = Supervisor(staged, limits, emit=recorder, stop_reason=lambda: _child_stop_reason(recorder),
+                                grace_s=settings.stuck_job_grace_s)
+        outcome = supervisor.run()
+        _record_outcome(job, recorder, outcome, staged, storage)
+    except Exception:
+        logger.exception("job %s: the worker failed while supervising it", job_id)
+        finish(recorder, "failed", error={"code": "internal", "message": "the worker failed unexpectedly; "
+                                          "the operator's logs have the details"})
+    finally:
+        stop.set()
+
+
+def _wall_s(job: Job, settings) -> float:
+    """The child's wall clock: the job's time limit, or what is left of its max_runtime_s plus the grace."""
+    wall = float(settings.job_time_limit_s)
+    if recorder_deadline := _deadline(job):
+        wall = min(wall, max(0.0, recorder_deadline - time.monotonic()) + settings.stuck_job_grace_s + 30)
+    return wall
+
+
+def _record_outcome(job: Job, recorder: JobRecorder, outcome: Outcome, staged, storage: LocalStorage) -> None:
+    """Record how the child ended: succeeded, failed, handed back, cancelled (with its salvage) or timed out."""
+    grace = get_settings().stuck_job_grace_s
+    stuck = (f"its model code did not return within {grace:g} s of being asked to stop "
+             "(DISTILLERY_STUCK_JOB_GRACE_S), so its process was ended")
+    if outcome.report is not None:
+        report = {**outcome.report, "job_id": job.id}
 
         def results(session) -> dict:
             # Artifacts and the final status commit together, fenced: a stale attempt records nothing.
-            record_artifacts(session, job_id, out_dir, storage)
+            record_artifacts(session, job.id, staged.out_dir, storage)
             history = report.get("history") or [{}]
-            metrics = {k: history[-1].get(k) for k in ("train_loss", "eval_accuracy", "eval_agreement")}
+            last = history[-1] if isinstance(history, list) and history and isinstance(history[-1], dict) else {}
+            metrics = {k: last.get(k) for k in ("train_loss", "eval_accuracy", "eval_agreement")}
             # The row holds the last progress the recorder wrote; the claim-time copy in `job` is stale.
-            latest = session.get(Job, job_id)
+            latest = session.get(Job, job.id)
             progress = {**((latest.progress if latest else None) or {}), "fraction": 1.0}
             return {"report": report, "metrics": metrics, "progress": progress}
 
         if not finish(recorder, "succeeded", with_session=results):
-            logger.info("job %s finished but is no longer ours; results dropped", job_id)
-    except EngineError as exc:
-        if exc.code != "cancelled" and not recorder.stop_reason:
-            finish(recorder, "failed", error={"code": exc.code, "message": exc.message})
-        elif recorder.stop_reason == "shutdown":
-            _hand_back(recorder)
-        elif recorder.stop_reason == "timeout":
-            limit = getattr(job, "max_runtime_s", None)
-            finish(recorder, "failed", error={"code": "timeout", "message": f"the job ran past its max_runtime_s "
-                                              f"of {limit} s; its last checkpoint is kept for a retry"})
-        else:
-            logger.info("job %s stopped: cancelled or no longer ours", job_id)
-            _salvage_cancelled(recorder, work, out_dir, job.student, storage)
-    except Exception as exc:
-        if _is_cuda_oom(exc):
-            batch = job.hyperparameters.get("batch_size")
-            finish(recorder, "failed", error={"code": "cuda_oom", "message": f"the GPU ran out of memory; "
-                                              f"retry with a smaller batch_size (this job used {batch})"})
-        else:
-            logger.exception("job %s crashed", job_id)
-            finish(recorder, "failed", error={"code": "internal", "message": "the worker failed unexpectedly: "
-                                              f"{type(exc).__name__}: {exc}"})
-    finally:
-        stop.set()
+            logger.info("job %s finished but is no longer ours; results dropped", job.id)
+        return
+    reason = recorder.stop_reason
+    if reason == "shutdown":
+        _hand_back(recorder)
+    elif reason == "timeout":
+        limit = getattr(job, "max_runtime_s", None)
+        message = f"the job ran past its max_runtime_s of {limit} s"
+        message += f"; {stuck}" if outcome.stuck else "; its last checkpoint is kept for a retry"
+        finish(recorder, "failed", error={"code": "timeout", "message": message})
+    elif reason == "lost":
+        logger.info("job %s stopped: cancelled or no longer ours", job.id)
+        if outcome.stuck:
+            with get_sessionmaker()() as session:
+                add_event(session, job.id, "status", f"the job was cancelled, and {stuck}", {"reason": "stuck"},
+                          level="warning")
+                session.commit()
+        if outcome.salvaged:
+            _record_salvage(recorder, staged.salvage_dir, storage)
+    elif outcome.error is not None:
+        finish(recorder, "failed", error=outcome.error)
+    else:
+        finish(recorder, "failed", error=outcome.crash or {"code": "sandbox_crash", "message": "the job ended "
+                                                           "without an answer"})

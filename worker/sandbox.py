@@ -27,20 +27,27 @@ DISTILLERY_SANDBOX_CPU_S and DISTILLERY_SANDBOX_MEMORY_BYTES override the defaul
 
 from __future__ import annotations
 
+import collections
+import ctypes
 import functools
 import json
 import logging
 import os
+import queue
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from worker.scrub import scrub_error
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +66,7 @@ class SandboxLimits:
     memory_bytes: int | None = 8 * GiB  # RLIMIT_AS on CPU runs, cgroup memory.max where available
     gpu: bool = False  # the child may use the GPU: no RLIMIT_AS, /dev/nvidia* visible
     max_file_bytes: int | None = 64 * GiB  # RLIMIT_FSIZE: no single file larger than this
+    max_processes: int | None = 4096  # cgroup pids.max, where a delegated cgroup is configured
 
 
 def limits_from_env(base: SandboxLimits | None = None) -> SandboxLimits:
@@ -227,7 +235,11 @@ def _readonly_paths() -> list[Path]:
 
 
 def _bwrap_command(
-    argv: list[str], job_dir: Path, limits: SandboxLimits, readonly_files: dict[Path, Path]
+    argv: list[str],
+    job_dir: Path,
+    limits: SandboxLimits,
+    readonly_files: dict[Path, Path],
+    writable_dirs: list[Path] | None = None,
 ) -> list[str]:
     cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     # The private /tmp comes first: later binds land on top of it, so a venv or job folder under /tmp
@@ -247,10 +259,12 @@ def _bwrap_command(
     if limits.gpu:
         for dev in sorted(Path("/dev").glob("nvidia*")):
             cmd += ["--dev-bind", str(dev), str(dev)]
-        for extra in ("/proc/driver/nvidia", "/sys/bus/pci", "/sys/devices"):
+        for extra in ("/proc/driver/nvidia", "/sys/bus/pci", "/sys/devices", "/sys/module/nvidia"):
             if os.path.exists(extra):
                 cmd += ["--ro-bind", extra, extra]
     cmd += ["--bind", str(job_dir), str(job_dir)]
+    for extra_dir in writable_dirs or ():
+        cmd += ["--bind", str(extra_dir), str(extra_dir)]
     for inside, src in readonly_files.items():
         cmd += ["--ro-bind", str(src), str(inside)]
     cmd += ["--chdir", str(job_dir), "--"]
@@ -284,14 +298,31 @@ def _make_cgroup(limits: SandboxLimits) -> Path | None:
         (group / "memory.max").write_text(str(limits.memory_bytes))
         if (group / "memory.swap.max").exists():
             (group / "memory.swap.max").write_text("0")
+        if limits.max_processes is not None and (group / "pids.max").exists():
+            (group / "pids.max").write_text(str(limits.max_processes))
         return group
     except OSError as exc:
         logger.warning("cannot create sandbox cgroup under %s: %s", parent, exc)
         return None
 
 
+def _libc():
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # pragma: no cover - every Linux libc has prctl
+        return None
+
+
+PR_SET_PDEATHSIG = 1
+
+
 def _preexec(limits: SandboxLimits, use_rlimit_as: bool, cgroup: Path | None):
+    libc = _libc()  # resolved before the fork: the child only calls it
+
     def setup() -> None:  # runs in the child between fork and exec: only async-signal-safe-ish work
+        if libc is not None:
+            # The child dies with the worker, whatever the mechanism (bwrap also has --die-with-parent).
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if cgroup is not None:
             with open(cgroup / "cgroup.procs", "w") as fh:
                 fh.write(str(os.getpid()))
@@ -324,39 +355,129 @@ def child_env(limits: SandboxLimits) -> dict[str, str]:
     return env
 
 
-def run_sandboxed(
+MAX_LINE_BYTES = 8 * 1024**2  # a child's protocol line (the report is the largest) may not be longer
+STDERR_TAIL_BYTES = 64 * 1024
+
+
+class SandboxedProcess:
+    """A running sandboxed child: its stdout as a queue of lines, its stderr in a private file.
+
+    Nothing the child writes is trusted: lines longer than MAX_LINE_BYTES are dropped, stderr is kept in a file
+    the child cannot see (RLIMIT_FSIZE bounds it) and only its tail is read.
+    """
+
+    def __init__(self, proc: subprocess.Popen, stderr_file, cgroup: Path | None, mechanism: str,
+                 capped: str | None, limits: SandboxLimits):
+        self.proc, self.stderr_file, self.cgroup = proc, stderr_file, cgroup
+        self.mechanism, self.memory_capped_by, self.limits = mechanism, capped, limits
+        self.started = time.monotonic()
+        self.lines: queue.Queue[str | None] = queue.Queue(maxsize=10_000)
+        self.dropped_lines = 0
+        self._reader = threading.Thread(target=self._read, name="sandbox-stdout", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        stream = self.proc.stdout
+        try:
+            while True:
+                raw = stream.readline(MAX_LINE_BYTES + 1)
+                if not raw:
+                    break
+                if not raw.endswith(b"\n") and len(raw) > MAX_LINE_BYTES:
+                    self.dropped_lines += 1
+                    while raw and not raw.endswith(b"\n"):  # skip the rest of the over-long line
+                        raw = stream.readline(MAX_LINE_BYTES)
+                    continue
+                self.lines.put(raw.decode("utf-8", errors="replace").rstrip("\n"))
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.lines.put(None)  # end of output
+
+    def next_line(self, timeout: float) -> str | None:
+        """The next stdout line; "" when none came within `timeout`; None once the output has ended."""
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return ""
+
+    @property
+    def deadline_passed(self) -> bool:
+        """Whether the wall-clock limit is over."""
+        return time.monotonic() - self.started >= self.limits.wall_s
+
+    def kill(self) -> None:
+        """SIGKILL the child's whole process group (and its cgroup)."""
+        _kill_group(self.proc)
+        if self.cgroup is not None:
+            _kill_cgroup(self.cgroup)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the exit status."""
+        return self.proc.wait(timeout=timeout)
+
+    def stderr_tail(self) -> str:
+        """The last STDERR_TAIL_BYTES of what the child wrote to stderr."""
+        try:
+            size = self.stderr_file.seek(0, os.SEEK_END)
+            self.stderr_file.seek(max(0, size - STDERR_TAIL_BYTES))
+            return self.stderr_file.read().decode("utf-8", errors="replace")
+        except (OSError, ValueError):
+            return ""
+
+    def close(self) -> None:
+        """Kill anything left, join the reader, remove the cgroup, close the stderr file."""
+        if self.proc.poll() is None:
+            self.kill()
+            self.proc.wait()
+        else:
+            _kill_group(self.proc)  # stragglers the child left in its group
+        self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self.cgroup is not None:
+            _remove_cgroup(self.cgroup)
+        self.stderr_file.close()
+
+    def result(self, stdout_lines: list[str], timed_out: bool) -> SandboxResult:
+        """A SandboxResult of the finished child."""
+        return SandboxResult(self.proc.returncode, "\n".join(stdout_lines), self.stderr_tail(), timed_out,
+                             self.mechanism, self.memory_capped_by, self.limits)
+
+
+def spawn_sandboxed(
     module: str,
     args: list[str],
     job_dir: Path,
     limits: SandboxLimits | None = None,
     mechanism: str | None = None,
     readonly_files: dict[Path, Path] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> SandboxResult:
-    """Run `python -m module *args` sandboxed, with only `job_dir` visible and writable.
-
-    `should_stop` is polled twice a second; when it says so (a cancelled job, a worker shutting down) the child
-    is killed and SandboxError("stopped") is raised.
+    writable_dirs: list[Path] | None = None,
+) -> SandboxedProcess:
+    """Start `python -m module *args` sandboxed: `job_dir` (and `writable_dirs`) writable, nothing else of ours.
 
     `readonly_files` maps paths inside job_dir to files outside it that the child may read but not change:
-    bind-mounted read-only under bwrap (no copy), copied otherwise.
+    bind-mounted read-only under bwrap (no copy); under the weaker mechanisms, which isolate no files anyway, a
+    symbolic link.
     """
     limits = limits or SandboxLimits()
     mechanism = mechanism or configured_mechanism()
     job_dir = Path(job_dir).resolve()
-    readonly_files = {Path(k).resolve(): Path(v).resolve() for k, v in (readonly_files or {}).items()}
+    writable = [Path(d).resolve() for d in (writable_dirs or ())]
+    readonly_files = {Path(k).absolute(): Path(v).resolve() for k, v in (readonly_files or {}).items()}
     for inside, src in readonly_files.items():
         if not inside.is_relative_to(job_dir):
             raise ValueError(f"{inside} is not inside the sandbox folder {job_dir}")
+        inside.parent.mkdir(parents=True, exist_ok=True)
         if inside.exists() or inside.is_symlink():
             inside.unlink()
         if mechanism == "bwrap":
             inside.touch()  # the mount point
         else:
-            shutil.copyfile(src, inside)
+            inside.symlink_to(src)
     argv = [sys.executable, "-m", module, *args]
     if mechanism == "bwrap":
-        cmd = _bwrap_command(argv, job_dir, limits, readonly_files)
+        cmd = _bwrap_command(argv, job_dir, limits, readonly_files, writable)
     elif mechanism == "unshare":
         cmd = _unshare_prefix() + argv
     elif mechanism == "none":
@@ -371,57 +492,86 @@ def run_sandboxed(
             "GPU sandbox run without a memory cgroup: only the time limits and the GPU's memory "
             "hold (set DISTILLERY_SANDBOX_CGROUP)"
         )
+    stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by SandboxedProcess.close
     proc = subprocess.Popen(
         cmd,
         cwd=job_dir,
         env=child_env(limits),
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
+        stderr=stderr_file,
         start_new_session=True,
         preexec_fn=_preexec(limits, use_rlimit_as, cgroup),
     )
+    return SandboxedProcess(proc, stderr_file, cgroup, mechanism, capped, limits)
+
+
+MAX_INFO_BYTES = 256 * 1024  # an upload's info is a summary: format, shapes, classes, rows
+MAX_KEPT_LINES = 200  # a one-shot child answers in its last line; the rest is noise
+
+
+def run_sandboxed(
+    module: str,
+    args: list[str],
+    job_dir: Path,
+    limits: SandboxLimits | None = None,
+    mechanism: str | None = None,
+    readonly_files: dict[Path, Path] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SandboxResult:
+    """Run `python -m module *args` sandboxed to its end, with only `job_dir` visible and writable.
+
+    `should_stop` is polled twice a second; when it says so (a cancelled job, a worker shutting down) the child
+    is killed and SandboxError("stopped") is raised.
+    """
+    child = spawn_sandboxed(module, args, job_dir, limits, mechanism, readonly_files)
+    kept: collections.deque[str] = collections.deque(maxlen=MAX_KEPT_LINES)
     timed_out = stopped = False
-    deadline = time.monotonic() + limits.wall_s
     try:
         while True:
-            try:
-                # Retrying communicate() after its timeout loses no output (subprocess docs).
-                stdout, stderr = proc.communicate(timeout=max(0.01, min(0.5, deadline - time.monotonic())))
+            line = child.next_line(timeout=0.5)
+            if line is None:
                 break
-            except subprocess.TimeoutExpired:
-                stopped = should_stop is not None and should_stop()
-                timed_out = time.monotonic() >= deadline
-                if stopped or timed_out:
-                    _kill_group(proc)
-                    stdout, stderr = proc.communicate()
-                    break
+            if line:
+                kept.append(line)
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            if child.deadline_passed:
+                timed_out = True
+                break
+        if stopped or timed_out:
+            child.kill()
+        child.wait()
+        result = child.result(list(kept), timed_out)
     finally:
-        if proc.poll() is None:
-            _kill_group(proc)
-            proc.wait()
-        if cgroup is not None:
-            _remove_cgroup(cgroup)
+        child.close()
     if stopped:
         raise SandboxError("stopped", "the sandboxed run was stopped because the job was cancelled or handed back")
-    result = SandboxResult(proc.returncode, stdout, stderr, timed_out, mechanism, capped, limits)
     if result.returncode != 0:
-        logger.info("sandboxed %s exited with %s (%s): %s", module, result.returncode, mechanism, stderr[-2000:])
+        logger.info("sandboxed %s exited with %s (%s): %s", module, result.returncode, result.mechanism,
+                    result.stderr[-2000:])
     return result
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_cgroup(group: Path) -> None:
+    try:
+        for pid in (group / "cgroup.procs").read_text().split():
+            os.kill(int(pid), signal.SIGKILL)
+    except OSError:
         pass
 
 
 def _remove_cgroup(group: Path) -> None:
+    _kill_cgroup(group)
     try:
-        for pid in (group / "cgroup.procs").read_text().split():
-            os.kill(int(pid), signal.SIGKILL)
         group.rmdir()
     except OSError as exc:
         logger.info("could not remove sandbox cgroup %s: %s", group, exc)
@@ -430,92 +580,51 @@ def _remove_cgroup(group: Path) -> None:
 # --- uses ---------------------------------------------------------------------------------------------
 
 
-def inspect_model_sandboxed(path: Path, workdir: Path, limits: SandboxLimits | None = None) -> dict:
-    """Open a model upload in the sandbox; {"info": ...} or {"error": {"code", "message"}}.
+def inspect_sandboxed(kind: str, path: Path, workdir: Path, options: dict | None = None,
+                      limits: SandboxLimits | None = None, extra_files: dict[str, Path] | None = None) -> dict:
+    """Open an upload in the sandbox; {"info": ...} or {"error": {"code", "message"}}.
 
-    `workdir` is a fresh, empty folder: the only one the child sees; the file appears in it read-only.
+    `workdir` is a fresh, empty folder: the only one the child sees; the file (and `extra_files`, by name, e.g. a
+    tokenizer) appear in it read-only. `options` travel to worker.inspect_child as JSON (paths in them must be
+    the names given in `extra_files`, which are replaced by their paths inside the folder).
     """
+    what = "opening the model" if kind == "models" else "reading the dataset"
     limits = limits or limits_from_env(SandboxLimits(wall_s=300, cpu_s=600, memory_bytes=4 * GiB))
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    inside = workdir / ("model" + Path(path).suffix)
+    inside = workdir / ("upload" + Path(path).suffix)
+    readonly = {inside: Path(path)}
+    options = dict(options or {})
+    for key, src in (extra_files or {}).items():
+        dest = workdir / f"{key}{Path(src).suffix}"
+        readonly[dest] = Path(src)
+        options[key] = str(dest)
     result = run_sandboxed(
         "worker.inspect_child",
-        ["models", str(inside), "{}"],
+        [kind, str(inside), json.dumps(options)],
         workdir,
         limits,
-        readonly_files={inside: Path(path)},
-    )
-    problem = result.failure("opening the model")
-    if problem is not None:
-        return {"error": problem}
-    answer = result.last_json()
-    if "error" in answer and _looks_like_oom(answer["error"].get("message", "")):
-        return {"error": memory_error("opening the model", limits)}
-    return answer
-
-
-def compute_teacher_outputs_sandboxed(
-    teacher_path: str | Path,
-    inputs_npy_paths: dict[str, str | Path],
-    out_dir: str | Path,
-    limits: SandboxLimits | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> dict:
-    """Teacher logits for each named input array, computed in the sandbox; see worker/teacher_child.py.
-
-    `inputs_npy_paths` maps names (e.g. "train", "eval") to .npy files of examples; the teacher file and the
-    inputs appear read-only in `out_dir` (a folder of their own: the only one the child sees, and where it
-    writes). Returns
-    {"outputs": {name: path of float32 logits [N, C] .npy}, "info": {format, num_parameters, size_bytes,
-    num_classes, input_shape, input_dtype, latency_ms}}. Raises SandboxError with a code and a message a
-    user can act on when the teacher fails, hangs, or breaks a limit.
-    """
-    limits = limits or limits_from_env()
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    teacher_inside = out / ("teacher" + Path(teacher_path).suffix)
-    readonly = {teacher_inside: Path(teacher_path)}
-    inputs_inside = {}
-    for name, src in inputs_npy_paths.items():
-        if not name.isidentifier():
-            raise ValueError(f"input names must be identifiers, not {name!r}")
-        dest = out / f"input-{name}.npy"
-        if Path(src).resolve() != dest:
-            readonly[dest] = Path(src)
-        inputs_inside[name] = str(dest)
-    spec = {
-        "teacher": str(teacher_inside),
-        "inputs": inputs_inside,
-        "out_dir": str(out),
-        "device": "cuda" if limits.gpu else "cpu",
-    }
-    (out / "request.json").write_text(json.dumps(spec))
-    result = run_sandboxed(
-        "worker.teacher_child",
-        [str(out / "request.json")],
-        out,
-        limits,
         readonly_files=readonly,
-        should_stop=should_stop,
     )
-    problem = result.failure("the teacher")
+    problem = result.failure(what)
     if problem is not None:
-        raise SandboxError(problem["code"], problem["message"])
+        return {"error": scrub_error(problem, default_code="sandbox_crash")}
     answer = result.last_json()
+    if not isinstance(answer, dict) or not ("info" in answer or "error" in answer):
+        return {"error": {"code": "sandbox_crash", "message": f"{what} gave no answer"}}
+    # The child is untrusted (a .pt2 unpickles in it): its answer is checked like any input.
     if "error" in answer:
-        err = answer["error"]
-        if _looks_like_oom(err.get("message", "")):
-            err = memory_error("the teacher", limits)
-        raise SandboxError(err["code"], err["message"])
-    outputs = {}
-    for name in inputs_inside:
-        path = out / f"logits-{name}.npy"
-        # The child could have left a link to a file only the worker may read: accept plain files only.
-        if path.is_symlink() or not path.is_file():
-            raise SandboxError("sandbox_crash", f"the teacher produced no outputs for {name}")
-        outputs[name] = str(path)
-    return {"outputs": outputs, "info": answer.get("info", {})}
+        error = scrub_error(answer["error"], default_code="invalid_" + kind[:-1])
+        return {"error": memory_error(what, limits) if _looks_like_oom(error["message"]) else error}
+    info = answer["info"]
+    if not isinstance(info, dict) or len(json.dumps(info)) > MAX_INFO_BYTES:
+        return {"error": {"code": "invalid_" + kind[:-1], "message": f"{what} gave an answer that is not valid"}}
+    return {"info": info}
+
+
+def inspect_model_sandboxed(path: Path, workdir: Path, limits: SandboxLimits | None = None) -> dict:
+    """Open a model upload in the sandbox; {"info": ...} or {"error": {"code", "message"}}."""
+    return inspect_sandboxed("models", path, workdir, limits=limits)
 
 
 class SandboxError(Exception):

@@ -1,12 +1,14 @@
-"""Validation of uploads: open the file in a child process and record `ready` or `invalid`."""
+"""Validation of uploads: open the file in a sandboxed child with limits, and record `ready` or `invalid`.
+
+Models and datasets alike are opened only in a child (worker/inspect_child.py) under the sandbox (worker/sandbox.py):
+no network, only a fresh folder with the upload bound read-only, a memory cap, and a wall clock of
+DISTILLERY_VALIDATION_TIMEOUT_S, so that one upload never holds the uploads worker longer than that.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
-import subprocess
-import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -15,13 +17,12 @@ from sqlalchemy import or_, update
 
 from app.db import get_sessionmaker
 from app.models import Dataset, Model, utcnow
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 from app.storage import LocalStorage
-from worker.sandbox import inspect_model_sandboxed
+from worker.sandbox import SandboxLimits, inspect_sandboxed, limits_from_env
+from worker.sandbox_policy import CODE_BEARING_FORMATS, code_bearing_refusal
 
 logger = logging.getLogger(__name__)
-
-INSPECT_TIMEOUT_S = 600
 
 
 def dataset_spec_options(row: Dataset, storage: LocalStorage) -> dict:
@@ -33,22 +34,45 @@ def dataset_spec_options(row: Dataset, storage: LocalStorage) -> dict:
             "tokenizer_path": str(storage.path(tokenizer)) if tokenizer else None, **options}
 
 
-def inspect_in_child(kind: str, path: Path, options: dict) -> dict:
-    """Run worker.inspect_child on a file; returns {"info": ...} or {"error": ...}."""
+def data_limits(settings: Settings) -> dict:
+    """The caps on a dataset, as the children take them (worker.engine.limits.DataLimits fields)."""
+    return {
+        "max_classes": settings.max_classes,
+        "max_example_elements": settings.max_example_elements,
+        "max_dataset_bytes": settings.max_dataset_bytes,
+        "max_image_size": settings.max_image_size,
+        "max_tokens": settings.max_tokens,
+    }
+
+
+def validation_limits(settings: Settings) -> SandboxLimits:
+    """One validation child's limits: the per-upload wall clock, CPU time to match, the memory cap."""
+    wall = settings.validation_timeout_s
+    limits = limits_from_env(SandboxLimits(wall_s=wall, cpu_s=int(wall * 2) + 10,
+                                           memory_bytes=settings.validation_memory_bytes))
+    limits.wall_s = min(limits.wall_s, wall)
+    return limits
+
+
+def inspect_upload(kind: str, row, storage: LocalStorage, settings: Settings) -> dict:
+    """{"info": ...} or {"error": ...} for a stored upload, from a sandboxed child that sees only a fresh folder."""
+    if kind == "models" and row.format in CODE_BEARING_FORMATS:
+        refusal = code_bearing_refusal(f"a {row.format} model")
+        if refusal:
+            return {"error": refusal}
+    options, extra = {}, {}
+    if kind == "datasets":
+        options = dataset_spec_options(row, storage)
+        if options.get("tokenizer_path"):
+            extra["tokenizer_path"] = Path(options.pop("tokenizer_path"))
+        options["limits"] = data_limits(settings)
+    storage.tmp_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"validate-{row.id}-", dir=storage.tmp_dir))
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "worker.inspect_child", kind, str(path), json.dumps(options)],
-            capture_output=True, text=True, timeout=INSPECT_TIMEOUT_S, cwd=path.parent,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": {"code": "validation_timeout",
-                          "message": f"opening the file took longer than {INSPECT_TIMEOUT_S} s"}}
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        logger.warning("inspect child failed (%s): %s", proc.returncode, proc.stderr[-2000:])
-        return {"error": {"code": f"invalid_{kind[:-1]}",
-                          "message": f"the file could not be opened (the reader exited with {proc.returncode})"}}
-    return json.loads(lines[-1])
+        return inspect_sandboxed(kind, storage.path(row.path), workdir, options, validation_limits(settings),
+                                 extra_files=extra)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def validate(kind: str, obj_id: str) -> None:
@@ -71,18 +95,9 @@ def validate(kind: str, obj_id: str) -> None:
             logger.info("%s %s is being validated by another worker; this message is a no-op", kind, obj_id)
             return
         session.commit()
-        path = storage.path(row.path)
-        options = {} if kind == "models" else dataset_spec_options(row, storage)
-    if kind == "models":
-        # Model files can carry code: open them in the sandbox, which sees only a fresh empty folder.
-        storage.tmp_dir.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix=f"validate-{obj_id}-", dir=storage.tmp_dir))
-        try:
-            result = inspect_model_sandboxed(path, workdir)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        result = inspect_in_child(kind, path, options)
+        session.refresh(row)
+        session.expunge(row)
+    result = inspect_upload(kind, row, storage, get_settings())
     values = ({"status": "ready", "info": result["info"], "error": None} if "info" in result
               else {"status": "invalid", "error": result["error"]})
     with get_sessionmaker()() as session:

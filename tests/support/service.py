@@ -69,11 +69,13 @@ class Service:
         """A fresh API key for a tenant."""
         return self.cli("keys", "create", "--tenant", tenant).strip().splitlines()[-1]
 
-    def start_worker(self, name: str, queues: str = "jobs,uploads", extra_env: dict | None = None) -> None:
-        """Start one more worker process."""
+    def start_worker(
+        self, name: str, queues: str = "jobs,uploads", extra_env: dict | None = None, argv: list[str] | None = None
+    ) -> None:
+        """Start one more worker process (`argv`: another command line than `distillery up`'s)."""
         log = open(self.logs / f"worker-{name}.log", "ab")  # noqa: SIM115 - owned by the process
         self.procs[f"worker-{name}"] = subprocess.Popen(
-            worker_argv(queues, name),  # the same command line as `distillery up` uses
+            argv or worker_argv(queues, name),  # by default the same command line as `distillery up` uses
             env={**self.env, **(extra_env or {})},
             cwd=ROOT,
             stdout=log,
@@ -114,8 +116,12 @@ def running_service(
     workers: int = 1,
     extra_env: dict | None = None,
     queues: str = "jobs,uploads",
+    worker_command=None,
 ) -> Iterator[Service]:
-    """Migrate, start the API and `workers` workers, wait until /readyz says ready, and stop them after."""
+    """Migrate, start the API and `workers` workers, wait until /readyz says ready, and stop them after.
+
+    `worker_command(queues, name) -> argv` replaces the workers' command line (default: `distillery up`'s).
+    """
     data_dir = tmp / "data"
     logs = tmp / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -150,7 +156,8 @@ def running_service(
             stderr=subprocess.STDOUT,
         )
         for i in range(workers):
-            service.start_worker(f"w{i}", queues=queues)
+            argv = worker_command(queues, f"w{i}") if worker_command else None
+            service.start_worker(f"w{i}", queues=queues, argv=argv)
         wait_ready(service)
         yield service
     finally:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -16,8 +14,9 @@ import torch
 from worker.engine.config import DatasetSpec, DistillConfig, ProgressEvent
 from worker.engine.errors import EngineError
 from worker.engine.evaluate import evaluate_and_export
+from worker.engine.limits import DataLimits
 from worker.engine.loop import Split, train_student
-from worker.engine.prepare import Prepared, prepare, set_teacher_width
+from worker.engine.prepare import Prepared, prepare
 from worker.engine.report import build_report, write_report
 from worker.engine.students import build_student
 from worker.engine.teacher_outputs import cache_key, compute_teacher_outputs, teacher_outputs
@@ -51,16 +50,13 @@ def distill(
     should_stop: Callable[[], bool] | None = None,
     checkpoint_dir: str | None = None,
     teacher_cache_dir: str | None = None,
-    precomputed: dict | Callable[[np.ndarray, np.ndarray | None], dict] | None = None,
+    max_student_parameters: int | None = None,
+    data_limits: DataLimits | None = None,
 ) -> dict:
     """Distil the teacher into a student; write artifacts and report.json into out_dir; return the report.
 
-    `precomputed`: the teacher's outputs computed elsewhere (e.g. in a sandbox), so that the teacher file is
-    never opened in this process: {"train": logits [train rows, C], "eval": logits [eval rows, C] or None
-    (None when there is no eval dataset: the held-out eval rows are sliced from "train"), "info":
-    {"num_parameters", "size_bytes", "latency_ms", ...}}, or a callable (train_x, eval_x or None) -> that
-    dict, called only when the teacher-outputs cache misses. Ignored when augmenting (the teacher must
-    then run on every batch, in this process).
+    The one entry point of a job: in the service it runs inside the job's sandboxed child (worker/job_child.py),
+    which alone opens the uploads; `distillery distill` calls it on the user's own files.
     """
     try:
         return _distill(
@@ -73,13 +69,25 @@ def distill(
             should_stop,
             checkpoint_dir,
             teacher_cache_dir,
-            precomputed,
+            max_student_parameters,
+            data_limits,
         )
     except EngineError:
         raise
     except Exception as exc:  # anything else is our bug, not the user's: say so plainly
+        if is_cuda_oom(exc):
+            raise EngineError(
+                "cuda_oom",
+                f"the GPU ran out of memory; retry with a smaller batch_size (this job used {config.batch_size})",
+            ) from exc
         logger.exception("distillation failed")
-        raise EngineError("internal", f"{type(exc).__name__}: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise EngineError("internal", f"{type(exc).__name__}: {first}") from exc
+
+
+def is_cuda_oom(exc: BaseException) -> bool:
+    """Whether an exception is the GPU running out of memory."""
+    return isinstance(exc, torch.OutOfMemoryError) or "CUDA out of memory" in str(exc)
 
 
 def _distill(
@@ -92,17 +100,15 @@ def _distill(
     should_stop,
     checkpoint_dir,
     teacher_cache_dir,
-    precomputed=None,
+    max_student_parameters,
+    data_limits,
 ) -> dict:
     emit(ProgressEvent("phase", "validating inputs", {"phase": "validating"}))
     config.validate()
     device = resolve_device(config.device)
     seed_everything(config.seed)
     os.makedirs(out_dir, exist_ok=True)
-    if precomputed is not None and config.augmenting:
-        logger.info("augmentation is on: precomputed teacher outputs are ignored; the teacher runs online")
-        precomputed = None
-    prep = prepare(teacher_path, train_spec, eval_spec, config, device, load=precomputed is None)
+    prep = prepare(teacher_path, train_spec, eval_spec, config, device, data_limits)
     labeled = prep.train.y is not None
     if not labeled:
         emit(
@@ -115,14 +121,8 @@ def _distill(
         )
 
     emit(ProgressEvent("phase", "computing teacher outputs", {"phase": "teacher_outputs"}))
-    if precomputed is not None:
-        all_logits, given_eval, cache_status = _precomputed_logits(
-            prep, train_spec, eval_spec, precomputed, teacher_cache_dir
-        )
-        eval_x, eval_y, eval_logits = _eval_split(prep, eval_spec, all_logits, None, given_eval)
-    else:
-        all_logits, cache_status = _train_teacher_logits(prep, train_spec, config, teacher_cache_dir, emit)
-        eval_x, eval_y, eval_logits = _eval_split(prep, eval_spec, all_logits, teacher_cache_dir)
+    all_logits, cache_status = _train_teacher_logits(prep, train_spec, config, teacher_cache_dir, emit)
+    eval_x, eval_y, eval_logits = _eval_split(prep, eval_spec, all_logits, teacher_cache_dir)
 
     emit(ProgressEvent("phase", "training the student", {"phase": "training"}))
     train_split, val_split = _train_val_splits(prep, all_logits, device)
@@ -136,7 +136,7 @@ def _distill(
         return student.to(device)
 
     student = new_student()
-    _check_student(student, train_split.x[:2].to(device), prep.num_classes)
+    _check_student(student, train_split.x[:2].to(device), prep.num_classes, max_student_parameters)
     started = time.monotonic()
     result = train_student(
         student,
@@ -245,101 +245,14 @@ def _train_teacher_logits(prep, spec, config, cache_dir, emit) -> tuple[torch.Te
     return teacher_outputs(prep.teacher, prep.train.x, cache_dir, key)
 
 
-def _eval_split(prep, eval_spec, train_logits, cache_dir, eval_logits=None):
+def _eval_split(prep, eval_spec, train_logits, cache_dir):
     if prep.eval is None:
         index = prep.eval_index
         y = None if prep.train.y is None else prep.train.y[index]
         return prep.train.x[index], y, train_logits[index]
-    if eval_logits is not None:
-        return prep.eval.x, prep.eval.y, eval_logits
     key = cache_key(prep.teacher_sha256, prep.eval_sha256, _preprocessing(eval_spec, prep))
     logits, _ = teacher_outputs(prep.teacher, prep.eval.x, cache_dir, key)
     return prep.eval.x, prep.eval.y, logits
-
-
-def _teacher_info_path(cache_dir: str, teacher_sha256: str) -> str:
-    return os.path.join(cache_dir, f"teacher-info-{teacher_sha256}.json")
-
-
-def _read_cached(path: str, rows: int) -> np.ndarray | None:
-    if not os.path.exists(path):
-        return None
-    try:
-        cached = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        logger.warning("ignoring unreadable teacher cache %s: %s", path, exc)
-        return None
-    return cached if cached.ndim == 2 and cached.shape[0] == rows else None
-
-
-def _write_atomic(path: str, write) -> None:
-    # Write then rename so a concurrent reader never sees half a file.
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
-def _precomputed_logits(prep, train_spec, eval_spec, precomputed, cache_dir):
-    """(train logits, eval logits or None, cache status) from the cache or `precomputed`; never the teacher.
-
-    Sets prep.num_classes / classes from the logits' width and prep.teacher_info from the outputs' info.
-    """
-    rows = {"train": prep.train.rows, "eval": None if prep.eval is None else prep.eval.rows}
-    paths, info_path = {}, None
-    if cache_dir is not None:
-        key = cache_key(prep.teacher_sha256, prep.train_sha256, _preprocessing(train_spec, prep))
-        paths["train"] = os.path.join(cache_dir, f"teacher-{key}.npy")
-        if prep.eval is not None:
-            key = cache_key(prep.teacher_sha256, prep.eval_sha256, _preprocessing(eval_spec, prep))
-            paths["eval"] = os.path.join(cache_dir, f"teacher-{key}.npy")
-        info_path = _teacher_info_path(cache_dir, prep.teacher_sha256)
-    status = None
-    logits: dict[str, np.ndarray | None] = {"train": None, "eval": None}
-    info = None
-    if cache_dir is not None:
-        cached = {name: _read_cached(path, rows[name]) for name, path in paths.items()}
-        try:
-            with open(info_path) as fh:
-                info = json.load(fh)
-        except (OSError, ValueError):
-            info = None
-        widths = {c.shape[1] for c in cached.values() if c is not None}
-        if info is not None and all(c is not None for c in cached.values()) and len(widths) == 1:
-            logits.update(cached)
-            status = "hit"
-    if status is None:
-        given = precomputed
-        if callable(given):
-            given = given(prep.train.x, None if prep.eval is None else prep.eval.x)
-        logits = {"train": np.asarray(given["train"]), "eval": None}
-        if prep.eval is not None:
-            if given.get("eval") is None:
-                raise EngineError("internal", "teacher outputs for the eval dataset are missing")
-            logits["eval"] = np.asarray(given["eval"])
-        info = dict(given.get("info") or {})
-        width = None
-        for name, value in logits.items():
-            if value is None:
-                continue
-            if value.ndim != 2 or value.shape[0] != rows[name] or (width is not None and value.shape[1] != width):
-                raise EngineError(
-                    "input_mismatch",
-                    f"the teacher returned logits of shape {list(value.shape)} for the {rows[name]} {name} examples",
-                )
-            if not np.isfinite(value).all():
-                raise EngineError("invalid_model", f"the teacher returned NaN or infinite logits on {name}")
-            width = value.shape[1]
-        if cache_dir is not None:
-            for name, path in paths.items():
-                _write_atomic(path, lambda f, v=logits[name]: np.save(f, v.astype(np.float32), allow_pickle=False))
-            _write_atomic(info_path, lambda f: f.write(json.dumps(info).encode()))
-            status = "miss"
-    set_teacher_width(prep, int(logits["train"].shape[1]))
-    prep.teacher_info = info
-    as_tensor = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
-    return as_tensor(logits["train"]), as_tensor(logits["eval"]), status
 
 
 def _train_val_splits(prep: Prepared, logits: torch.Tensor, device: str) -> tuple[Split, Split]:
@@ -357,7 +270,17 @@ def _train_val_splits(prep: Prepared, logits: torch.Tensor, device: str) -> tupl
     return split(prep.train_index), split(prep.val_index)
 
 
-def _check_student(student: torch.nn.Module, sample: torch.Tensor, num_classes: int) -> None:
+def _check_student(
+    student: torch.nn.Module, sample: torch.Tensor, num_classes: int, max_parameters: int | None = None
+) -> None:
+    if max_parameters is not None:
+        count = sum(p.numel() for p in student.parameters())
+        if count > max_parameters:
+            raise EngineError(
+                "limit_exceeded",
+                f"the student has {count:,} parameters, more than this server's cap of {max_parameters:,} "
+                "(DISTILLERY_MAX_STUDENT_PARAMETERS); choose a smaller student",
+            )
     try:
         with torch.no_grad():
             out = student.eval()(sample)

@@ -109,10 +109,7 @@ def evaluate_and_export(
 
 
 def _teacher_measures(prep, example: torch.Tensor) -> dict:
-    """num_parameters, size_bytes and CPU latency of the teacher: measured here, or as the sandbox did."""
-    if prep.teacher is None:  # the teacher ran elsewhere and is never opened in this process
-        info = prep.teacher_info or {}
-        return {k: info.get(k) for k in ("num_parameters", "size_bytes", "latency_ms")}
+    """num_parameters, size_bytes and CPU latency of the teacher."""
     cpu_teacher = prep.teacher if prep.teacher.device == "cpu" else load_teacher(prep.teacher.path, "cpu")
     return {
         "num_parameters": prep.teacher.num_parameters,

@@ -11,6 +11,7 @@ import numpy as np
 from worker.engine.config import DatasetSpec, DistillConfig
 from worker.engine.data import LoadedDataset, file_sha256, load_dataset
 from worker.engine.errors import EngineError
+from worker.engine.limits import DataLimits
 from worker.engine.teacher_outputs import check_teacher
 from worker.engine.teachers import Teacher, load_teacher
 
@@ -24,7 +25,7 @@ VALIDATION_FRACTION = 0.1
 class Prepared:
     """Everything the later phases need, with row indices into `train` for each split."""
 
-    teacher: Teacher | None  # None: the teacher ran elsewhere (a sandbox); see `teacher_info`
+    teacher: Teacher
     teacher_sha256: str
     train: LoadedDataset
     train_sha256: str
@@ -39,7 +40,6 @@ class Prepared:
     pad_id: int | None = None  # token-id data: the tokenizer's pad id, which text students are built with
     mask_id: int | None = None  # token-id data: the id token masking writes
     num_label_classes: int | None = None  # the most classes any labelled split names
-    teacher_info: dict | None = None  # without `teacher`: num_parameters, size_bytes, latency_ms, format
 
 
 def prepare(
@@ -48,21 +48,17 @@ def prepare(
     eval_spec: DatasetSpec | None,
     config: DistillConfig,
     device: str,
-    load: bool = True,
+    data_limits: DataLimits | None = None,
 ) -> Prepared:
-    """Load and cross-check the inputs; raise EngineError with a message a user can act on.
-
-    With load=False the teacher file is never opened (its outputs come from elsewhere): `teacher` is None
-    and num_classes / classes stay unset until `set_teacher_width` is called with the logits' width.
-    """
-    teacher = load_teacher(teacher_path, device) if load else None
-    train = load_dataset(train_spec)
+    """Load and cross-check the inputs; raise EngineError with a message a user can act on."""
+    teacher = load_teacher(teacher_path, device)
+    train = load_dataset(train_spec, data_limits)
     evaluation = None
     if eval_spec is not None:
         if eval_spec.classes is None and train.classes and train.y is not None:
             # String labels must take the same order as in train, or class indices would disagree.
             eval_spec = dataclasses.replace(eval_spec, classes=train.classes)
-        evaluation = load_dataset(eval_spec)
+        evaluation = load_dataset(eval_spec, data_limits)
         if evaluation.input_shape != train.input_shape or evaluation.x.dtype != train.x.dtype:
             raise EngineError(
                 "invalid_dataset",
@@ -77,7 +73,7 @@ def prepare(
             )
     label_classes = [d.num_classes for d in (train, evaluation) if d is not None and d.y is not None]
     num_label_classes = max(label_classes) if label_classes else None
-    num_classes = check_teacher(teacher, train.x, num_label_classes) if teacher is not None else 0
+    num_classes = check_teacher(teacher, train.x, num_label_classes)
     classes = list(train.classes or [])
     if evaluation is not None and evaluation.classes and len(evaluation.classes) > len(classes):
         classes = list(evaluation.classes)
@@ -94,7 +90,7 @@ def prepare(
         val_index=val_index,
         eval_index=eval_index,
         num_classes=num_classes,
-        classes=_all_classes(classes, num_classes) if teacher is not None else classes,
+        classes=_all_classes(classes, num_classes),
         vocab_size=_vocab_size(train, evaluation),
         pad_id=train.pad_id,
         mask_id=train.mask_id,
@@ -105,17 +101,6 @@ def prepare(
 def _all_classes(named: list[str], num_classes: int) -> list[str]:
     # Teacher classes the data never names are called by their index.
     return (list(named) + [str(i) for i in range(len(named), num_classes)])[:num_classes]
-
-
-def set_teacher_width(prep: Prepared, width: int) -> None:
-    """Set num_classes from the teacher's logits width (computed elsewhere); raise class_mismatch."""
-    if prep.num_label_classes is not None and width < prep.num_label_classes:
-        raise EngineError(
-            "class_mismatch",
-            f"teacher outputs {width} classes but the dataset has {prep.num_label_classes} labels",
-        )
-    prep.num_classes = width
-    prep.classes = _all_classes(prep.classes, width)
 
 
 def split_indices(rows: int, seed: int, holdout_eval: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -27,17 +28,7 @@ def check_teacher(teacher: Teacher, x: np.ndarray, num_label_classes: int | None
     except EngineError:
         raise
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        expected = ""
-        if teacher.input_shape is not None:
-            expected = (
-                f" (the teacher expects {teacher.input_shape[1:]} of {np.dtype(teacher.input_dtype).name})"
-            )
-        raise EngineError(
-            "input_mismatch",
-            f"the teacher cannot take this data: examples of shape "
-            f"{list(x.shape[1:])} and dtype {x.dtype}{expected}; teacher error: {first_line}",
-        ) from exc
+        raise _first_rows_error(teacher, x, exc) from exc
     if logits.shape[0] != sample.shape[0]:
         raise EngineError(
             "input_mismatch",
@@ -53,6 +44,41 @@ def check_teacher(teacher: Teacher, x: np.ndarray, num_label_classes: int | None
     return width
 
 
+# Errors that say the examples' shape or dtype does not fit the teacher (rather than the teacher breaking).
+_SHAPE_PROBLEM = re.compile(
+    r"shape|size mismatch|dimension|must match the size|size of tensor|mat1 and mat2|expected scalar type"
+    r"|dtype|expected .*input|input .* expected",
+    re.IGNORECASE,
+)
+_OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|cannot allocate memory|bad_alloc", re.IGNORECASE)
+
+
+def _first_rows_error(teacher: Teacher, x: np.ndarray, exc: Exception) -> EngineError:
+    """The user's error for a teacher that failed on its first rows: the data's fault, the teacher's, or memory."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    telling = lines[-1] if lines else type(exc).__name__
+    if isinstance(exc, MemoryError) or _OUT_OF_MEMORY.search(str(exc)):
+        return EngineError("sandbox_memory_limit", "the teacher tried to use more memory than the job may use")
+    declared, misfit = "", False
+    if teacher.input_shape is not None and teacher.input_dtype is not None:
+        want, dtype = teacher.input_shape[1:], np.dtype(teacher.input_dtype)
+        declared = f" (the teacher expects {want} of {dtype.name})"
+        misfit = (
+            len(want) != x.ndim - 1
+            or x.dtype.kind != dtype.kind
+            or any(w is not None and w != a for w, a in zip(want, x.shape[1:], strict=False))
+        )
+    if misfit or _SHAPE_PROBLEM.search(telling):
+        return EngineError(
+            "input_mismatch",
+            f"the teacher cannot take this data: examples of shape {list(x.shape[1:])} and dtype "
+            f"{x.dtype}{declared}; teacher error: {telling[:500]}",
+        )
+    return EngineError(
+        "teacher_failed", f"the teacher failed on examples of shape {list(x.shape[1:])} {x.dtype}: {telling[:500]}"
+    )
+
+
 @torch.no_grad()
 def compute_teacher_outputs(
     teacher: Teacher, x: np.ndarray, batch_size: int = INFERENCE_BATCH
@@ -61,7 +87,15 @@ def compute_teacher_outputs(
     parts = []
     for start in range(0, len(x), batch_size):
         parts.append(teacher(torch.from_numpy(x[start : start + batch_size])).float().cpu())
-    return torch.cat(parts)
+    logits = torch.cat(parts)
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+        raise EngineError(
+            "non_finite",
+            f"the teacher returned NaN or infinite outputs for {bad} of {len(x)} examples; "
+            "check the teacher on this data",
+        )
+    return logits
 
 
 def cache_key(teacher_sha256: str, dataset_sha256: str, preprocessing: dict) -> str:

@@ -1,0 +1,133 @@
+"""The job child: one sandboxed process per job runs the whole engine, and is the only process that opens uploads.
+
+`python -m worker.job_child REQUEST_JSON`, started by worker/supervisor.py inside the sandbox (worker/sandbox.py):
+it sees its job folder (read-write), its inputs (read-only, bound into that folder) and its tenant's
+teacher-outputs cache, nothing else of the data dir, no network, no settings and no credentials. It loads the
+teacher, computes or reuses its outputs, trains (augmentation and the teacher online included, uploaded students
+included), evaluates, exports and writes the report: everything `distill()` does.
+
+It talks to its parent only through its folder and stdout, one JSON object a line:
+    {"event": {"type", "message", "data"}}       progress, phases, metrics, warnings
+    {"report": {...}}                            the end: the artifacts are in out_dir
+    {"error": {"code", "message"}}               the end: the job failed, for a reason a user can act on
+    {"stopped": {"reason", "salvaged"}}          the end: asked to stop, with a checkpoint saved
+Anything else the libraries print goes to stderr (fd 1 is pointed there), which the parent logs and never shows
+a user. The parent asks it to stop by writing `stop_file` (the reason in it: cancel, shutdown, timeout, lost).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+STOP_POLL_S = 0.1
+
+
+class StopFile:
+    """should_stop() for the engine: true once the parent has written the stop file; `reason` says why."""
+
+    def __init__(self, path: str | None):
+        self.path, self.reason, self._checked = path, None, 0.0
+
+    def __call__(self) -> bool:
+        if self.reason is not None:
+            return True
+        now = time.monotonic()
+        if self.path is None or now - self._checked < STOP_POLL_S:
+            return False
+        self._checked = now
+        try:
+            with open(self.path) as fh:
+                self.reason = fh.read(64).strip() or "stop"
+        except OSError:
+            return False
+        return True
+
+
+def run_request(request: dict, emit: Callable[[dict], None], should_stop: StopFile) -> dict:
+    """Run one job as the request says; the final protocol message (report, error or stopped)."""
+    from worker.engine import DatasetSpec, DistillConfig, EngineError, distill
+    from worker.engine.limits import DataLimits
+    from worker.scrub import scrub_message
+
+    def progress(event) -> None:
+        emit({"event": {"type": event.type, "message": event.message, "data": event.data}})
+
+    try:
+        config = DistillConfig.from_dict(request["config"])
+        train = DatasetSpec(**request["train"])
+        evaluation = DatasetSpec(**request["eval"]) if request.get("eval") else None
+        report = distill(
+            request["teacher"],
+            train,
+            evaluation,
+            config,
+            request["out_dir"],
+            progress=progress,
+            should_stop=should_stop,
+            checkpoint_dir=request.get("checkpoint_dir"),
+            teacher_cache_dir=request.get("cache_dir"),
+            max_student_parameters=request.get("max_student_parameters"),
+            data_limits=DataLimits.from_dict(request["data_limits"]) if request.get("data_limits") else None,
+        )
+        return {"report": report}
+    except EngineError as exc:
+        if exc.code == "cancelled" and should_stop.reason:
+            salvaged = _salvage(request) if should_stop.reason == "cancel" else False
+            return {"stopped": {"reason": should_stop.reason, "salvaged": salvaged}}
+        return {"error": {"code": exc.code, "message": scrub_message(exc.message)}}
+    except MemoryError:
+        return {"error": {"code": "sandbox_memory_limit", "message": "the job ran out of the memory it may use"}}
+    except Exception as exc:  # our bug, not the user's: the details go to the operator's log only
+        traceback.print_exc(file=sys.stderr)
+        return {"error": {"code": "internal", "message": f"the job failed unexpectedly ({type(exc).__name__})"}}
+
+
+def _salvage(request: dict) -> bool:
+    """A cancelled job keeps its last checkpoint's student weights (worker/salvage.py) in salvage_dir."""
+    from pathlib import Path
+
+    from worker.salvage import salvage_student
+
+    if not request.get("checkpoint_dir") or not request.get("salvage_dir"):
+        return False
+    try:
+        spec = request["config"].get("student") or {}
+        public = {"uploaded": True} if "model_path" in spec else spec
+        return bool(salvage_student(Path(request["checkpoint_dir"]), Path(request["salvage_dir"]), public))
+    except Exception:
+        traceback.print_exc(file=sys.stderr)
+        return False
+
+
+def _protocol_stream():
+    """A private copy of stdout for the protocol; fd 1 then points at stderr, so library prints stay out of it."""
+    protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return protocol
+
+
+def main() -> int:
+    """Entry point: read the request, run it, write the protocol lines."""
+    protocol = _protocol_stream()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    with open(sys.argv[1]) as fh:
+        request = json.load(fh)
+
+    def emit(message: dict) -> None:
+        protocol.write(json.dumps(message, default=str) + "\n")
+
+    answer = run_request(request, emit, StopFile(request.get("stop_file")))
+    emit(answer)
+    protocol.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
