@@ -18,6 +18,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DISTILLERY_DATA_DIR=/data
 
+# bubblewrap: the sandbox every upload is opened in (worker/sandbox.py). It needs the container to allow user
+# namespaces (docker-compose.yml gives the worker seccomp/apparmor unconfined for that).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" "${TORCH_SPEC}"
 
 WORKDIR /srv/distillery

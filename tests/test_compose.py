@@ -173,3 +173,12 @@ def test_storage_volume_is_shared(compose, services):
         sources.append(covering[0])
     assert sources[0] == sources[1], f"api and worker mount different volumes: {sources}"
     assert sources[0] in (compose.get("volumes") or {}), f"{sources[0]} is not a named volume"
+
+
+def test_the_worker_image_and_container_can_run_the_bubblewrap_sandbox(services):
+    """Every upload runs under bubblewrap: the image installs it, the worker container may create namespaces."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "bubblewrap" in dockerfile and "apt-get install" in dockerfile
+    options = set(services["worker"].get("security_opt") or [])
+    assert {"seccomp=unconfined", "apparmor=unconfined"} <= options, options
+    assert not services["worker"].get("privileged") and not services["worker"].get("cap_add")

@@ -32,9 +32,12 @@ SECRET = b"hunter2-secret-0f9a"
 HYPER = {"epochs": 1, "batch_size": 16}
 SANDBOX_ENV = {
     "DISTILLERY_MAX_UPLOAD_BYTES": str(LIMIT),
-    "DISTILLERY_SANDBOX_WALL_S": "40",
-    "DISTILLERY_SANDBOX_CPU_S": "20",
+    "DISTILLERY_SANDBOX_WALL_S": "60",
+    "DISTILLERY_SANDBOX_CPU_S": "40",
     "DISTILLERY_SANDBOX_MEMORY_BYTES": str(3 * 1024**3),
+    # One upload never holds the (single) uploads worker longer than this: see the bystander checks below.
+    "DISTILLERY_VALIDATION_TIMEOUT_S": "20",
+    "DISTILLERY_MAX_DATASET_BYTES": str(256 * 1024**2),
 }
 
 
@@ -293,3 +296,150 @@ def test_a_stored_teacher_that_reads_files_fails_only_its_own_job(svc, client, t
 def test_chunked_body_stream_helper_is_exact():
     body, _ = _chunked_multipart(LIMIT + 1)
     assert sum(len(c) for c in body) == LIMIT + 1
+
+
+# --- the trust boundary's attacks (DESIGN.md, Trust boundary), each rebuilt ------------------------------------
+
+
+def _bystander(svc, tmp_path: Path):
+    """Another tenant's small upload, started now; call the result to wait until it is ready (within a minute)."""
+    import uuid
+
+    other = Client(svc.url, svc.new_key(f"bystander-{uuid.uuid4().hex[:8]}"))
+    data = tmp_path / f"bystander-{uuid.uuid4().hex[:6]}.npz"
+    np.savez(data, x=np.zeros((10, 2), np.float32), y=np.arange(10) % 2)
+    resp = other.upload("datasets", data)
+    assert resp.status_code == 201, resp.text
+    started = time.monotonic()
+
+    def wait() -> float:
+        body = other.wait_upload("datasets", resp.json()["id"], timeout=60)
+        assert body["status"] == "ready", body
+        return time.monotonic() - started
+
+    return wait
+
+
+def _all_bytes_of_job(client: Client, job_id: str) -> bytes:
+    """The job, its events and every artifact's bytes, as a user can download them."""
+    parts = [client.http.get(f"/v1/jobs/{job_id}").content, client.http.get(f"/v1/jobs/{job_id}/events").content]
+    for art in client.http.get(f"/v1/jobs/{job_id}/artifacts").json()["data"]:
+        parts.append(client.http.get(f"/v1/jobs/{job_id}/artifacts/{art['name']}").content)
+    return b"".join(parts)
+
+
+def test_a_pt2_that_unpickles_code_runs_it_only_inside_the_sandbox(svc, client, tmp_path):
+    """The .pt2 pickle in a job with augmentation: its payload runs (in the child), finds nothing to read, and
+    can neither write outside its folder nor hand the data dir's key or another tenant's file to its tenant."""
+    from tests.support.pt2_pickle import pickled_pt2
+
+    key_file = svc.data_dir / "api_key"
+    key_file.write_bytes(SECRET)
+    victim = Client(svc.url, svc.new_key("victim"))
+    victim_data = tmp_path / "victim.npz"
+    np.savez(victim_data, x=np.full((20, 4), 7, np.float32), y=np.arange(20) % 3)
+    victim.ready_upload("datasets", victim_data)
+    canary = tmp_path / "outside" / "pwned"
+    canary.parent.mkdir()
+    storage = svc.data_dir / "storage"
+    payload = (
+        "import glob, os\n"
+        "found = []\n"
+        f"for p in [{str(key_file)!r}] + glob.glob({str(storage)!r} + '/*/datasets/*/*'):\n"
+        "    try:\n        found.append(open(p, 'rb').read())\n"
+        "    except Exception as e:\n        found.append(type(e).__name__.encode())\n"
+        "for d in glob.glob('/**/artifacts', recursive=True)[:20]:\n"
+        "    try:\n        open(os.path.join(d, 'leak.txt'), 'wb').write(b'|'.join(found) or b'nothing')\n"
+        "    except Exception:\n        pass\n"
+        f"try:\n    open({str(canary)!r}, 'w').write('pwned')\nexcept Exception:\n    pass\n"
+    )
+    teacher = client.ready_upload("models", pickled_pt2(tmp_path / "teacher.pt2", payload))
+    assert teacher["format"] == "pt2"
+    assert not canary.exists()  # validation ran the payload in its sandbox
+    train = _train_upload(client, tmp_path, seed=7)
+    wait_bystander = _bystander(svc, tmp_path)
+    resp = client.http.post("/v1/jobs", json={
+        "teacher_id": teacher["id"], "train_dataset_id": train["id"],
+        "hyperparameters": {**HYPER, "augmentation": {"noise": 0.1}},
+    })
+    assert resp.status_code == 201, resp.text
+    job = client.wait_job(resp.json()["id"], timeout=300)
+    assert wait_bystander() < 60
+    assert job["status"] == "succeeded", (job, svc.log_tail())
+    assert not canary.exists()
+    everything = _all_bytes_of_job(client, job["id"])
+    assert SECRET not in everything and b"hunter2" not in everything
+    arts = {a["name"] for a in client.http.get(f"/v1/jobs/{job['id']}/artifacts").json()["data"]}
+    if "leak.txt" in arts:  # the payload did run, in the child, and found no file of the server's
+        leak = client.http.get(f"/v1/jobs/{job['id']}/artifacts/leak.txt").content
+        assert leak in (b"FileNotFoundError", b"nothing"), leak
+
+
+def test_a_slow_tokenizer_is_stopped_at_the_validation_limit_and_blocks_no_other_tenant(svc, client, tmp_path):
+    import json as _json
+
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("(a+)+$"), behavior="isolated")  # catastrophic backtracking
+    tok.save(str(tmp_path / "tokenizer.json"))
+    rows = tmp_path / "slow.jsonl"
+    rows.write_text("".join(_json.dumps({"text": "a" * 22 + "b", "label": i % 2}) + "\n" for i in range(3000)))
+    resp = client.upload("datasets", rows, tokenizer=tmp_path / "tokenizer.json", text_column="text")
+    assert resp.status_code == 201, resp.text
+    wait_bystander = _bystander(svc, tmp_path)
+    assert wait_bystander() < 60
+    body = client.wait_upload("datasets", resp.json()["id"], timeout=120)
+    assert body["status"] == "invalid" and body["error"]["code"] == "sandbox_timeout", body
+    assert "longer than 20 s" in body["error"]["message"]
+
+
+def test_dataset_caps_refuse_bombs_and_absurd_sizes_with_the_setting_named(svc, client, tmp_path):
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, x=np.zeros((20_000, 20_000), np.float32), y=np.zeros(20_000, np.int64))
+    assert bomb.stat().st_size < LIMIT
+    classes = tmp_path / "classes.npz"
+    np.savez(classes, x=np.zeros((4, 3), np.float32), y=np.array([0, 1, 2, 10**7]))
+    wait_bystander = _bystander(svc, tmp_path)
+    for path, setting in ((bomb, "DISTILLERY_MAX_DATASET_BYTES"), (classes, "DISTILLERY_MAX_CLASSES")):
+        resp = client.upload("datasets", path)
+        if resp.status_code == 201:
+            resp_body = client.wait_upload("datasets", resp.json()["id"], timeout=120)
+            assert resp_body["status"] == "invalid", resp_body
+            error = resp_body["error"]
+            assert len(client.http.get(f"/v1/datasets/{resp.json()['id']}").content) < 20_000
+        else:
+            assert resp.status_code in (413, 422), resp.text
+            error = resp.json()["error"]
+        assert error["code"] == "limit_exceeded" and setting in error["message"], (path.name, error)
+    images = image_folder_zip(tmp_path / "pets.zip", per_class=2)
+    resp = client.upload("datasets", images, image_size="60000x60000")
+    if resp.status_code == 201:
+        error = client.wait_upload("datasets", resp.json()["id"], timeout=120)["error"]
+    else:
+        assert resp.status_code == 422, resp.text
+        error = resp.json()["error"]
+    assert "DISTILLERY_MAX_IMAGE_SIZE" in error["message"] or "image_size" in error["message"], error
+    assert wait_bystander() < 60
+
+
+def test_deep_json_and_huge_integers_answer_4xx_not_5xx(svc, client, tmp_path):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    resp = client.upload("datasets", deep)
+    if resp.status_code == 201:
+        assert client.wait_upload("datasets", resp.json()["id"])["status"] == "invalid"
+    else:
+        assert 400 <= resp.status_code < 500 and resp.json()["error"]["message"], resp.text
+    train = _train_upload(client, tmp_path, seed=3)
+    good = client.ready_upload("models", save_script(Linear(), tmp_path / "good.pt"))
+    job = client.http.post("/v1/jobs", json={"teacher_id": good["id"], "train_dataset_id": train["id"],
+                                             "hyperparameters": HYPER}).json()
+    resp = client.http.get(f"/v1/jobs/{job['id']}/events", params={"after": "1e20"})
+    assert resp.status_code == 422 and resp.json()["error"]["code"], resp.text
+    resp = client.http.get(f"/v1/jobs/{job['id']}/events", params={"after": str(10**20)})
+    assert 400 <= resp.status_code < 500, resp.text
+    resp = client.http.get(f"/v1/jobs/{job['id']}/events",
+                           headers={"Accept": "text/event-stream", "Last-Event-ID": str(10**20)})
+    assert 400 <= resp.status_code < 500, resp.text
+    assert client.wait_job(job["id"], timeout=300)["status"] == "succeeded"
