@@ -101,6 +101,18 @@ def _check_fit(body: JobCreate, teacher: Model, train: Dataset, eval_: Dataset |
         )
 
 
+def _check_student_size(student: Model) -> None:
+    """Refuse an uploaded student larger than the server's cap (built-in students are checked by the engine)."""
+    cap = get_settings().max_student_parameters
+    count = (student.info or {}).get("num_parameters")
+    if isinstance(count, int) and count > cap:
+        raise Unprocessable(
+            f"the uploaded student has {count:,} parameters, more than this server's cap of {cap:,} "
+            "(DISTILLERY_MAX_STUDENT_PARAMETERS); upload a smaller student",
+            code="limit_exceeded",
+        )
+
+
 def _check_webhook(url: str) -> None:
     """Refuse a webhook_url on a loopback, private or link-local address (unless settings allow it)."""
     try:
@@ -150,7 +162,8 @@ def create_job(session: Session, tenant: Tenant, body: JobCreate, idempotency_ke
         _ready_input(session, Dataset, body.eval_dataset_id, tenant, "eval dataset") if body.eval_dataset_id else None
     )
     if body.student.model_id:
-        _ready_input(session, Model, body.student.model_id, tenant, "student model")
+        student = _ready_input(session, Model, body.student.model_id, tenant, "student model")
+        _check_student_size(student)
     _check_fit(body, teacher, train, eval_)
     job = Job(
         id=new_id("job"),

@@ -5,7 +5,8 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux2014_x86_64 -d .whl torchdistill==1.1.5
 # then call the device tool's run with command "bash tests/benchmarks/gpu_checks.sh", carry [".whl"],
-# timeout_s 560, and give the machine back. Results land in $OUT: gpu.txt, engine_tests.txt, bench_engine.txt.
+# timeout_s 560, and give the machine back. Results land in $OUT: gpu.txt, job_child.txt, engine_tests.txt,
+# bench_engine.txt.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-checks}
 mkdir -p "$out"
@@ -20,9 +21,11 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
     python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
     python3 -c "import torchdistill; print('torchdistill', torchdistill.__version__)"
 } 2>&1 | tee "$out/gpu.txt"
+# A whole job through the job child (worker/supervisor.py + worker/job_child.py) on the GPU, as the service runs it.
+timeout 150 python3 tests/benchmarks/gpu_job_child.py --device cuda 2>&1 | tee "$out/job_child.txt"
 # --confcutdir: tests/conftest.py imports the servers' client libraries (psycopg, redis), absent there;
 # the engine tests need only tests/engine/conftest.py. The engine picks CUDA by default, so test_distill
 # runs on the GPU too.
-timeout 200 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/engine -rs \
+timeout 150 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/engine -rs \
     tests/engine/test_cuda.py tests/engine/test_distill.py 2>&1 | tee "$out/engine_tests.txt"
-timeout 320 python3 tests/benchmarks/bench_engine.py ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_engine.txt"
+timeout 230 python3 tests/benchmarks/bench_engine.py ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_engine.txt"
