@@ -66,9 +66,10 @@ def reap_stale_leases() -> list[str]:
             else:
                 values = {"status": "queued", "worker_id": None, "enqueued_at": utcnow(), "lost_attempts": lost}
                 message = (
-                    f"worker {worker_id} stopped answering during attempt {attempt}; "
+                    f"its worker stopped answering during attempt {attempt}; "
                     "job requeued to resume from its last checkpoint"
                 )
+                logger.warning("job %s: worker %s stopped answering", job_id, worker_id)
                 data = {"status": "queued", "reason": "worker_lost", "attempt": attempt, "lost_attempts": lost}
             if session.execute(update(Job).where(*fence).values(**values)).rowcount != 1:
                 session.rollback()

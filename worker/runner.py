@@ -111,8 +111,10 @@ def claim(job_id: str) -> Job | None:
             session.rollback()
             return None
         job = session.get(Job, job_id)
-        add_event(session, job_id, "status", f"job running on {WORKER_ID} (attempt {job.attempt})",
-                  {"status": "running", "attempt": job.attempt, "worker": WORKER_ID})
+        # The worker's name (host:pid) is the operator's business: it goes to the log, not to the user.
+        logger.info("job %s running on %s (attempt %d)", job_id, WORKER_ID, job.attempt)
+        add_event(session, job_id, "status", f"job running (attempt {job.attempt})",
+                  {"status": "running", "attempt": job.attempt})
         session.commit()
         return job
 
