@@ -5,10 +5,14 @@ the archive is still checked first (the same rules as app/archives.py at upload,
 not import): no absolute paths, no '..', no links, and caps on members, total size and compression ratio.
 Labels come from the class folder names: `spec.classes` order when given, else sorted. Every image is
 resized to `spec.image_size` ([H, W]) or else to the first image's size; grayscale if the first image is.
+Sizes are checked against DataLimits before memory is allocated: the target size (max_image_size per side),
+values per example and the whole array (max_example_elements, max_dataset_bytes), the class count, and each
+source image's pixel count from its header, before it is decoded (decompression bombs).
 """
 
 from __future__ import annotations
 
+import re
 import stat
 import warnings
 import zipfile
@@ -17,13 +21,13 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from worker.engine.errors import EngineError
+from worker.engine.limits import DataLimits, check_class_names, limit_exceeded, resolve, short_list
 
 MAX_MEMBERS = 200_000
 MAX_TOTAL_UNCOMPRESSED = 8 * 1024**3
 MAX_RATIO = 100
 RATIO_MIN_BYTES = 1024**2
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # per image, before resizing: PIL's decompression-bomb guard
-MAX_DATASET_BYTES = 16 * 1024**3  # of the decoded float32 array
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # per source image, before resizing, at most (and at most max_example_elements)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
@@ -58,14 +62,39 @@ def _class_of(name: str, strip: int) -> str | None:
     return parts[0] if len(parts) >= 2 else None
 
 
-def load_image_folder(spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(x float32 [N, C, H, W], y int64 [N], classes) from a zip of class folders of images."""
+def _target_size(value, limits: DataLimits) -> list[int] | None:
+    """[H, W] from the image_size option (or None), each side within 1..max_image_size."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = [value, value]
+    ok = isinstance(value, (list, tuple)) and len(value) == 2
+    if not ok or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in value):
+        raise _bad(f"image_size must be [height, width] in pixels, got {value!r}")
+    limits.check("max_image_size", int(max(value)), f"the longest side of image_size {list(value)} (pixels)")
+    return [int(value[0]), int(value[1])]
+
+
+def _check_array(n: int, channels: int, h: int, w: int, limits: DataLimits) -> None:
+    per_example = channels * h * w
+    limits.check("max_example_elements", per_example, f"the number of values per image ({channels}x{h}x{w})")
+    limits.check("max_dataset_bytes", n * per_example * 4, f"the memory {n} images of {channels}x{h}x{w} take (bytes)")
+
+
+def load_image_folder(spec, limits: DataLimits | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(x float32 [N, C, H, W], y int64 [N], classes) from a zip of class folders of images, within `limits`."""
     from PIL import Image
+
+    limits = resolve(limits)
+    size = _target_size(getattr(spec, "image_size", None), limits)
+    # Per source image, before it is decoded: PIL refuses larger ones at open, from the header.
+    max_pixels = min(MAX_IMAGE_PIXELS, limits.max_example_elements)
 
     try:
         zf = zipfile.ZipFile(spec.path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise _bad(f"cannot read the zip archive: {exc}") from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _bad(f"cannot read the zip archive: {reason}") from exc
     with zf:
         infos = zf.infolist()
         check_members(infos)
@@ -91,16 +120,17 @@ def load_image_folder(spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
             raise _bad(f"images must sit in one folder per class; {loose[0]!r} is not in a class folder")
         found = sorted(set(labels))
         classes = [str(c) for c in spec.classes] if getattr(spec, "classes", None) else found
+        limits.check("max_classes", len(classes), "the number of classes (class folders)")
+        check_class_names(classes)
         unknown = sorted(set(found) - set(classes))
         if unknown:
-            raise _bad(f"class folders {unknown[:10]} are not in classes {classes}")
+            raise _bad(f"class folders {unknown[:10]} are not in classes {short_list(classes)}")
         index = {c: k for k, c in enumerate(classes)}
 
-        size = getattr(spec, "image_size", None)
         channels = None
         x = None
         old_limit = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
         try:
             for row, info in enumerate(images):
                 try:
@@ -109,16 +139,22 @@ def load_image_folder(spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
                         with zf.open(info) as fh, Image.open(fh) as img:
                             if img.format not in ("PNG", "JPEG"):
                                 raise _bad(f"{info.filename!r} is {img.format}, not a PNG or JPEG image")
+                            # The header's size, before a pixel is decoded.
+                            pixels = img.width * img.height
+                            if pixels > max_pixels:
+                                raise _too_many_pixels(info.filename, pixels, max_pixels, limits)
                             if channels is None:
                                 channels = 1 if img.mode in GRAY_MODES else 3
                                 if size is None:
                                     size = [img.height, img.width]
-                                h, w = int(size[0]), int(size[1])
-                                if h < 1 or w < 1 or h * w * channels * 4 * len(images) > MAX_DATASET_BYTES:
-                                    raise _bad(
-                                        f"{len(images)} images of {channels}x{h}x{w} are too large a "
-                                        "dataset; set a smaller image_size"
+                                    limits.check(
+                                        "max_image_size",
+                                        max(size),
+                                        f"the longest side of the images ({img.height}x{img.width}; "
+                                        "set image_size to resize them)",
                                     )
+                                h, w = size
+                                _check_array(len(images), channels, h, w, limits)
                                 x = np.empty((len(images), channels, h, w), dtype=np.float32)
                             img = img.convert("L" if channels == 1 else "RGB")
                             if (img.height, img.width) != (h, w):
@@ -126,6 +162,11 @@ def load_image_folder(spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
                             array = np.asarray(img, dtype=np.float32) / 255.0
                 except EngineError:
                     raise
+                except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+                    # PIL refused it at open, from the header: "Image size (N pixels) exceeds limit of ...".
+                    found = re.search(r"\((\d+) pixels\)", str(exc))
+                    pixels = int(found.group(1)) if found else max_pixels + 1
+                    raise _too_many_pixels(info.filename, pixels, max_pixels, limits) from exc
                 except Exception as exc:  # PIL raises many types on broken or hostile images
                     raise _bad(f"cannot read image {info.filename!r}: {type(exc).__name__}: {exc}") from exc
                 x[row] = array[None] if channels == 1 else array.transpose(2, 0, 1)
@@ -133,3 +174,9 @@ def load_image_folder(spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
             Image.MAX_IMAGE_PIXELS = old_limit
     y = np.asarray([index[c] for c in labels], dtype=np.int64)
     return x, y, classes
+
+
+def _too_many_pixels(name: str, pixels: int, max_pixels: int, limits: DataLimits) -> EngineError:
+    if max_pixels < limits.max_example_elements:  # the fixed per-image ceiling, not the setting, refused it
+        return _bad(f"image {name[:100]!r} has {pixels} pixels; images of more than {max_pixels} pixels are refused")
+    return limit_exceeded("max_example_elements", pixels, max_pixels, f"the number of pixels of image {name[:100]!r}")
