@@ -175,3 +175,37 @@ class AllocatesOnLoad(torch.nn.Module):
             block = torch.full([1 << 24], float(len(parts)))
             parts.append(block)
             total = total + block[-1]
+
+
+def rewrite_archive(src: Path, dst: Path, rename=None, edit=None, extra=()) -> Path:
+    """Copy a TorchScript zip member by member, as an attacker would hand-edit it (not torch.jit.save's output):
+    `rename(name) -> name`, `edit(name, data) -> data`, then `extra` (name, data) members appended."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as new:
+        for info in old.infolist():
+            name, data = info.filename, old.read(info)
+            new.writestr(rename(name) if rename else name, edit(name, data) if edit else data)
+        for name, data in extra:
+            new.writestr(name, data)
+    return dst
+
+
+def flatbuffer_behind_zip(benign: Path, hostile: torch.nn.Module, dst: Path) -> Path:
+    """One file that is two models: a zip archive (`benign`, what zipfile reads) and a flatbuffer module
+    (`hostile`, what torch.jit.load runs, as it checks bytes 4-8 for b"PTMF" before the zip signature).
+
+    A flatbuffer's first 4 bytes are the offset of its root table and every other offset is relative, so
+    moving all but the first 8 bytes up by N and setting the root offset to b"PK\\x03\\x04" (67 MiB) keeps
+    it valid; the zip goes in the gap, and zipfile finds it from its end record (what follows the end
+    record reads as the archive's comment)."""
+    import struct
+
+    torch.jit.save_jit_module_to_flatbuffer(torch.jit.script(hostile), str(dst))
+    flat = dst.read_bytes()
+    assert flat[4:8] == b"PTMF"
+    shift = struct.unpack("<I", b"PK\x03\x04")[0] - struct.unpack("<I", flat[:4])[0]
+    zipped = benign.read_bytes()
+    assert shift % 8 == 0 and len(zipped) < shift
+    dst.write_bytes(b"PK\x03\x04" + flat[4:8] + bytes(shift - len(zipped)) + zipped + flat[8:])
+    return dst
