@@ -13,27 +13,14 @@ import re
 import sys
 
 MAX_MESSAGE_CHARS = 500
-# An absolute path: a '/' that starts a token, followed by at least one more segment (/a/b, /tmp/x.npz).
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"`,;:()\[\]{}<>]+/)+[^\s/'\"`,;:()\[\]{}<>]*")
-_WINDOWS_PATH = re.compile(r"\b[A-Za-z]:\\(?:[^\s\\'\"`,;:()\[\]{}<>]+\\)*[^\s\\'\"`,;:()\[\]{}<>]*")
+_OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|cannot allocate memory|bad_alloc|MemoryError")
 
 
 def scrub(message: str) -> str:
     """One short line: absolute paths replaced by their file name, a stack cut to its last line, bounded length."""
-    text = str(message)
-    if "Traceback (most recent call last)" in text:
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        text = text.split("Traceback (most recent call last)")[0] + " " + (lines[-1] if lines else "")
-    text = _ABSOLUTE_PATH.sub(lambda m: _basename(m.group(0), "/"), text)
-    text = _WINDOWS_PATH.sub(lambda m: _basename(m.group(0), "\\"), text)
-    text = " ".join(text.split())
-    if len(text) > MAX_MESSAGE_CHARS:
-        text = text[: MAX_MESSAGE_CHARS - 3].rstrip() + "..."
-    return text
+    from worker.scrub import scrub_message
 
-
-def _basename(path: str, sep: str) -> str:
-    return path.rstrip(sep).rsplit(sep, 1)[-1] or "<path>"
+    return scrub_message(message, MAX_MESSAGE_CHARS)
 
 
 def main() -> int:
@@ -79,12 +66,14 @@ class _Reported(Exception):
 def _error(kind: str, exc: BaseException) -> dict:
     from worker.engine import EngineError
 
+    if isinstance(exc, MemoryError) or _OUT_OF_MEMORY.search(str(exc)):
+        # Before any scrubbing or cutting: the allocator's words are often at the end of a long message.
+        return {"code": "sandbox_memory_limit", "message": "opening the file needed more memory than this server "
+                "allows one upload"}
     if isinstance(exc, _Reported):
         return {"code": exc.error.get("code", f"invalid_{kind[:-1]}"), "message": scrub(exc.error.get("message", ""))}
     if isinstance(exc, EngineError):
         return {"code": exc.code, "message": scrub(exc.message)}
-    if isinstance(exc, MemoryError):
-        return {"code": "limit_exceeded", "message": "opening the file needed more memory than this server allows"}
     if isinstance(exc, RecursionError):
         return {"code": f"invalid_{kind[:-1]}", "message": "the file is nested too deeply to read"}
     # Anything else is still the file's fault, reported as such: the exception's type and a scrubbed message.

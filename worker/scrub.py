@@ -10,7 +10,8 @@ import re
 
 MAX_MESSAGE_CHARS = 1000
 # An absolute path of at least two segments (/a/b...), not part of a word or a ratio such as 19/20.
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/-])/(?:[^\s/'\"`,;:()\[\]{}<>]+/)+[^\s/'\"`,;:()\[\]{}<>]*")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"`,;:()\[\]{}<>]+/)+[^\s/'\"`,;:()\[\]{}<>]*")
+_WINDOWS_PATH = re.compile(r"\b[A-Za-z]:\\(?:[^\s\\'\"`,;:()\[\]{}<>]+\\)*[^\s\\'\"`,;:()\[\]{}<>]*")
 _TRACEBACK = re.compile(r"Traceback \(most recent call last\):.*", re.DOTALL)
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
@@ -21,16 +22,16 @@ def scrub_message(message: object, limit: int = MAX_MESSAGE_CHARS) -> str:
     if _TRACEBACK.search(text):  # keep what came before the stack, and the stack's last (telling) line
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         text = _TRACEBACK.sub("", text) + " " + (lines[-1] if lines else "")
-    text = _ABSOLUTE_PATH.sub(lambda m: _basename(m.group(0)), text)
+    text = _ABSOLUTE_PATH.sub(lambda m: _basename(m.group(0), "/"), text)
+    text = _WINDOWS_PATH.sub(lambda m: _basename(m.group(0), "\\"), text)
     text = " ".join(text.split())  # one line: a stack's indentation and newlines go
     if len(text) > limit:
         text = text[: limit - 3].rstrip() + "..."
     return text
 
 
-def _basename(path: str) -> str:
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    return f"<{name}>" if name else "<path>"
+def _basename(path: str, sep: str) -> str:
+    return path.rstrip(sep).rsplit(sep, 1)[-1] or "<path>"
 
 
 def scrub_error(error: object, default_code: str = "internal") -> dict:
