@@ -177,8 +177,7 @@ def _loaded_forward(path, x: torch.Tensor) -> list:
     ("rename", "words", "sniffed"),
     [
         (lambda n: n.replace(".py", ".PY"), "from_file", AUDITED),  # code/__torch__/tests/support/hostile.PY
-        # sniff_format looks for "code/" case-sensitively, so it takes this one for a torch.save pickle
-        (lambda n: n.replace("/code/", "/CODE/"), "from_file", "torch.save archive"),
+        (lambda n: n.replace("/code/", "/CODE/"), "from_file", AUDITED),
         (lambda n: n.replace("model/code/", "MODEL/code/"), "cannot read it as an archive", AUDITED),
     ],
     ids=["PY", "CODE", "MODEL"],

@@ -62,7 +62,8 @@ def _sniff_zip(path: str) -> str:
             names = archive.namelist()
     except zipfile.BadZipFile as exc:
         raise EngineError("invalid_model", f"corrupt zip archive: {exc}") from exc
-    parts = [n.split("/", 1)[1] for n in names if "/" in n]
+    # torch's zip reader finds members in any case (miniz compares names case-insensitively): so do we.
+    parts = [n.split("/", 1)[1].lower() for n in names if "/" in n]
     if any(p.startswith("code/") for p in parts) and "constants.pkl" in parts:
         # Before anything loads it: loading runs the archive's own code (see script_audit).
         try:
