@@ -444,3 +444,42 @@ def test_deep_json_and_huge_integers_answer_4xx_not_5xx(svc, client, tmp_path):
                            headers={"Accept": "text/event-stream", "Last-Event-ID": str(10**20)})
     assert 400 <= resp.status_code < 500, resp.text
     assert client.wait_job(job["id"], timeout=300)["status"] == "succeeded"
+
+
+def _student_reading(secret: Path, tmp_path: Path, variant: str) -> Path:
+    """A trainable student that copies `secret` into its output on training batches, its call hidden as `variant`."""
+    from tests.support.hostile import rewrite_archive
+
+    saved = save_script(StudentThatReadsOnLargeBatches(str(secret), len(SECRET)), tmp_path / f"{variant}-src.pt")
+    if variant == "renamed":  # torch's reader finds code/...PY all the same
+        return rewrite_archive(saved, tmp_path / f"{variant}.pt", rename=lambda n: n.replace(".py", ".PY"))
+    hidden = b'getattr(torch, "from_" "file")('  # getattr with a string: no `from_file` token in the code
+
+    def edit(name: str, data: bytes) -> bytes:
+        return data.replace(b"torch.from_file(", hidden) if name.endswith(".py") else data
+
+    return rewrite_archive(saved, tmp_path / f"{variant}.pt", edit=edit)
+
+
+@pytest.mark.parametrize("variant", ["renamed", "getattr"])
+def test_a_student_that_copies_the_key_file_is_refused_and_leaks_nothing(svc, client, tmp_path, variant):
+    """Uploaded: refused. Stored behind the API's back: its job fails in its own child, and no artifact, event or
+    message of the job holds the key."""
+    key_file = svc.data_dir / "api_key"
+    key_file.write_bytes(SECRET)
+    hostile = _student_reading(key_file, tmp_path, variant)
+    refused = client.wait_upload("models", client.upload("models", hostile).json()["id"])
+    assert refused["status"] == "invalid" and "from_file" in refused["error"]["message"], refused
+    train = _train_upload(client, tmp_path, seed=11)
+    teacher = client.ready_upload("models", save_script(Linear(), tmp_path / "teacher.pt"))
+    benign = save_script(Linear(), tmp_path / "student.pt")
+    student = client.ready_upload("models", benign)
+    stored = [p for p in _stored_files(svc) if p.suffix == ".pt" and p.read_bytes() == benign.read_bytes()]
+    for path in stored:
+        path.write_bytes(hostile.read_bytes())
+    resp = client.http.post("/v1/jobs", json={"teacher_id": teacher["id"], "train_dataset_id": train["id"],
+                                              "student": {"model_id": student["id"]}, "hyperparameters": HYPER})
+    assert resp.status_code == 201, resp.text
+    job = client.wait_job(resp.json()["id"], timeout=300)
+    assert job["status"] == "failed" and "from_file" in job["error"]["message"], job
+    assert SECRET not in _all_bytes_of_job(client, job["id"])
