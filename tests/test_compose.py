@@ -182,3 +182,18 @@ def test_the_worker_image_and_container_can_run_the_bubblewrap_sandbox(services)
     options = set(services["worker"].get("security_opt") or [])
     assert {"seccomp=unconfined", "apparmor=unconfined"} <= options, options
     assert not services["worker"].get("privileged") and not services["worker"].get("cap_add")
+
+
+def test_uploads_validate_on_their_own_worker_as_up_does(services):
+    """A long training job never holds up a new upload: the GPU worker serves jobs, a CPU worker the uploads."""
+
+    def queues(service: dict) -> set[str]:
+        argv = command(service)
+        return set(argv[argv.index("--queues") + 1].split(",")) if "--queues" in argv else {"jobs", "uploads"}
+
+    assert queues(services["worker"]) == {"jobs"}
+    uploads = [name for name, svc in services.items() if command(svc)[:2] == ["distillery", "worker"]
+               and queues(svc) == {"uploads"}]
+    assert uploads, "no worker serves the uploads queue alone"
+    assert "deploy" not in services[uploads[0]], "the uploads worker needs no GPU"
+    assert {"seccomp=unconfined", "apparmor=unconfined"} <= set(services[uploads[0]].get("security_opt") or [])
