@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +32,7 @@ class Settings(BaseSettings):
     # else a long job's message is handed to a second worker (the row claim still stops it running twice).
     broker_visibility_timeout_s: int = 25 * 3600
     progress_interval_s: float = 1.0
+    log_level: str = "INFO"
     # Webhooks: targets on loopback, private or link-local addresses are refused unless this is true.
     webhook_allow_private: bool = False
     # A failed delivery is retried after base, 2 * base, 4 * base, ... seconds (capped), up to max attempts.
@@ -56,10 +59,18 @@ class Settings(BaseSettings):
     # Files of jobs that ended more than this many days ago are removed; None keeps them for ever.
     retention_days: float | None = None
 
-    # The trust boundary (DESIGN.md): uploads are opened only in sandboxed children (worker/sandbox.py; the
-    # mechanism and its limits: DISTILLERY_SANDBOX, DISTILLERY_SANDBOX_CGROUP, DISTILLERY_SANDBOX_WALL_S,
-    # _CPU_S and _MEMORY_BYTES, which lower the limits below). Without a working bubblewrap, code-bearing
-    # formats (TorchScript, .pt2, uploaded students) are refused once a second tenant exists, unless this is true.
+    # The trust boundary (DESIGN.md): uploads are opened only in sandboxed children (worker/sandbox.py).
+    # The mechanism: the best that works here (auto), or one named.
+    sandbox: Literal["auto", "bwrap", "unshare", "none"] = "auto"
+    # A delegated cgroup v2 folder (writable, +memory +pids in its subtree_control): each child gets its own
+    # memory.max and pids.max under it; the only host-memory cap a GPU child has.
+    sandbox_cgroup: Path | None = None
+    # Lower every child's wall clock, CPU time (RLIMIT_CPU) and memory below what the job or upload would get.
+    sandbox_wall_s: float | None = Field(None, gt=0)
+    sandbox_cpu_s: int | None = Field(None, gt=0)
+    sandbox_memory_bytes: int | None = Field(None, gt=0)
+    # Without a working bubblewrap, code-bearing formats (TorchScript, .pt2, uploaded students) are refused once a
+    # second tenant exists, unless this is true.
     allow_unsandboxed: bool = False
     # One upload's validation child: wall clock (it never blocks another upload for longer) and memory.
     validation_timeout_s: float = 120.0

@@ -20,9 +20,10 @@ GPU run is capped by a cgroup v2 `memory.max` when DISTILLERY_SANDBOX_CGROUP nam
 cgroup (one with the memory controller in its cgroup.subtree_control and no processes of its own);
 without one, only the timeouts and the GPU's own memory hold (see README, Deployment).
 
-Settings (environment): DISTILLERY_SANDBOX = auto (default) | bwrap | unshare | none;
-DISTILLERY_SANDBOX_CGROUP = path of the delegated parent cgroup (optional); DISTILLERY_SANDBOX_WALL_S,
-DISTILLERY_SANDBOX_CPU_S and DISTILLERY_SANDBOX_MEMORY_BYTES override the default limits.
+Settings (app/settings.py, read afresh on each use so that a changed environment takes effect):
+DISTILLERY_SANDBOX = auto (default) | bwrap | unshare | none; DISTILLERY_SANDBOX_CGROUP = path of the delegated
+parent cgroup (optional); DISTILLERY_SANDBOX_WALL_S, DISTILLERY_SANDBOX_CPU_S and DISTILLERY_SANDBOX_MEMORY_BYTES
+lower the limits.
 """
 
 from __future__ import annotations
@@ -71,16 +72,23 @@ class SandboxLimits:
     max_processes: int | None = 4096  # cgroup pids.max, where a delegated cgroup is configured
 
 
+def _settings():
+    from app.settings import Settings
+
+    return Settings()  # not the cached instance: tests and operators change the environment
+
+
 def limits_from_env(base: SandboxLimits | None = None) -> SandboxLimits:
     """`base` (default SandboxLimits()) with DISTILLERY_SANDBOX_WALL_S / _CPU_S / _MEMORY_BYTES applied."""
     limits = base or SandboxLimits()
-    for field_name, var, cast in (
-        ("wall_s", "DISTILLERY_SANDBOX_WALL_S", float),
-        ("cpu_s", "DISTILLERY_SANDBOX_CPU_S", int),
-        ("memory_bytes", "DISTILLERY_SANDBOX_MEMORY_BYTES", int),
+    settings = _settings()
+    for field_name, value in (
+        ("wall_s", settings.sandbox_wall_s),
+        ("cpu_s", settings.sandbox_cpu_s),
+        ("memory_bytes", settings.sandbox_memory_bytes),
     ):
-        if os.environ.get(var):
-            setattr(limits, field_name, cast(os.environ[var]))
+        if value is not None:
+            setattr(limits, field_name, value)
     return limits
 
 
@@ -171,9 +179,7 @@ def _last_error_line(stderr: str) -> str:
 
 def configured_mechanism() -> str:
     """The sandbox mechanism to use: DISTILLERY_SANDBOX, or the best that works here."""
-    wanted = os.environ.get("DISTILLERY_SANDBOX", "auto").strip().lower() or "auto"
-    if wanted not in ("auto", "bwrap", "unshare", "none"):
-        raise ValueError(f"DISTILLERY_SANDBOX must be auto, bwrap, unshare or none, not {wanted!r}")
+    wanted = _settings().sandbox
     if wanted != "auto":
         return wanted
     return best_mechanism()
@@ -274,7 +280,7 @@ def _bwrap_command(
 
 
 def _cgroup_parent() -> Path | None:
-    raw = os.environ.get("DISTILLERY_SANDBOX_CGROUP")
+    raw = _settings().sandbox_cgroup
     if not raw:
         return None
     parent = Path(raw)
