@@ -6,11 +6,12 @@ import json
 import logging
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from worker.engine.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +82,10 @@ def save_checkpoint(directory: str, tensors: dict[str, torch.Tensor], meta: dict
     os.makedirs(directory, exist_ok=True)
     generation = f"{meta['epoch']}.{meta['step']}.{meta['global_step']}"
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    _atomic(directory, TENSORS, lambda path: save_file(flat, path, metadata={"generation": generation}))
-    meta = {**meta, "generation": generation}
-    _atomic(directory, META, lambda path: _write_json(path, meta))
+    atomic_write(
+        os.path.join(directory, TENSORS), lambda path: save_file(flat, path, metadata={"generation": generation})
+    )
+    atomic_write(os.path.join(directory, META), json.dumps({**meta, "generation": generation}).encode())
 
 
 def load_checkpoint(directory: str | None) -> tuple[dict[str, torch.Tensor], dict] | None:
@@ -109,18 +111,3 @@ def load_checkpoint(directory: str | None) -> tuple[dict[str, torch.Tensor], dic
         return None
     return load_file(tensor_path), meta
 
-
-def _write_json(path: str, data: dict) -> None:
-    with open(path, "w") as f:
-        json.dump(data, f)
-
-
-def _atomic(directory: str, name: str, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, os.path.join(directory, name))
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

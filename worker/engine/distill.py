@@ -19,7 +19,7 @@ from worker.engine.loop import Split, train_student
 from worker.engine.prepare import Prepared, prepare
 from worker.engine.report import build_report, write_report
 from worker.engine.students import build_student
-from worker.engine.teacher_outputs import cache_key, compute_teacher_outputs, teacher_outputs
+from worker.engine.teacher_outputs import cache_key, compute_teacher_outputs, preprocessing, teacher_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -207,26 +207,6 @@ def _distill(
     return report
 
 
-def _preprocessing(spec: DatasetSpec, prep: Prepared) -> dict:
-    # Everything that changes the rows the teacher sees, besides the dataset file itself.
-    tokenizer = ex_sha(spec.tokenizer_path)
-    return {
-        "format": spec.format,
-        "label_column": spec.label_column,
-        "text_column": spec.text_column,
-        "max_length": spec.max_length,
-        "tokenizer": tokenizer,
-        "shape": prep.train.input_shape,
-        "dtype": str(prep.train.x.dtype),
-    }
-
-
-def ex_sha(path: str | None) -> str | None:
-    from worker.engine.data import file_sha256
-
-    return file_sha256(path) if path else None
-
-
 def _train_teacher_logits(prep, spec, config, cache_dir, emit) -> tuple[torch.Tensor, str | None]:
     """Teacher logits for every train row, or (when augmenting) only for the held-out rows."""
     if config.augmenting:
@@ -241,8 +221,7 @@ def _train_teacher_logits(prep, spec, config, cache_dir, emit) -> tuple[torch.Te
         logits = torch.zeros(prep.train.rows, prep.num_classes)
         logits[held_out] = compute_teacher_outputs(prep.teacher, prep.train.x[held_out])
         return logits, None
-    key = cache_key(prep.teacher_sha256, prep.train_sha256, _preprocessing(spec, prep))
-    return teacher_outputs(prep.teacher, prep.train.x, cache_dir, key)
+    return teacher_outputs(prep.teacher, prep.train.x, cache_dir, _cache_key(prep, spec, prep.train_sha256))
 
 
 def _eval_split(prep, eval_spec, train_logits, cache_dir):
@@ -250,9 +229,14 @@ def _eval_split(prep, eval_spec, train_logits, cache_dir):
         index = prep.eval_index
         y = None if prep.train.y is None else prep.train.y[index]
         return prep.train.x[index], y, train_logits[index]
-    key = cache_key(prep.teacher_sha256, prep.eval_sha256, _preprocessing(eval_spec, prep))
-    logits, _ = teacher_outputs(prep.teacher, prep.eval.x, cache_dir, key)
+    logits, _ = teacher_outputs(prep.teacher, prep.eval.x, cache_dir, _cache_key(prep, eval_spec, prep.eval_sha256))
     return prep.eval.x, prep.eval.y, logits
+
+
+def _cache_key(prep: Prepared, spec: DatasetSpec, dataset_sha256: str) -> str:
+    # Every split is read into the training rows' shape and dtype.
+    read_as = preprocessing(spec, prep.train.input_shape, str(prep.train.x.dtype))
+    return cache_key(prep.teacher_sha256, dataset_sha256, read_as)
 
 
 def _train_val_splits(prep: Prepared, logits: torch.Tensor, device: str) -> tuple[Split, Split]:

@@ -1,4 +1,7 @@
-"""Teacher logits over a dataset: computed once in batches, checked, and optionally cached on disk."""
+"""Teacher logits over a dataset: computed once in batches, checked, and optionally cached on disk.
+
+The cache is keyed by the teacher file, the dataset file and how the dataset was read (`preprocessing`).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 
 import numpy as np
 import torch
 
+from worker.engine.atomic import atomic_write
+from worker.engine.config import DatasetSpec
+from worker.engine.data import file_sha256
 from worker.engine.errors import EngineError
 from worker.engine.teachers import Teacher
 
@@ -98,6 +103,19 @@ def compute_teacher_outputs(
     return logits
 
 
+def preprocessing(spec: DatasetSpec, input_shape: list[int], input_dtype: str) -> dict:
+    """Everything that changes the rows the teacher sees, besides the dataset file itself."""
+    return {
+        "format": spec.format,
+        "label_column": spec.label_column,
+        "text_column": spec.text_column,
+        "max_length": spec.max_length,
+        "tokenizer": file_sha256(spec.tokenizer_path) if spec.tokenizer_path else None,
+        "shape": input_shape,
+        "dtype": input_dtype,
+    }
+
+
 def cache_key(teacher_sha256: str, dataset_sha256: str, preprocessing: dict) -> str:
     """Key of cached teacher outputs: the teacher file, the dataset file and how it was read."""
     blob = json.dumps(
@@ -113,18 +131,30 @@ def teacher_outputs(
     if cache_dir is None:
         return compute_teacher_outputs(teacher, x), None
     path = os.path.join(cache_dir, f"teacher-{key}.npy")
-    if os.path.exists(path):
-        try:
-            cached = np.load(path, allow_pickle=False)
-            if cached.ndim == 2 and cached.shape[0] == len(x):
-                return torch.from_numpy(cached), "hit"
-        except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable teacher cache %s: %s", path, exc)
+    cached = _read_cache(path, len(x))
+    if cached is not None:
+        return cached, "hit"
     logits = compute_teacher_outputs(teacher, x)
     os.makedirs(cache_dir, exist_ok=True)
-    # Write then rename so a concurrent reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, logits.numpy(), allow_pickle=False)
-    os.replace(tmp, path)
+    _write_cache(path, logits)
     return logits, "miss"
+
+
+def _read_cache(path: str, rows: int) -> torch.Tensor | None:
+    if not os.path.exists(path):
+        return None
+    try:
+        cached = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable teacher cache %s: %s", path, exc)
+        return None
+    return torch.from_numpy(cached) if cached.ndim == 2 and cached.shape[0] == rows else None
+
+
+def _write_cache(path: str, logits: torch.Tensor) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file, not a path: np.save would append ".npy" to the name
+            np.save(f, logits.numpy(), allow_pickle=False)
+
+    # Atomic, so that a concurrent reader never sees half a file.
+    atomic_write(path, write)
