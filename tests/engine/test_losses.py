@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from worker.engine.losses import dkd_loss, kd_loss, mse_loss, soft_kl
+from worker.engine.errors import EngineError
+from worker.engine.losses import distillation_loss, dkd_loss, kd_loss, mse_loss, soft_kl
 
 
 def softmax(values, t=1.0):
@@ -104,3 +105,31 @@ def test_soft_targets_after_mixup_are_accepted():
     soft = torch.tensor([[0.5, 0.5, 0.0]])
     ce = -(0.5 * math.log(softmax(S)[0]) + 0.5 * math.log(softmax(S)[1]))
     assert kd_loss(s, t, soft, 4.0, 0.0).item() == pytest.approx(ce, rel=1e-5)
+
+
+def test_dkd_gives_a_confident_wrong_student_a_full_target_class_gradient():
+    # The student puts all its mass on class 2 (p(target) = e^-200, 0 in float32); the teacher says class 0.
+    # TCKD's gradient on the target logit is T * (p_t - b_t) * dkd_alpha: about -b_t, nowhere near 0.
+    s = torch.tensor([[0.0, 0.0, 200.0]], requires_grad=True)
+    t = torch.tensor([[5.0, 0.0, 0.0]])
+    loss = dkd_loss(s, t, torch.tensor([0]), 1.0, 1.0, 1.0, 8.0)
+    loss.backward()
+    teacher_target = softmax([5.0, 0.0, 0.0])[0]
+    assert math.isfinite(loss.item()) and torch.isfinite(s.grad).all()
+    assert s.grad[0, 0].item() == pytest.approx(-teacher_target, rel=1e-4)
+
+
+def test_distillation_loss_dispatches_by_name():
+    s, t = tensors()
+    y = torch.tensor([0])
+    assert distillation_loss("kl", s, t, y, 2.0, 0.3).item() == pytest.approx(kd_loss(s, t, y, 2.0, 0.3).item())
+    assert distillation_loss("mse", s, t, y, 2.0, 0.3).item() == pytest.approx(mse_loss(s, t, y, 0.3).item())
+    dkd = dkd_loss(s, t, y, 2.0, 0.3, 2.0, 3.0).item()
+    assert distillation_loss("dkd", s, t, y, 2.0, 0.3, 2.0, 3.0).item() == pytest.approx(dkd)
+
+
+def test_unknown_loss_name_is_invalid_config():
+    s, t = tensors()
+    with pytest.raises(EngineError) as info:
+        distillation_loss("hinge", s, t, None, 2.0, 0.5)
+    assert info.value.code == "invalid_config" and "hinge" in info.value.message

@@ -1,13 +1,18 @@
 """Distillation objectives. Each takes tensors explicitly and returns a scalar loss.
 
 `targets` may be class indices [N] (int64), class probabilities [N, C] (float, e.g. after mixup),
-or None for unlabeled data, in which case only the teacher term is used.
+or None for unlabeled data, in which case only the teacher term is used. LOSSES maps the configuration's
+loss names to them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+
+from worker.engine.errors import EngineError
 
 
 def _hard_target_term(student_logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
@@ -79,12 +84,12 @@ def dkd_loss(
     gt_mask = F.one_hot(target_class, student_logits.shape[1]).bool()
     batch = student_logits.shape[0]
     t = temperature
-    p_student = F.softmax(student_logits / t, dim=1)
-    p_teacher = F.softmax(teacher_logits / t, dim=1)
-    # Target vs. all other classes, as two-way distributions.
-    b_student = torch.stack([(p_student * gt_mask).sum(1), (p_student * ~gt_mask).sum(1)], dim=1)
-    b_teacher = torch.stack([(p_teacher * gt_mask).sum(1), (p_teacher * ~gt_mask).sum(1)], dim=1)
-    tckd = F.kl_div(torch.log(b_student.clamp_min(1e-12)), b_teacher, reduction="sum") / batch
+    # Target vs. all other classes, as two-way distributions, in log space: log p_t = z_t - logsumexp(z) and
+    # log(1 - p_t) = logsumexp(z without t) - logsumexp(z). Clamping probabilities instead would zero the
+    # target-class gradient of a student that is confident and wrong, the case that most needs it.
+    log_b_student = _log_target_vs_rest(student_logits / t, gt_mask)
+    log_b_teacher = _log_target_vs_rest(teacher_logits / t, gt_mask)
+    tckd = F.kl_div(log_b_student, log_b_teacher, reduction="sum", log_target=True) / batch
     # Among non-target classes only: push the target logit far down, as the paper's code does.
     log_q_student = F.log_softmax(student_logits / t - 1000.0 * gt_mask, dim=1)
     q_teacher = F.softmax(teacher_logits / t - 1000.0 * gt_mask, dim=1)
@@ -92,6 +97,23 @@ def dkd_loss(
     dkd = (dkd_alpha * tckd + dkd_beta * nckd) * t**2
     hard = _hard_target_term(student_logits, targets) if alpha < 1 else student_logits.new_zeros(())
     return (1 - alpha) * hard + alpha * dkd
+
+
+def _log_target_vs_rest(logits: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """[N, 2]: log P(target class) and log P(any other class) under softmax(logits), without rounding to 0."""
+    log_total = torch.logsumexp(logits, dim=1)
+    log_target = torch.logsumexp(logits.masked_fill(~target_mask, float("-inf")), dim=1)
+    log_rest = torch.logsumexp(logits.masked_fill(target_mask, float("-inf")), dim=1)
+    return torch.stack([log_target, log_rest], dim=1) - log_total[:, None]
+
+
+# name -> loss(student_logits, teacher_logits, targets, temperature, alpha, dkd_alpha, dkd_beta); each entry
+# passes on the settings its loss uses.
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "kl": lambda s, t, y, temperature, alpha, dkd_alpha, dkd_beta: kd_loss(s, t, y, temperature, alpha),
+    "mse": lambda s, t, y, temperature, alpha, dkd_alpha, dkd_beta: mse_loss(s, t, y, alpha),
+    "dkd": dkd_loss,
+}
 
 
 def distillation_loss(
@@ -104,11 +126,8 @@ def distillation_loss(
     dkd_alpha: float = 1.0,
     dkd_beta: float = 8.0,
 ) -> torch.Tensor:
-    """Dispatch to the loss named in the configuration ("kl", "mse" or "dkd")."""
-    if name == "kl":
-        return kd_loss(student_logits, teacher_logits, targets, temperature, alpha)
-    if name == "mse":
-        return mse_loss(student_logits, teacher_logits, targets, alpha)
-    if name == "dkd":
-        return dkd_loss(student_logits, teacher_logits, targets, temperature, alpha, dkd_alpha, dkd_beta)
-    raise ValueError(f"unknown loss {name!r}")
+    """The loss named in the configuration ("kl", "mse" or "dkd"); an unknown name is invalid_config."""
+    loss = LOSSES.get(name)
+    if loss is None:
+        raise EngineError("invalid_config", f"unknown loss {name!r}; known: {sorted(LOSSES)}")
+    return loss(student_logits, teacher_logits, targets, temperature, alpha, dkd_alpha, dkd_beta)
