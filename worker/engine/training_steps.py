@@ -1,18 +1,23 @@
-"""Small pieces of the training loop: the learning-rate schedule, validation, progress events, compile."""
+"""Pieces of the training loop: batches, the learning-rate schedule, validation, progress events, compile."""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from worker.engine.augment import augment_batch
+from worker.engine.batching import batch_width, bucket_by_length, fetch, trim_margin, used_lengths
 from worker.engine.config import DistillConfig, ProgressEvent
 
 if TYPE_CHECKING:
     from worker.engine.loop import Split
+
+PROGRESS_EVERY_S = 1.0
 
 # Settings that change the trajectory: a checkpoint written under other values cannot be resumed.
 RESUME_KEYS = (
@@ -32,6 +37,83 @@ RESUME_KEYS = (
     "grad_clip",
     "augmentation",
 )
+
+
+class Batches:
+    """The training rows as each epoch's batches, on the training device, with the teacher's logits for them.
+
+    Shuffled with a generator seeded per epoch; for token ids with a student that ignores trailing padding,
+    rows are bucketed by length and each batch is trimmed. When augmenting, the teacher runs on each
+    augmented batch; otherwise its cached logits are gathered.
+    """
+
+    def __init__(
+        self,
+        train: Split,
+        model: nn.Module,
+        config: DistillConfig,
+        device: str,
+        *,
+        teacher: Callable | None,
+        num_classes: int,
+        pad_id: int | None,
+        mask_id: int | None,
+        channels_last: bool,
+    ):
+        self.train, self.config, self.device, self.teacher = train, config, device, teacher
+        self.num_classes, self.pad_id, self.mask_id, self.channels_last = num_classes, pad_id, mask_id, channels_last
+        self.rows = len(train.x)
+        self.per_epoch = math.ceil(self.rows / config.batch_size)
+        self.margin = trim_margin(model, train.x, pad_id)
+        self.lengths = used_lengths(train.x, pad_id) if self.margin is not None else None
+        self.full_width = int(train.x.shape[1]) if train.x.ndim > 1 else 0
+
+    def shuffle(self, epoch: int) -> tuple[torch.Generator, torch.Tensor]:
+        """The epoch's generator (it also drives augmentation) and its order of rows."""
+        # Seeded per epoch, so the order never depends on how many times the run was interrupted.
+        generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
+        perm = torch.randperm(self.rows, generator=generator)
+        if self.lengths is not None:
+            perm = bucket_by_length(perm, self.lengths, self.config.batch_size, generator)
+        return generator, perm
+
+    def batch(
+        self, index: torch.Tensor, stored: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(x, y, teacher logits) of rows `index` (`stored`: the same indices where the data lives)."""
+        train, device = self.train, self.device
+        width = None if self.lengths is None else batch_width(self.lengths, index, self.margin, self.full_width)
+        y = None if train.y is None else fetch(train.y, stored, device)
+        if self.config.augmenting:
+            x = fetch(train.x, stored, device)
+            settings = self.config.augmentation
+            x, y = augment_batch(x, y, self.num_classes, settings, generator, self.pad_id or 0, self.mask_id)
+            teacher_logits = self.teacher(x).to(device)  # the teacher sees the same augmented batch, full width
+            if width is not None:
+                x = x[:, :width]
+        else:
+            x = fetch(train.x, stored, device, width)
+            teacher_logits = fetch(train.teacher_logits, stored, device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y, teacher_logits
+
+
+class ProgressClock:
+    """Progress events: at most one every PROGRESS_EVERY_S within an epoch, and one as each epoch ends."""
+
+    def __init__(self, emit: Callable[[ProgressEvent], None], epochs: int, total_steps: int):
+        self.emit, self.epochs, self.total_steps = emit, epochs, total_steps
+        self.last = time.monotonic()
+
+    def step(self, epoch: int, global_step: int) -> None:
+        if time.monotonic() - self.last >= PROGRESS_EVERY_S:
+            self.last = time.monotonic()
+            self.emit(progress_event(epoch, self.epochs, global_step, self.total_steps))
+
+    def epoch_end(self, epoch: int, global_step: int) -> None:
+        self.last = time.monotonic()
+        self.emit(progress_event(epoch, self.epochs, global_step, self.total_steps, epoch_end=True))
 
 
 def lr_at(step: int, total_steps: int, base_lr: float, warmup_fraction: float) -> float:
