@@ -45,8 +45,11 @@ def check_zip(
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise Unprocessable(f"the zip archive cannot be read: {exc}", code="invalid_dataset") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        # Not the exception's text: an OSError names the server's path of the upload.
+        raise Unprocessable(
+            "the zip archive's directory cannot be read (truncated or corrupt)", code="invalid_dataset"
+        ) from None
     if len(infos) > max_members:
         raise Unprocessable(
             f"the archive has {len(infos)} members; at most {max_members} are accepted", code="unsafe_archive"

@@ -43,6 +43,9 @@ def _configure(data_dir: Path | None) -> None:
         level=os.environ.get("DISTILLERY_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from app.logredact import install_log_redaction
+
+    install_log_redaction()
     if data_dir is not None:
         os.environ["DISTILLERY_DATA_DIR"] = str(data_dir.resolve())
     from app.settings import get_settings

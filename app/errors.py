@@ -55,11 +55,19 @@ def error_body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
 
+MAX_REPORTED_ERRORS = 10
+MAX_LOC_CHARS = 200
+
+
 def _format_validation(exc: RequestValidationError) -> str:
+    """The first few problems, `location: what is wrong` (a body with 10k unknown keys gets a short answer)."""
+    errors = exc.errors()
     parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+    for err in errors[:MAX_REPORTED_ERRORS]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")[:MAX_LOC_CHARS]
         parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    if len(errors) > MAX_REPORTED_ERRORS:
+        parts.append(f"and {len(errors) - MAX_REPORTED_ERRORS} more")
     return "; ".join(parts) or "invalid request"
 
 
@@ -76,9 +84,9 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
-            exc.status_code, "error"
-        )
+        code = {
+            400: "bad_request", 404: "not_found", 405: "method_not_allowed", 401: "unauthorized"
+        }.get(exc.status_code, "error")
         return JSONResponse(
             error_body(code, str(exc.detail)),
             status_code=exc.status_code,
@@ -86,6 +94,7 @@ def install_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error")
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The exception's text and stack go to the log only: they name server paths and library internals.
+        logger.exception("unhandled error in %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal", "internal server error"), status_code=500)

@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI
 
 from app.errors import install_handlers
+from app.logredact import install_log_redaction
 from app.routes import dashboard, datasets, health, jobs, metrics, models, report_html, webhooks
 
 logger = logging.getLogger(__name__)
@@ -14,6 +15,9 @@ logger = logging.getLogger(__name__)
 
 def create_app() -> FastAPI:
     """Build the API; it stores and enqueues, it never trains (and never imports torch)."""
+    # uvicorn has configured its loggers by the time it imports this module (`distillery up`, `distillery
+    # api`, `uvicorn app.main:app`): API keys in a request line (the dashboard's /?key=) never reach the log.
+    install_log_redaction()
     app = FastAPI(
         title="Distillery",
         version="1.0",

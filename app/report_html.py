@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,14 +45,23 @@ def _human_bytes(n: Any) -> str:
 
 
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
     if hi <= lo:
         hi = lo + 1.0
     raw = (hi - lo) / count
-    magnitude = 10 ** _floor_log10(raw)
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    if not (math.isfinite(raw) and raw > 0):
+        return []
+    magnitude = 10.0 ** _floor_log10(raw)
+    step = next((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw), 0.0)
+    if not (math.isfinite(step) and step > 0):
+        return []
     start = step * _floor(lo / step)
     ticks, t = [], start
-    while t <= hi + step * 1e-9:
+    # Bounded: at 1e16 and beyond, t + step can equal t.
+    for _ in range(4 * count + 4):
+        if t > hi + step * 1e-9:
+            break
         if t >= lo - step * 1e-9:
             ticks.append(round(t, 10))
         t += step
@@ -64,9 +74,21 @@ def _floor(x: float) -> int:
 
 
 def _floor_log10(x: float) -> int:
-    import math
-
     return math.floor(math.log10(x)) if x > 0 else 0
+
+
+def finite_numbers(value: Any, depth: int = 0) -> Any:
+    """The report with NaN and infinities (a diverged loss) as None, so they show as missing; nesting deeper
+    than any report's is cut."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth > 32:
+        return None
+    if isinstance(value, dict):
+        return {k: finite_numbers(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_numbers(v, depth + 1) for v in value]
+    return value
 
 
 def _tick_label(t: float) -> str:
@@ -400,6 +422,7 @@ table.confusion td{text-align:center;min-width:28px;font-size:.8rem} .status{fon
 def render_report_html(report: dict, job: dict | None = None, artifacts: Sequence[dict] = ()) -> str:
     """The report page of a job: summary, curves, size/latency bars, confusion, configuration, checksums."""
     job = job or {}
+    report = finite_numbers(report)
     job_id = report.get("job_id") or job.get("id") or ""
     meta = [("job", _e(job_id)), ("status", _e(job.get("status", "")))] if job else [("job", _e(job_id))]
     meta += [

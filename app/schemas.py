@@ -88,7 +88,8 @@ class DatasetPublic(UploadPublic):
 class Hyperparameters(BaseModel):
     """Training settings; unknown keys are refused so that a typo is not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Every number is bounded, and NaN or Infinity (which Python's JSON parser accepts) is refused.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(64, ge=1, le=65536)
@@ -97,12 +98,12 @@ class Hyperparameters(BaseModel):
     alpha: float = Field(0.9, ge=0, le=1)
     loss: Literal["kl", "mse", "dkd"] = "kl"
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    patience: int | None = Field(None, ge=1)
-    dkd_alpha: float = Field(1.0, ge=0)
-    dkd_beta: float = Field(8.0, ge=0)
+    patience: int | None = Field(None, ge=1, le=1000)
+    dkd_alpha: float = Field(1.0, ge=0, le=1000)
+    dkd_beta: float = Field(8.0, ge=0, le=1000)
     weight_decay: float = Field(0.01, ge=0, le=1)
     warmup_fraction: float = Field(0.05, ge=0, le=1)
-    grad_clip: float | None = Field(1.0, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0, le=1e6)
     augmentation: dict[str, float] | None = None
     compile: bool = False
 
@@ -144,9 +145,11 @@ class StudentSpec(BaseModel):
         for key in ("hidden_sizes", "channels", "kernel_sizes"):
             sizes = (self.model_extra or {}).get(key)
             if sizes is not None and (
-                not isinstance(sizes, list) or not all(isinstance(s, int) and 0 < s <= 65536 for s in sizes)
+                not isinstance(sizes, list)
+                or len(sizes) > 64
+                or not all(isinstance(s, int) and 0 < s <= 65536 for s in sizes)
             ):
-                raise ValueError(f"{key} must be a list of positive integers")
+                raise ValueError(f"{key} must be a list of at most 64 integers in [1, 65536]")
         for key in (
             "embedding_dim",
             "hidden_dim",
@@ -161,6 +164,9 @@ class StudentSpec(BaseModel):
             value = (self.model_extra or {}).get(key)
             if value is not None and (not isinstance(value, int) or not 0 < value <= 65536):
                 raise ValueError(f"{key} must be a positive integer")
+        bidirectional = (self.model_extra or {}).get("bidirectional")
+        if bidirectional is not None and not isinstance(bidirectional, bool):
+            raise ValueError("bidirectional must be true or false")
         dropout = (self.model_extra or {}).get("dropout")
         if dropout is not None and not (isinstance(dropout, int | float) and 0 <= dropout < 1):
             raise ValueError("dropout must be in [0, 1)")

@@ -9,12 +9,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from app.errors import Unprocessable
+from app.errors import ApiError, Unprocessable
+
+logger = logging.getLogger(__name__)
 
 MODEL_FORMATS_HINT = (
     "upload a TorchScript archive (torch.jit.script/trace(...).save), a torch.export program (.pt2, "
@@ -24,6 +29,22 @@ DATASET_FORMATS_HINT = (
     "upload an .npz with arrays x and optional y, a CSV, JSONL or Parquet table, or a zip of "
     "class folders of PNG/JPEG images"
 )
+JSONL_HINT = 'a JSONL dataset holds one flat JSON object per line, e.g. {"text": "...", "label": 1}'
+MAX_NPZ_ARRAYS = 1000
+# What parsing crafted content can raise (zipfile, zlib, numpy's .npy header parser with its tokenizer, json,
+# csv): never a server error.
+CONTENT_ERRORS = (
+    zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError, TypeError,
+    KeyError, IndexError, OverflowError, SyntaxError, csv.Error, tokenize.TokenError,
+)
+# zipfile also raises OSError on a crafted archive (a seek before the start of the file).
+ZIP_ERRORS = (*CONTENT_ERRORS, OSError)
+
+
+def _unreadable(what: str, exc: BaseException, code: str, hint: str) -> Unprocessable:
+    """A 422 for content a parser choked on: the parser's own text (it may name server paths) stays in the log."""
+    logger.info("unreadable upload (%s): %s: %s", what, type(exc).__name__, exc)
+    return Unprocessable(f"{what}; {hint}", code=code)
 
 
 def _is_pickle(head: bytes) -> bool:
@@ -31,18 +52,30 @@ def _is_pickle(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
-def _zip_names(path: Path) -> list[str]:
+def _zip_names(path: Path, code: str, hint: str) -> list[str]:
     try:
         with zipfile.ZipFile(path) as zf:
             return zf.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise Unprocessable(
-            f"the file looks like a zip archive but cannot be read: {exc}", code="invalid_file"
+    except ZIP_ERRORS as exc:
+        raise _unreadable(
+            "the file starts like a zip archive but its directory cannot be read (truncated or corrupt)",
+            exc, code, hint,
         ) from None
 
 
 def sniff_model(path: Path) -> str:
     """The model format of a file: 'torchscript', 'pt2' or 'onnx'; anything else answers 422."""
+    try:
+        return _sniff_model(path)
+    except ApiError:
+        raise
+    except CONTENT_ERRORS as exc:
+        raise _unreadable(
+            "the file cannot be read as a model", exc, "invalid_model", MODEL_FORMATS_HINT
+        ) from None
+
+
+def _sniff_model(path: Path) -> str:
     with open(path, "rb") as fh:
         head = fh.read(64)
     if not head:
@@ -54,7 +87,7 @@ def sniff_model(path: Path) -> str:
             code="unsupported_model_format",
         )
     if head.startswith(b"PK\x03\x04"):
-        names = _zip_names(path)
+        names = _zip_names(path, "invalid_model", MODEL_FORMATS_HINT)
         tails = {name.split("/", 1)[1] if "/" in name else name for name in names}
         if any(t.startswith("code/") for t in tails) and "data.pkl" in tails:
             return "torchscript"
@@ -82,9 +115,14 @@ def _npz_arrays(path: Path) -> dict[str, np.dtype]:
     """Array names and dtypes of an .npz, read from the .npy headers only."""
     arrays: dict[str, np.dtype] = {}
     with zipfile.ZipFile(path) as zf:
-        for name in zf.namelist():
-            if not name.endswith(".npy"):
-                continue
+        names = [name for name in zf.namelist() if name.endswith(".npy")]
+        if len(names) > MAX_NPZ_ARRAYS:
+            raise Unprocessable(
+                f"the .npz holds {len(names)} arrays; a dataset needs x and optional y "
+                f"(at most {MAX_NPZ_ARRAYS} arrays are accepted)",
+                code="invalid_dataset",
+            )
+        for name in names:
             with zf.open(name) as fh:
                 try:
                     version = np.lib.format.read_magic(fh)
@@ -94,9 +132,10 @@ def _npz_arrays(path: Path) -> dict[str, np.dtype]:
                         else np.lib.format.read_array_header_2_0
                     )
                     _shape, _order, dtype = reader(fh)
-                except ValueError as exc:
-                    raise Unprocessable(
-                        f"array {name} in the .npz is not a valid .npy: {exc}", code="invalid_dataset"
+                except CONTENT_ERRORS as exc:
+                    raise _unreadable(
+                        f"array {_shorten(name)!r} in the .npz is not a valid .npy (save it with numpy.savez)",
+                        exc, "invalid_dataset", DATASET_FORMATS_HINT,
                     ) from None
             arrays[name[:-4]] = dtype
     return arrays
@@ -105,16 +144,17 @@ def _npz_arrays(path: Path) -> dict[str, np.dtype]:
 def _check_npz(path: Path) -> None:
     arrays = _npz_arrays(path)
     if "x" not in arrays:
+        found = sorted(arrays)
         raise Unprocessable(
-            f"the .npz has no array named 'x' (found: {sorted(arrays) or 'none'}); "
+            f"the .npz has no array named 'x' (found: {_names(found) if found else 'none'}); "
             "save features as x and optional labels as y",
             code="invalid_dataset",
         )
     for name, dtype in arrays.items():
         if dtype.hasobject:
             raise Unprocessable(
-                f"array {name!r} in the .npz holds Python objects (pickled), which the service never loads; "
-                "save numeric arrays",
+                f"array {_shorten(name)!r} in the .npz holds Python objects (pickled), which the service "
+                "never loads; save numeric arrays",
                 code="invalid_dataset",
             )
 
@@ -129,7 +169,9 @@ def _check_image_folder(path: Path) -> bool:
     with zipfile.ZipFile(path) as zf, zf.open(images[0]) as fh:
         magic = fh.read(8)
     if not (magic.startswith(b"\x89PNG\r\n\x1a\n") or magic.startswith(b"\xff\xd8\xff")):
-        raise Unprocessable(f"{images[0].filename!r} is not a PNG or JPEG image", code="invalid_dataset")
+        raise Unprocessable(
+            f"{_shorten(images[0].filename)!r} is not a PNG or JPEG image", code="invalid_dataset"
+        )
     if not any("/" in i.filename for i in images):
         raise Unprocessable(
             "the archive's images must sit in one folder per class (cat/1.png, dog/2.png)",
@@ -155,7 +197,9 @@ def _first_line(path: Path, limit: int = 1 << 20) -> str:
 
 
 def sniff_dataset(path: Path, options: dict) -> str:
-    """The dataset format ('npz', 'parquet', 'jsonl', 'csv'); checks what can be checked without loading."""
+    """The dataset format ('npz', 'parquet', 'jsonl', 'csv'); checks what can be checked without loading.
+
+    Any content a parser chokes on (a corrupt zip, JSON nested 100k deep, a 1 MiB CSV field) answers 422."""
     with open(path, "rb") as fh:
         head = fh.read(8)
     if not head:
@@ -166,16 +210,15 @@ def sniff_dataset(path: Path, options: dict) -> str:
             code="unsupported_dataset_format",
         )
     if head.startswith(b"PK\x03\x04"):
-        names = _zip_names(path)
-        if any(n.endswith(".npy") for n in names):
-            _check_npz(path)
-            return "npz"
-        if _check_image_folder(path):
-            return "image_folder"
-        raise Unprocessable(
-            f"the zip archive holds no .npy arrays nor images; {DATASET_FORMATS_HINT}",
-            code="unsupported_dataset_format",
-        )
+        try:
+            return _sniff_zip_dataset(path)
+        except ApiError:
+            raise
+        except ZIP_ERRORS as exc:
+            raise _unreadable(
+                "the zip archive cannot be read (truncated, corrupt, encrypted or an unsupported compression)",
+                exc, "invalid_dataset", DATASET_FORMATS_HINT,
+            ) from None
     if head.startswith(b"\x93NUMPY"):
         raise Unprocessable(
             "a bare .npy holds one array; save x (and y) with numpy.savez into an .npz",
@@ -183,21 +226,87 @@ def sniff_dataset(path: Path, options: dict) -> str:
         )
     if head.startswith(b"PAR1"):
         return "parquet"
-    line = _first_line(path)
-    if line.lstrip().startswith("{"):
-        try:
-            columns = list(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise Unprocessable(
-                f"the first line is not a JSON object: {exc}", code="invalid_dataset"
-            ) from None
+    line = _first_line(path).lstrip()
+    if line.startswith("{"):
+        columns = _jsonl_columns(line)
         _check_columns(columns, options)
         return "jsonl"
-    columns = [c.strip() for c in next(csv.reader(io.StringIO(line)), [])]
+    if line.startswith("[") and _is_json(line):
+        raise Unprocessable(
+            f"the first line is a JSON array, not an object; {JSONL_HINT}", code="invalid_dataset"
+        )
+    try:
+        columns = [c.strip() for c in next(csv.reader(io.StringIO(line)), [])]
+    except csv.Error as exc:
+        raise _unreadable(
+            "the first line is not a CSV header row (a field is too long or badly quoted); a CSV starts "
+            "with one short line of comma-separated column names",
+            exc, "invalid_dataset", DATASET_FORMATS_HINT,
+        ) from None
     if len(columns) < 1 or not any(columns):
         raise Unprocessable(f"the CSV has no header row; {DATASET_FORMATS_HINT}", code="invalid_dataset")
     _check_columns(columns, options)
     return "csv"
+
+
+def _sniff_zip_dataset(path: Path) -> str:
+    names = _zip_names(path, "invalid_dataset", DATASET_FORMATS_HINT)
+    if any(n.endswith(".npy") for n in names):
+        _check_npz(path)
+        return "npz"
+    if _check_image_folder(path):
+        return "image_folder"
+    raise Unprocessable(
+        f"the zip archive holds no .npy arrays nor images; {DATASET_FORMATS_HINT}",
+        code="unsupported_dataset_format",
+    )
+
+
+def _jsonl_columns(line: str) -> list[str]:
+    """The keys of the first line's JSON object; 422 naming the problem when it is not one."""
+    try:
+        value = json.loads(line)
+    except RecursionError:
+        raise Unprocessable(
+            f"the first line nests JSON objects or arrays too deeply to be read; {JSONL_HINT}",
+            code="invalid_dataset",
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise Unprocessable(
+            f"the first line is not a JSON object ({exc.msg} at character {exc.pos}); {JSONL_HINT}",
+            code="invalid_dataset",
+        ) from None
+    except ValueError:  # e.g. an integer of more than 4300 digits
+        raise Unprocessable(
+            f"the first line holds a number too long to read; {JSONL_HINT}", code="invalid_dataset"
+        ) from None
+    if not isinstance(value, dict):
+        raise Unprocessable(f"the first line is not a JSON object; {JSONL_HINT}", code="invalid_dataset")
+    return list(value)
+
+
+def _is_json(line: str) -> bool:
+    """Whether a line parses as JSON (a document too deeply nested to parse counts as JSON)."""
+    try:
+        json.loads(line)
+    except RecursionError:
+        return True
+    except ValueError:
+        return False
+    return True
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    """User-supplied names echoed in a message, cut to a readable length."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _names(names: list[str], limit: int = 20) -> str:
+    """A list of user-supplied names for a message: the first `limit`, each shortened."""
+    shown = ", ".join(repr(_shorten(n)) for n in names[:limit])
+    if len(names) > limit:
+        return f"[{shown}, ...] ({len(names)} in all)"
+    return f"[{shown}]"
 
 
 def _check_columns(columns: list[str], options: dict) -> None:
@@ -205,5 +314,6 @@ def _check_columns(columns: list[str], options: dict) -> None:
         name = options.get(key)
         if name and name not in columns:
             raise Unprocessable(
-                f"{key} {name!r} is not a column of the file (columns: {columns})", code="invalid_dataset"
+                f"{key} {_shorten(name)!r} is not a column of the file (columns: {_names(columns)})",
+                code="invalid_dataset",
             )

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
@@ -22,6 +23,8 @@ from app.errors import PayloadTooLarge, Unprocessable
 logger = logging.getLogger(__name__)
 
 MAX_FIELD_BYTES = 64 * 1024
+MAX_FIELDS = 64  # text fields of one form: the routes read fewer than ten
+MAX_HEADER_BYTES = 16 * 1024  # one part's headers
 
 
 @dataclass
@@ -67,13 +70,21 @@ class _PartWriter:
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self.header_field += data[start:end]
+        self._check_header_size()
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
         self.header_value += data[start:end]
+        self._check_header_size()
+
+    def _check_header_size(self) -> None:
+        if len(self.header_field) + len(self.header_value) > MAX_HEADER_BYTES:
+            raise Unprocessable(f"a multipart part header is longer than {MAX_HEADER_BYTES} bytes")
 
     def on_header_end(self) -> None:
         self.headers[self.header_field.lower()] = self.header_value
         self.header_field = self.header_value = b""
+        if len(self.headers) > 16:
+            raise Unprocessable("a multipart part has more than 16 headers")
 
     def on_headers_finished(self) -> None:
         _, params = parse_options_header(self.headers.get(b"content-disposition", b""))
@@ -92,6 +103,8 @@ class _PartWriter:
             self.handle = open(path, "wb")  # noqa: SIM115 - closed in on_part_end
             self.digest = hashlib.sha256()
         else:
+            if len(self.form.fields) >= MAX_FIELDS:
+                raise Unprocessable(f"the form has more than {MAX_FIELDS} fields")
             self.current = None
             self.text = bytearray()
 
@@ -143,9 +156,9 @@ async def receive_form(
             "on_part_end",
         )
     }
-    parser = MultipartParser(params[b"boundary"], callbacks)
     received = 0
     try:
+        parser = MultipartParser(params[b"boundary"], callbacks)  # refuses a boundary over 256 bytes
         # Content-Length is not trusted: the bytes actually read are counted.
         async for chunk in request.stream():
             received += len(chunk)
@@ -161,10 +174,18 @@ async def receive_form(
         writer.close()
         form.cleanup()
         raise
-    except Exception as exc:  # a malformed body from python-multipart
+    except (FormParserError, UnicodeError, ValueError) as exc:  # a malformed body, from python-multipart
         writer.close()
         form.cleanup()
-        raise Unprocessable(f"malformed multipart body: {exc}") from None
+        detail = f": {exc}" if isinstance(exc, FormParserError) and not isinstance(exc, OSError) else ""
+        raise Unprocessable(
+            f"malformed multipart/form-data body{detail}; send the file as the 'file' part of a "
+            "multipart/form-data body (curl -F file=@data.npz)"
+        ) from None
+    except BaseException:  # our own failure (a full disk): a 500 whose text names no path
+        writer.close()
+        form.cleanup()
+        raise
     logger.info("received upload of %d bytes", received)
     return form
 

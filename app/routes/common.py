@@ -10,6 +10,11 @@ from sqlalchemy.orm import Session
 from app.schemas import ErrorResponse
 
 MAX_LIMIT = 100
+# The largest integer the databases store (SQL BIGINT): integer query and header values are bounded by it,
+# so a huge one answers 422 instead of overflowing the driver.
+MAX_INT = 2**63 - 1
+# Resource ids are at most 40 characters; a longer `after` cursor cannot name one.
+MAX_CURSOR = 64
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:

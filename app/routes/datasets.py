@@ -13,7 +13,7 @@ from app.deps import DatasetDep, SessionDep, SettingsDep, TenantDep
 from app.errors import Unprocessable
 from app.models import Dataset
 from app.routes import uploads
-from app.routes.common import MAX_LIMIT, errors, paginate
+from app.routes.common import MAX_CURSOR, MAX_LIMIT, errors, paginate
 from app.schemas import DatasetPublic, Page
 from app.sniff import sniff_dataset
 from app.storage import LocalStorage
@@ -65,8 +65,15 @@ def parse_options(form: ReceivedForm) -> dict:
             classes = json.loads(raw) if raw.startswith("[") else [c.strip() for c in raw.split(",")]
         except json.JSONDecodeError as exc:
             raise Unprocessable(f"classes is not a JSON list: {exc}") from None
-        if not classes or len(set(map(str, classes))) != len(classes):
-            raise Unprocessable("classes must be a non-empty list of distinct names")
+        except (RecursionError, ValueError):  # nested too deeply, or a number of thousands of digits
+            raise Unprocessable('classes is not a flat JSON list of names, e.g. ["cat", "dog"]') from None
+        if (
+            not isinstance(classes, list)
+            or not classes
+            or not all(isinstance(c, str | int | float) for c in classes)
+            or len(set(map(str, classes))) != len(classes)
+        ):
+            raise Unprocessable('classes must be a non-empty list of distinct names, e.g. ["cat", "dog"]')
         options["classes"] = [str(c) for c in classes]
     if fields.get("image_size"):
         raw = fields["image_size"].strip().lower().replace(",", "x").split("x")
@@ -119,7 +126,7 @@ def list_datasets(
     session: SessionDep,
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
-    after: str | None = None,
+    after: Annotated[str | None, Query(max_length=MAX_CURSOR)] = None,
 ) -> dict:
     """The tenant's datasets, newest first."""
     query = select(Dataset).where(Dataset.tenant_id == tenant.id)

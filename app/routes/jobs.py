@@ -15,7 +15,7 @@ from app.deps import JobDep, PolledJobDep, SessionDep, SettingsDep, TenantDep
 from app.errors import NotFound
 from app.jobs import TERMINAL, cancel_job, create_job
 from app.models import Artifact, Job, JobEvent
-from app.routes.common import MAX_LIMIT, errors, paginate
+from app.routes.common import MAX_CURSOR, MAX_INT, MAX_LIMIT, errors, paginate
 from app.schemas import ArtifactsPage, EventPublic, EventsPage, JobCreate, JobPublic, Page
 from app.storage import LocalStorage
 
@@ -46,7 +46,7 @@ def list_jobs(
     tenant: TenantDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
-    after: str | None = None,
+    after: Annotated[str | None, Query(max_length=MAX_CURSOR)] = None,
 ) -> dict:
     """The tenant's jobs, newest first, optionally by status."""
     query = select(Job).where(Job.tenant_id == tenant.id)
@@ -114,13 +114,17 @@ def get_events(
     request: Request,
     job: JobDep,
     session: SessionDep,
-    after: int = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT, description="Only events with a larger id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[
+        int | None,
+        Header(ge=0, le=MAX_INT, description="Server-sent events: resume after this event id (overrides `after`)"),
+    ] = None,
 ):
     """Events in order; with `Accept: text/event-stream` they stream live until the job ends."""
     if "text/event-stream" in request.headers.get("accept", ""):
-        start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+        # Both values are bounded by the schema: a bad one answered 422 before the stream's 200.
+        start = last_event_id if last_event_id is not None else after
         return StreamingResponse(
             _event_stream(job.id, start),
             media_type="text/event-stream",
@@ -168,11 +172,14 @@ def download_artifact(job: JobDep, name: str, session: SessionDep, settings: Set
     if row is None:
         raise NotFound(f"job {job.id} has no artifact named {name!r}")
     path = LocalStorage.from_settings(settings).path(row.path)
+    if not path.is_file():
+        raise NotFound(f"the file of artifact {name!r} of job {job.id} is no longer stored",
+                       code="artifact_gone")
     return FileResponse(
         path,
         filename=row.name,
         media_type="application/octet-stream",
-        headers={"X-Checksum-Sha256": row.sha256},
+        headers={"X-Checksum-Sha256": row.sha256, "X-Content-Type-Options": "nosniff"},
     )
 
 

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from app.deps import ModelDep, SessionDep, SettingsDep, TenantDep
 from app.models import Model
 from app.routes import uploads
-from app.routes.common import MAX_LIMIT, errors, paginate
+from app.routes.common import MAX_CURSOR, MAX_LIMIT, errors, paginate
 from app.schemas import ModelPublic, Page
 from app.sniff import sniff_model
 from app.storage import LocalStorage
@@ -54,7 +54,7 @@ def list_models(
     session: SessionDep,
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
-    after: str | None = None,
+    after: Annotated[str | None, Query(max_length=MAX_CURSOR)] = None,
 ) -> dict:
     """The tenant's models, newest first."""
     rows, next_after = paginate(

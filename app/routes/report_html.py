@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import json
+import logging
+
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
@@ -13,7 +17,16 @@ from app.report_html import render_report_html
 from app.routes.common import errors
 from app.schemas import ArtifactPublic, JobPublic
 
+logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+# The page is inline CSS and inline SVG only (app/report_html.py): no script runs, nothing loads, no form
+# posts, no site frames it, and `sandbox` gives it an opaque origin (no access to this origin's storage).
+REPORT_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'; sandbox"
+)
+REPORT_HEADERS = {"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"}
 
 
 def _json_errors(*codes: int) -> dict:
@@ -49,6 +62,20 @@ def get_report_html(job: JobDep, session: SessionDep) -> HTMLResponse:
         raise NotFound(f"job {job.id} has no report yet (status {job.status})", code="report_not_ready")
     rows = session.scalars(select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)).all()
     artifacts = [ArtifactPublic.model_validate(a).model_dump(mode="json") for a in rows]
-    return HTMLResponse(
-        render_report_html(job.report, JobPublic.model_validate(job).model_dump(mode="json"), artifacts)
+    try:
+        page = render_report_html(job.report, JobPublic.model_validate(job).model_dump(mode="json"), artifacts)
+    except Exception:  # a report of an unexpected shape (it comes from the job's sandboxed run): show it raw
+        logger.exception("could not draw the report of job %s", job.id)
+        page = _plain_report(job.id, job.report)
+    return HTMLResponse(page, headers=REPORT_HEADERS)
+
+
+def _plain_report(job_id: str, report: dict) -> str:
+    """The report as escaped JSON, when its shape cannot be drawn."""
+    body = html.escape(json.dumps(report, indent=2, default=str, allow_nan=True))
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>Distillery report {html.escape(job_id)}</title></head><body><h1>Distillation report</h1>"
+        "<p>The report's charts could not be drawn; its data:</p>"
+        f"<pre>{body}</pre></body></html>"
     )
