@@ -37,10 +37,16 @@ DataDir = Annotated[
 ]
 
 
+def _log_level() -> str:
+    from app.settings import Settings
+
+    return Settings().log_level.upper()
+
+
 def _configure(data_dir: Path | None) -> None:
     """Point this process and its children at one data directory, before settings are read."""
     logging.basicConfig(
-        level=os.environ.get("DISTILLERY_LOG_LEVEL", "INFO"),
+        level=_log_level(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from app.logredact import install_log_redaction
