@@ -165,8 +165,11 @@ def run_epoch(
         state.step += 1
         state.global_step += 1
         clock.step(state.epoch, state.global_step)
-    train_loss = (state.loss_sum / batches.rows).item()
-    check_finite(model, train_loss, bool(teacher_finite), state.epoch)
+    # One read per epoch: the mean loss, and whether the teacher's outputs and the weights stayed finite.
+    weights_finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+    ends = torch.stack([state.loss_sum / batches.rows, teacher_finite.float(), weights_finite.float()])
+    train_loss, teacher_ok, weights_ok = ends.tolist()
+    check_finite(train_loss, teacher_ok == 1.0, weights_ok == 1.0, state.epoch)
     return train_loss
 
 
@@ -204,7 +207,7 @@ def train_step(
     return loss
 
 
-def check_finite(model: nn.Module, train_loss: float, teacher_finite: bool, epoch: int) -> None:
+def check_finite(train_loss: float, teacher_finite: bool, weights_finite: bool, epoch: int) -> None:
     """Raise non_finite, naming where, when the epoch's teacher outputs, loss or resulting weights were not finite."""
     if not teacher_finite:
         where = f"the teacher returned NaN or infinite outputs on augmented batches in epoch {epoch + 1}"
@@ -212,8 +215,7 @@ def check_finite(model: nn.Module, train_loss: float, teacher_finite: bool, epoc
     if not math.isfinite(train_loss):
         what = "NaN" if math.isnan(train_loss) else "infinite"
         raise EngineError("non_finite", f"the training loss became {what} in epoch {epoch + 1}")
-    # A last step can turn the weights to NaN after a finite loss; one check per epoch, not per step.
-    if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+    if not weights_finite:  # a last step can turn the weights to NaN after a finite loss
         raise EngineError("non_finite", f"the student's weights became NaN or infinite in epoch {epoch + 1}")
 
 
