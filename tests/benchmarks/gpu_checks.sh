@@ -22,10 +22,10 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
     python3 -c "import torchdistill; print('torchdistill', torchdistill.__version__)"
 } 2>&1 | tee "$out/gpu.txt"
 # A whole job through the job child (worker/supervisor.py + worker/job_child.py) on the GPU, as the service runs it.
-timeout 150 python3 tests/benchmarks/gpu_job_child.py --device cuda 2>&1 | tee "$out/job_child.txt"
+timeout ${JOB_T:-150} python3 tests/benchmarks/gpu_job_child.py --device cuda 2>&1 | tee "$out/job_child.txt"
 # --confcutdir: tests/conftest.py imports the servers' client libraries (psycopg, redis), absent there;
 # the engine tests need only tests/engine/conftest.py. The engine picks CUDA by default, so test_distill
 # runs on the GPU too.
-timeout 150 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/engine -rs \
+timeout ${TEST_T:-150} python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/engine -rs \
     tests/engine/test_cuda.py tests/engine/test_distill.py 2>&1 | tee "$out/engine_tests.txt"
-timeout 230 python3 tests/benchmarks/bench_engine.py ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_engine.txt"
+timeout ${BENCH_T:-230} python3 tests/benchmarks/bench_engine.py ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_engine.txt"

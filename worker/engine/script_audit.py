@@ -118,7 +118,7 @@ def audit_torchscript(path: str) -> None:
         elif not key.startswith(_LAYOUT_FOLDERS):  # tensor bytes, extra files, ids: never compiled or unpickled
             raise ScriptRefused(f"it holds {name!r}, which torch.jit.save does not write")
     try:
-        if sum(reader.get_record_size(n) for n in sources + pickles) > MAX_CODE_BYTES:
+        if sum(_record_size(reader, n) for n in sources + pickles) > MAX_CODE_BYTES:
             raise ScriptRefused(f"the archive holds more than {MAX_CODE_BYTES // 1024**2} MiB of code")
         for name in sources:
             try:
@@ -259,3 +259,10 @@ def _audit_pickle(data: bytes, name: str) -> None:
         raise
     except Exception as exc:  # pickletools raises ValueError and friends on malformed input
         raise ScriptRefused(f"its pickle {name} cannot be read: {exc}") from exc
+
+
+def _record_size(reader, name: str) -> int:
+    """A member's size; torch before 2.12 has no get_record_size, so its bytes are read (code members are small)."""
+    if hasattr(reader, "get_record_size"):
+        return reader.get_record_size(name)
+    return len(reader.get_record(name))
