@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 import zipfile
 
@@ -97,6 +98,9 @@ def _onnx_graph(path: str):
     return model
 
 
+_DEVICE_MISMATCH = re.compile(r"same device|Expected all tensors to be on the same device|device mismatch", re.I)
+
+
 class Teacher:
     """A loaded model behind one callable: `teacher(x)` gives float32 logits [N, C] on `device`."""
 
@@ -183,7 +187,18 @@ class Teacher:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.format == "torchscript":
-            return _as_logits(self.module(x.to(self.device)))
+            try:
+                return _as_logits(self.module(x.to(self.device)))
+            except RuntimeError as exc:
+                if not (self.device.startswith("cuda") and _DEVICE_MISMATCH.search(str(exc))):
+                    raise
+                # A traced module can hold tensors made on the CPU at trace time (an LSTM's zero state):
+                # it runs only where it was traced. Run it there; the student still trains on the GPU.
+                logger.warning("the TorchScript teacher does not run on %s (%s); running it on the CPU",
+                               self.device, str(exc).strip().splitlines()[-1][:200])
+                self.device = "cpu"
+                self._load_torchscript()
+                return _as_logits(self.module(x.to(self.device)))
         if self.format == "pt2":
             x = x.to(self.device)
             if self.fixed_batch is None or len(x) == self.fixed_batch:
