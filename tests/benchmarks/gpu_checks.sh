@@ -3,7 +3,9 @@
 # Prepare here once (the device tool's README: carried wheels), from the repository root:
 #   grep -qx '/.whl/' .git/info/exclude || echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux2014_x86_64 -d .whl torchdistill==1.1.5
+#       --platform manylinux2014_x86_64 -d .whl torchdistill==1.1.5 pydantic==2.14.4 pydantic_core==2.50.5 \
+#       pydantic-settings==2.16.3 python-dotenv==1.2.4 typing-inspection==0.4.5 annotated-types==0.8.0
+# (pydantic: the job child's supervisor reads the sandbox settings; the machine's Python lacks it.)
 # then call the device tool's run with command "bash tests/benchmarks/gpu_checks.sh", carry [".whl"],
 # timeout_s 560, and give the machine back. Results land in $OUT: gpu.txt, job_child.txt, engine_tests.txt,
 # bench_engine.txt.
