@@ -91,7 +91,7 @@ def test_run_command_serves_and_the_quickstart_works_as_written(tmp_path):
         assert '"status": "succeeded"' in quick.stdout
         assert '"compression_ratio"' in quick.stdout
         student = torch.jit.load(str(tmp_path / "student.pt"))
-        assert student(torch.zeros(2, 20)).shape == (2, 5)
+        assert student(torch.zeros(2, 64)).shape == (2, 10)
         # The CLI against the same server, on the digits fixture: files in --out, exit 0; a bad teacher fails.
         x_train, y_train, x_test, y_test = digits_arrays()
         args = ["--train", str(write_npz(tmp_path / "d_train.npz", x_train, y_train)),
