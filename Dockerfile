@@ -30,6 +30,7 @@ WORKDIR /srv/distillery
 # README.md* : optional, the glob lets the build go on without it.
 COPY pyproject.toml README.md* ./
 COPY app ./app
+COPY contract ./contract
 COPY worker ./worker
 COPY migrations ./migrations
 # Editable: app/migrate.py finds migrations/ beside the app package, which a site-packages install lacks.

@@ -29,12 +29,12 @@ from pydantic import BaseModel, ConfigDict
 
 from app.schemas import ArtifactPublic, DatasetPublic, EventPublic, JobPublic, ModelPublic
 from app.student_syntax import parse_student
+from contract import TERMINAL
 
 __all__ = ["Distillery", "DistilleryError", "Report", "Job", "Model", "Dataset", "Event", "Artifact",
            "DEFAULT_URL", "TERMINAL"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 Job = JobPublic
 Model = ModelPublic

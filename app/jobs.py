@@ -16,11 +16,9 @@ from app.queue import enqueue_job
 from app.schemas import JobCreate
 from app.settings import get_settings
 from app.webhooks import WebhookTargetError, check_target, notify_job_ended
+from contract import ACTIVE, TERMINAL
 
 logger = logging.getLogger(__name__)
-
-TERMINAL = ("succeeded", "failed", "cancelled")
-ACTIVE = ("queued", "running")
 
 
 def add_event(

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_serializer, field_validator, model_validator
+
+from contract import (
+    DEFAULT_EXPORTS,
+    DEFAULT_STUDENT,
+    EXPORT_FORMATS,
+    HYPERPARAMETERS,
+    JOB_STATUSES,
+    UPLOAD_STATUSES,
+    Hyperparameter,
+    check_augmentation,
+    check_student_parameters,
+)
 
 T = TypeVar("T")
-
-ARCHITECTURES: dict[str, set[str]] = {
-    "mlp": {"hidden_sizes", "dropout"},
-    "cnn": {"channels", "dropout", "hidden_size"},
-    "lstm": {"embedding_dim", "hidden_dim", "num_layers", "bidirectional", "dropout"},
-    "textcnn": {"embedding_dim", "num_filters", "kernel_sizes", "dropout"},
-    "transformer": {"d_model", "layers", "heads", "ff_dim", "dropout"},
-}
-EXPORT_FORMATS = ("torchscript", "safetensors", "onnx", "pt2", "int8")
 
 
 class ErrorDetail(BaseModel):
@@ -69,7 +73,7 @@ class UploadPublic(_Out):
     id: str
     name: str
     format: str
-    status: Literal["validating", "ready", "invalid"]
+    status: Literal[UPLOAD_STATUSES]
     size_bytes: int
     sha256: str
     created_at: datetime
@@ -85,38 +89,41 @@ class DatasetPublic(UploadPublic):
     """An uploaded dataset."""
 
 
-class Hyperparameters(BaseModel):
-    """Training settings; unknown keys are refused so that a typo is not silently ignored."""
+class _HyperparametersBase(BaseModel):
+    # Unknown keys are refused so that a typo is not silently ignored. Every number is bounded, NaN and Infinity
+    # (which Python's JSON parser accepts) are refused, and values are taken strictly as the JSON they are ("3" is
+    # not an integer, 3.0 is not an epoch count): the engine takes them the same way (contract.hyperparameters).
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    # Every number is bounded, and NaN or Infinity (which Python's JSON parser accepts) is refused.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    epochs: int = Field(10, ge=1, le=1000)
-    batch_size: int = Field(64, ge=1, le=65536)
-    learning_rate: float = Field(0.001, gt=0, le=10)
-    temperature: float = Field(4.0, gt=0, le=100)
-    alpha: float = Field(0.9, ge=0, le=1)
-    loss: Literal["kl", "mse", "dkd"] = "kl"
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    patience: int | None = Field(None, ge=1, le=1000)
-    dkd_alpha: float = Field(1.0, ge=0, le=1000)
-    dkd_beta: float = Field(8.0, ge=0, le=1000)
-    weight_decay: float = Field(0.01, ge=0, le=1)
-    warmup_fraction: float = Field(0.05, ge=0, le=1)
-    grad_clip: float | None = Field(1.0, gt=0, le=1e6)
-    augmentation: dict[str, float] | None = None
-    compile: bool = False
-
-    @field_validator("augmentation")
+    @field_validator("augmentation", check_fields=False)
     @classmethod
     def _known_augmentations(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        allowed = {"noise", "mixup", "token_dropout", "token_mask"}
-        for key, amount in (value or {}).items():
-            if key not in allowed:
-                raise ValueError(f"unknown augmentation {key!r}; use one of {sorted(allowed)}")
-            if not 0 <= amount <= 1:
-                raise ValueError(f"augmentation {key} must be in [0, 1], got {amount}")
-        return value
+        return None if value is None else check_augmentation(value)
+
+
+def _hyperparameter_field(p: Hyperparameter) -> tuple[Any, Any]:
+    """A pydantic field from a row of the contract's table: its type, default, bounds and help."""
+    if p.choices:
+        annotation: Any = Literal[p.choices]
+    else:
+        annotation = dict[str, float] if p.type is dict else p.type
+    if p.nullable:
+        annotation = annotation | None
+    limits: dict[str, float] = {}
+    if p.bounds is not None:
+        if p.bounds.low is not None:
+            limits["gt" if p.bounds.low_open else "ge"] = p.bounds.low
+        if p.bounds.high is not None:
+            limits["lt" if p.bounds.high_open else "le"] = p.bounds.high
+    return annotation, Field(p.default, description=p.describe(), **limits)
+
+
+Hyperparameters = create_model(
+    "Hyperparameters",
+    __base__=_HyperparametersBase,
+    __doc__="Training settings (contract.HYPERPARAMETERS); unknown keys are refused.",
+    **{p.name: _hyperparameter_field(p) for p in HYPERPARAMETERS},
+)
 
 
 class StudentSpec(BaseModel):
@@ -129,47 +136,12 @@ class StudentSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> StudentSpec:
-        extra = set(self.model_extra or {})
+        extra_values = self.model_extra or {}
         if self.model_id is not None:
-            if self.architecture is not None or extra:
+            if self.architecture is not None or extra_values:
                 raise ValueError("give either model_id or an architecture with its parameters, not both")
             return self
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)} (or give model_id)")
-        unknown = extra - ARCHITECTURES[self.architecture]
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {sorted(unknown)} for {self.architecture}; "
-                f"allowed: {sorted(ARCHITECTURES[self.architecture])}"
-            )
-        for key in ("hidden_sizes", "channels", "kernel_sizes"):
-            sizes = (self.model_extra or {}).get(key)
-            if sizes is not None and (
-                not isinstance(sizes, list)
-                or len(sizes) > 64
-                or not all(isinstance(s, int) and 0 < s <= 65536 for s in sizes)
-            ):
-                raise ValueError(f"{key} must be a list of at most 64 integers in [1, 65536]")
-        for key in (
-            "embedding_dim",
-            "hidden_dim",
-            "num_layers",
-            "num_filters",
-            "d_model",
-            "layers",
-            "heads",
-            "ff_dim",
-            "hidden_size",
-        ):
-            value = (self.model_extra or {}).get(key)
-            if value is not None and (not isinstance(value, int) or not 0 < value <= 65536):
-                raise ValueError(f"{key} must be a positive integer")
-        bidirectional = (self.model_extra or {}).get("bidirectional")
-        if bidirectional is not None and not isinstance(bidirectional, bool):
-            raise ValueError("bidirectional must be true or false")
-        dropout = (self.model_extra or {}).get("dropout")
-        if dropout is not None and not (isinstance(dropout, int | float) and 0 <= dropout < 1):
-            raise ValueError("dropout must be in [0, 1)")
+        check_student_parameters(self.architecture, extra_values)
         return self
 
 
@@ -193,11 +165,9 @@ class JobCreate(BaseModel):
     teacher_id: str
     train_dataset_id: str
     eval_dataset_id: str | None = None
-    student: StudentSpec = Field(default_factory=lambda: StudentSpec(architecture="mlp", hidden_sizes=[64]))
+    student: StudentSpec = Field(default_factory=lambda: StudentSpec(**copy.deepcopy(DEFAULT_STUDENT)))
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
-    export: list[Literal["torchscript", "safetensors", "onnx", "pt2", "int8"]] = Field(
-        default_factory=lambda: ["torchscript", "safetensors"]
-    )
+    export: list[Literal[EXPORT_FORMATS]] = Field(default_factory=lambda: list(DEFAULT_EXPORTS))
     baseline: bool = False
     max_runtime_s: int | None = Field(
         None, ge=1, le=30 * 24 * 3600, description="Fail the job with code `timeout` after this many seconds"
@@ -281,7 +251,7 @@ class JobPublic(_Out):
     )
 
     id: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: Literal[JOB_STATUSES]
     phase: str | None
     attempt: int
     teacher_id: str

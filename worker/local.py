@@ -10,21 +10,40 @@ from pathlib import Path
 
 from app.sniff import sniff_dataset
 from app.student_syntax import parse_student
+from contract import DEFAULT_EXPORTS, EXPORT_FORMATS, HYPERPARAMETERS_BY_NAME
 
 logger = logging.getLogger(__name__)
 
-HYPERPARAMETERS = {  # flag -> (type, help)
-    "epochs": (int, "training epochs (10)"),
-    "batch_size": (int, "batch size (64)"),
-    "learning_rate": (float, "AdamW learning rate (0.001)"),
-    "temperature": (float, "softmax temperature (4.0)"),
-    "alpha": (float, "weight of the teacher's soft targets (0.9)"),
-    "loss": (str, "kl | mse | dkd"),
-    "seed": (int, "random seed (0)"),
-    "patience": (int, "epochs without improvement before stopping"),
-    "dkd_alpha": (float, "DKD target-class weight (1.0)"),
-    "dkd_beta": (float, "DKD non-target weight (8.0)"),
-}
+# The hyperparameter flags of `distillery distill`, by name: one per row of contract.HYPERPARAMETERS.
+HYPERPARAMETERS = HYPERPARAMETERS_BY_NAME
+NULLS = ("null", "none")
+
+
+def _value_or_null(kind: type):
+    """An argparse type for a nullable setting: `null` (or `none`) gives None, anything else `kind`."""
+
+    def parse(text: str):
+        return None if text.lower() in NULLS else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_hyperparameter_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per row of contract.HYPERPARAMETERS; a flag left out is not passed, so the engine's default holds."""
+    for hp in HYPERPARAMETERS.values():
+        flag, text = "--" + hp.name.replace("_", "-"), hp.describe().replace("%", "%%")
+        if hp.type is bool:
+            text = f"{hp.help} (off unless given)"
+            p.add_argument(flag, dest=hp.name, action="store_true", default=argparse.SUPPRESS, help=text)
+            continue
+        if hp.type is dict:
+            kind = json.loads  # JSON, e.g. {"token_dropout": 0.2}; null switches augmentation off
+        else:
+            kind = _value_or_null(hp.type) if hp.nullable else hp.type
+        p.add_argument(
+            flag, dest=hp.name, type=kind, choices=hp.choices or None, default=argparse.SUPPRESS, help=text
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column"), p.add_argument("--text-column")
     p.add_argument("--tokenizer", type=Path, help="tokenizer.json for a text column")
     p.add_argument("--max-length", type=int), p.add_argument("--classes", help="comma-separated label order")
-    for name, (kind, text) in HYPERPARAMETERS.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
-    p.add_argument("--augmentation", type=json.loads, help='JSON, e.g. {"token_dropout": 0.2}')
-    p.add_argument("--export", default="torchscript,safetensors", help="comma-separated export formats")
+    add_hyperparameter_flags(p)
+    p.add_argument(
+        "--export",
+        default=",".join(DEFAULT_EXPORTS),
+        help=f"comma-separated export formats, from {', '.join(EXPORT_FORMATS)}",
+    )
     p.add_argument("--baseline", action="store_true", help="also train the student without the teacher")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     return p
@@ -80,9 +101,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        hyper = {k: getattr(args, k) for k in HYPERPARAMETERS if getattr(args, k) is not None}
-        if args.augmentation:
-            hyper["augmentation"] = args.augmentation
+        hyper = {name: getattr(args, name) for name in HYPERPARAMETERS if hasattr(args, name)}
         config = DistillConfig.from_dict(
             {
                 **hyper,

@@ -52,8 +52,8 @@ from worker.scrub import scrub_error
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]  # the project: app/ and worker/ live here
-CODE_DIRS = ("app", "worker")
+ROOT = Path(__file__).resolve().parents[1]  # the project: app/, contract/ and worker/ live here
+CODE_DIRS = ("app", "contract", "worker")
 ENV_PASSTHROUGH = ("LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "TZ",
                    # Where a GPU image keeps the driver's libraries (NVIDIA's container toolkit sets these).
                    "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES")

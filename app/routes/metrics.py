@@ -31,10 +31,10 @@ from sqlalchemy import func, select
 from app.db import get_sessionmaker
 from app.models import Dataset, Job, Model, WorkerHeartbeat, utcnow
 from app.settings import get_settings
+from contract import JOB_STATUSES, TERMINAL
 
 router = APIRouter(tags=["operations"])
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 QUEUE_WAIT_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 RUN_BUCKETS = (1, 5, 10, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600)
 
@@ -71,10 +71,10 @@ class DatabaseCollector:
         yield jobs
 
         waits: dict[tuple[str, ...], list[float]] = {(): []}
-        runs: dict[tuple[str, ...], list[float]] = {(s,): [] for s in ("succeeded", "failed", "cancelled")}
+        runs: dict[tuple[str, ...], list[float]] = {(s,): [] for s in TERMINAL}
         for status, created_at, started_at, finished_at in timings:
             waits[()].append(max(0.0, (started_at - created_at).total_seconds()))
-            if finished_at is not None and status in ("succeeded", "failed", "cancelled"):
+            if finished_at is not None and status in TERMINAL:
                 runs[(status,)].append(max(0.0, (finished_at - started_at).total_seconds()))
         yield _histogram("distillery_job_queue_wait_seconds",
                          "Seconds from a job's creation to its first start.", waits, QUEUE_WAIT_BUCKETS, [])
