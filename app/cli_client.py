@@ -334,6 +334,13 @@ def _split(text: str | None) -> list[str] | None:
     return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
 
 
+def _help(name: str) -> str:
+    """A hyperparameter's help text, from the contract's table."""
+    from contract import HYPERPARAMETERS_BY_NAME
+
+    return HYPERPARAMETERS_BY_NAME[name].help
+
+
 @api_errors
 def run(
     teacher: Annotated[
@@ -384,6 +391,10 @@ def run(
     patience: Annotated[int | None, typer.Option(help="epochs without improvement before stopping")] = None,
     dkd_alpha: Annotated[float | None, typer.Option(help="DKD target-class weight (1.0)")] = None,
     dkd_beta: Annotated[float | None, typer.Option(help="DKD non-target weight (8.0)")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help=_help("weight_decay"))] = None,
+    warmup_fraction: Annotated[float | None, typer.Option(help=_help("warmup_fraction"))] = None,
+    grad_clip: Annotated[str | None, typer.Option(help=_help("grad_clip") + " ('null': no clipping)")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help=_help("compile"))] = None,
     augmentation: Annotated[str | None, typer.Option(help='JSON, e.g. {"token_dropout": 0.2}')] = None,
     export: Annotated[str, typer.Option(help="Comma-separated export formats")] = "torchscript,safetensors",
     baseline: Annotated[
@@ -409,9 +420,14 @@ def run(
                 "patience": patience,
                 "dkd_alpha": dkd_alpha,
                 "dkd_beta": dkd_beta,
+                "weight_decay": weight_decay,
+                "warmup_fraction": warmup_fraction,
+                "compile": compile,
             }.items()
             if v is not None
         }
+        if grad_clip is not None:  # 'null' asks for no clipping, which the API takes as an explicit null
+            hyper["grad_clip"] = None if grad_clip.strip().lower() in ("null", "none") else float(grad_clip)
         if augmentation:
             hyper["augmentation"] = json.loads(augmentation)
         Hyperparameters.model_validate(hyper)
