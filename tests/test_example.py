@@ -19,7 +19,7 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 def quickstart_job() -> dict:
     """The body of POST /v1/jobs in the README's Quickstart, its shell variables left as their names."""
     block = re.search(r"<!-- quickstart -->\s*```bash\n(.*?)```", README, re.S).group(1)
-    body = re.search(r'"\$URL/v1/jobs" -d "(\{.*?\})"', block, re.S)
+    body = re.search(r'/v1/jobs\b[^\n]* -d "(\{.*?\})"', block, re.S)
     assert body, "the Quickstart submits no job"
     return json.loads(re.sub(r"\$(\w+)", r"\1", body.group(1).replace('\\"', '"')))
 
