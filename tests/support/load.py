@@ -56,8 +56,8 @@ def run_load(service: Service, files: dict[str, Path], jobs: int = 200, threads:
     with create_engine(url).connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT job_id, count(*) FROM job_events WHERE type = 'status' AND message LIKE 'job running (attempt %' "
-                "GROUP BY job_id"
+                "SELECT job_id, count(*) FROM job_events "
+                "WHERE type = 'status' AND message LIKE 'job running (attempt %' GROUP BY job_id"
             )
         ).all()
     claims = {job_id: count for job_id, count in rows}
