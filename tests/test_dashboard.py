@@ -21,7 +21,8 @@ from tests.support.service import Client, running_service
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def chromium(url: str, tmp: Path, screenshot: Path | None = None, budget_ms: int = 15000) -> str:
+def chromium(url: str, tmp: Path, screenshot: Path | None = None, budget_ms: int = 15000,
+             window: str = "1280,1600") -> str:
     """Load `url` in headless Chromium, let its scripts run for `budget_ms` of virtual time; the DOM."""
     if CHROMIUM is None:
         if os.environ.get("CI") == "true":
@@ -31,7 +32,7 @@ def chromium(url: str, tmp: Path, screenshot: Path | None = None, budget_ms: int
     args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
-            f"--virtual-time-budget={budget_ms}", "--window-size=1280,1600"]
+            f"--virtual-time-budget={budget_ms}", f"--window-size={window}"]
     if screenshot is not None:
         args.append(f"--screenshot={screenshot}")
     else:
@@ -104,15 +105,40 @@ def test_job_page_shows_the_report(svc, finished, tmp_path):
     history = re.search(r'<table id="history">(.*?)</table>', dom, re.S)
     assert history and history.group(1).count("<tr>") == 1 + len(report["history"])
     assert "student.pt" in dom
-    # The visual report (GET /v1/jobs/{id}/report.html) is embedded when the server has it.
-    if httpx.get(f"{svc.url}/v1/jobs/{job['id']}/report.html",
-                 headers={"Authorization": f"Bearer {key}"}).status_code == 200:
-        frame = re.search(r'<iframe[^>]*id="report-html"[^>]*srcdoc="([^"]*)"', dom, re.S)
-        assert frame and "<svg" in html.unescape(frame.group(1))
+    # The visual report (GET /v1/jobs/{id}/report.html) is embedded, and sized to its content.
+    assert httpx.get(f"{svc.url}/v1/jobs/{job['id']}/report.html",
+                     headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    frame = re.search(r'<iframe[^>]*id="report-html"[^>]*>', dom, re.S)
+    assert frame, dom[-3000:]
+    assert "<svg" in html.unescape(re.search(r'srcdoc="([^"]*)"', frame.group(0)).group(1))
+    height = re.search(r'style="height: (\d+)px;?"', frame.group(0))
+    assert height and int(height.group(1)) > 1000, frame.group(0)[:300] + frame.group(0)[-300:]
     shot = tmp_path / "job.png"
     chromium(url, tmp_path, screenshot=shot)
     assert shot.exists() and shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+def colour_pixels(png: Path, rgb: tuple[int, int, int], tolerance: int = 24) -> int:
+    """How many pixels of a screenshot are within `tolerance` of a colour."""
+    from PIL import Image
+
+    image = Image.open(png).convert("RGB")
+    return sum(
+        count
+        for count, pixel in image.getcolors(image.width * image.height)
+        if all(abs(a - b) <= tolerance for a, b in zip(pixel, rgb, strict=True))
+    )
+
+
+def test_job_page_draws_the_embedded_report(svc, finished, tmp_path):
+    """The report's charts are painted in the page, not an empty box: its curves' colours (the teacher's red,
+    the agreement's green), which the dashboard itself never uses, show in a screenshot of the whole page."""
+    key, job, _report = finished
+    shot = tmp_path / "job-full.png"
+    chromium(f"{svc.url}/?key={key}#/jobs/{job['id']}", tmp_path, screenshot=shot, window="1280,4000")
+    teacher_red, agreement_green = colour_pixels(shot, (0xDC, 0x26, 0x26)), colour_pixels(shot, (0x05, 0x96, 0x69))
+    assert teacher_red > 100 and agreement_green > 100, (teacher_red, agreement_green, str(shot))
 
 
 def test_new_job_page_lists_ready_uploads(svc, finished, tmp_path):
