@@ -59,6 +59,9 @@ KeyOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
 JobId = Annotated[str, typer.Argument(help="Job id")]
+ForceOpt = typer.Option(
+    "--force", metavar="", help="Write into --out even when it holds other files (another job's)"
+)
 
 
 def _client(url: str | None, api_key: str | None) -> Distillery:
@@ -127,6 +130,13 @@ def _bytes(n: Any) -> str:
     return "—"
 
 
+def _ratio(value: Any) -> str:
+    """A ratio with one decimal: 86.5630 -> '86.6×'."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "—"
+    return f"{value:.1f}×"
+
+
 def report_table(report: dict) -> Table:
     """Teacher vs student (and the baseline when present): accuracy, agreement, parameters, size, latency."""
     teacher, student = report.get("teacher") or {}, report.get("student") or {}
@@ -152,9 +162,9 @@ def report_table(report: dict) -> Table:
         label = key.replace("_", " ")
         row(f"latency {label} (ms)", _num(t_lat.get(key)), _num(s_lat.get(key)))
         if speedup.get(key) is not None:
-            row(f"speedup {label}", "", f"{_num(speedup[key], 2)}×")
+            row(f"speedup {label}", "", _ratio(speedup[key]))
     if report.get("compression_ratio") is not None:
-        row("compression (parameters)", "", f"{_num(report['compression_ratio'], 1)}×")
+        row("compression (parameters)", "", _ratio(report["compression_ratio"]))
     table.caption = (
         f"eval examples {_num(report.get('eval_examples'))} · device {report.get('device') or '—'} · "
         f"train {_num(report.get('train_seconds'), 1)} s"
@@ -168,17 +178,22 @@ def report_table(report: dict) -> Table:
 class JobProgress:
     """A rich progress line fed by the job's events: phase, epoch, step, loss, agreement, ETA."""
 
+    BAR = 20
+    DESCRIPTION = 10  # the phase, cut to this many characters
+
     def __init__(self, console: Console):
+        # Percent and ETA come right after a short bar; the detail, last, is cut to what the width leaves.
         self.progress = Progress(
             SpinnerColumn(),
-            TextColumn("[bold]{task.description:<16}"),
-            BarColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=self.BAR),
             TaskProgressColumn(),
+            TextColumn("{task.fields[eta]}"),
             TextColumn("{task.fields[detail]}"),
             console=console,
             transient=False,
         )
-        self.task = self.progress.add_task("queued", total=1.0, detail="")
+        self.task = self.progress.add_task("queued", total=1.0, detail="", eta="")
         self.phase = "queued"
         self.epoch = self.epochs = self.step = self.total_steps = None
         self.loss = self.agreement = self.accuracy = None
@@ -208,16 +223,20 @@ class JobProgress:
         parts = []
         if self.epoch is not None:
             parts.append(f"epoch {self.epoch}/{self.epochs}")
-        if self.step is not None:
-            parts.append(f"step {self.step}/{self.total_steps}")
         if self.loss is not None:
             parts.append(f"loss {self.loss:.4f}")
         if self.agreement is not None:
             parts.append(f"agreement {self.agreement:.4f}")
-        if self.phase == "training" and (eta := self._eta()):
-            parts.append(eta)
+        if self.step is not None:
+            parts.append(f"step {self.step}/{self.total_steps}")
+        eta = self._eta() if self.phase == "training" else ""
+        description = self.phase[: self.DESCRIPTION]
+        # spinner, description, bar, "100%", ETA, each followed by one space; what is left is the detail's.
+        room = self.progress.console.width - (2 + len(description) + 1 + self.BAR + 1 + 4 + 1 + len(eta) + 1) - 1
+        while parts and len(" · ".join(parts)) > room:
+            parts.pop()
         self.progress.update(
-            self.task, description=self.phase, completed=self.fraction, detail=" · ".join(parts)
+            self.task, description=description, completed=self.fraction, detail=" · ".join(parts), eta=eta
         )
 
     def __call__(self, event: Event) -> None:
@@ -232,6 +251,8 @@ class JobProgress:
             if self.t0 is None:
                 self.t0 = (time.monotonic(), self.fraction)
         elif event.type == "metrics":
+            if isinstance(data.get("epoch"), int) and self.epochs is not None:  # the epoch that just ended
+                self.epoch = max(self.epoch or 0, min(data["epoch"], self.epochs))
             self.loss = data.get("train_loss", self.loss)
             self.agreement = data.get("eval_agreement", self.agreement)
             self.accuracy = data.get("eval_accuracy", self.accuracy)
@@ -240,8 +261,12 @@ class JobProgress:
             self.log(f"[dim]{event.created_at:%H:%M:%S}[/] phase: {_escape(event.message)}")
         elif event.type == "status":
             self.phase = data.get("status") or self.phase
-            if self.phase == "succeeded":
+            if self.phase == "succeeded":  # progress events are throttled: the last one may be an epoch back
                 self.fraction = 1.0
+                if self.epochs is not None:
+                    self.epoch = self.epochs
+                if self.total_steps is not None:
+                    self.step = self.total_steps
             self.log(f"[dim]{event.created_at:%H:%M:%S}[/] {_escape(event.message)}")
         else:
             style = "yellow" if event.level == "warning" or event.type == "warning" else "dim"
@@ -292,37 +317,109 @@ def _byte_progress(console: Console) -> Progress:
     )
 
 
-def download_all(client: Distillery, job_id: str, dest: Path) -> list[Path]:
-    """Every artifact into dest, then report.json (the API's report) and report.html."""
+SALVAGE = "checkpoint_student.safetensors"  # a cancelled job's last checkpoint, with checkpoint_student.json
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_out(dest: Path, job_id: str | None, force: bool, artifacts: list | None = None) -> None:
+    """Refuse an --out folder that holds anything but this job's own files, unless --force.
+
+    A new job (job_id None) wants an empty or absent folder. A download may go into a folder that holds files of
+    the same job: artifact names whose sha256 is the artifact's, and a report.html naming the job.
+    """
+    if dest.exists() and not dest.is_dir():
+        raise _fail(f"--out {_escape(str(dest))} exists and is not a folder", 2)
+    if force or not dest.is_dir():
+        return
+    present = sorted(p.name for p in dest.iterdir())
+    if not present:
+        return
+    by_name = {a.name: a for a in artifacts or []}
+    foreign = []
+    for name in present:
+        path = dest / name
+        if job_id is not None and path.is_file() and not path.is_symlink():
+            if name in by_name and _sha256(path) == by_name[name].sha256:
+                continue
+            if name == "report.html" and job_id in path.read_text(errors="replace"):
+                continue
+        foreign.append(name)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        whose = "another job's or unrelated files" if job_id else "files"
+        raise _fail(
+            f"--out {_escape(str(dest))} already holds {whose} ({_escape(shown)}); "
+            "choose an empty folder, or pass --force to write into it anyway",
+            2,
+        )
+
+
+def download_all(client: Distillery, job: Job, dest: Path, *, force: bool = False) -> list[Path]:
+    """Every artifact into dest, byte for byte (each checked against its sha256), then report.html.
+
+    The job's report.json is its artifact as it is; a job without one (a cancelled job's salvage) has no report.
+    """
+    artifacts = client.list_artifacts(job.id)
+    _check_out(dest, job.id, force, artifacts)
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
-    artifacts = client.list_artifacts(job_id)
     with _byte_progress(err) as bars:
         for art in artifacts:
             task = bars.add_task(f"download {art.name}", total=art.size_bytes or None)
-            paths.append(
-                client.download_artifact(
-                    job_id,
-                    art.name,
-                    dest / art.name,
-                    progress=lambda done, total, task=task: bars.update(
-                        task, completed=done, total=total or None
-                    ),
-                )
+            path = client.download_artifact(
+                job.id,
+                art.name,
+                dest / art.name,
+                progress=lambda done, total, task=task: bars.update(task, completed=done, total=total or None),
             )
-    report = client.report_json(job_id)
-    (dest / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (dest / "report.html").write_text(client.report_html(job_id))
-    return paths + [dest / "report.json", dest / "report.html"]
+            if _sha256(path) != art.sha256:
+                path.unlink(missing_ok=True)
+                raise DistilleryError(0, "checksum_mismatch", f"{art.name}: sha256 differs from the artifact list's")
+            paths.append(path)
+    if job.status == "succeeded":
+        names = {a.name for a in artifacts}
+        if "report.json" not in names:  # the API's report, its bytes as they came
+            body = client._request("GET", f"/v1/jobs/{job.id}/report").content
+            (dest / "report.json").write_bytes(body)
+            paths.append(dest / "report.json")
+        html = client._request("GET", f"/v1/jobs/{job.id}/report.html").content
+        (dest / "report.html").write_bytes(html)
+        paths.append(dest / "report.html")
+    return paths
 
 
-def _finish(client: Distillery, job: Job, dest: Path | None) -> None:
+def _salvage_note(job: Job, dest: Path | None) -> str:
+    if dest is not None:
+        return f"the job was cancelled; its last checkpoint's student weights were saved to {dest / SALVAGE}"
+    return (
+        "the job was cancelled; its last checkpoint's student weights are kept: "
+        f"`distillery jobs download {job.id} --out DIR`"
+    )
+
+
+def _finish(client: Distillery, job: Job, dest: Path | None, *, force: bool = False) -> None:
+    if job.status == "cancelled":
+        salvaged = any(a.name == SALVAGE for a in client.list_artifacts(job.id))
+        if salvaged and dest is not None:
+            download_all(client, job, dest, force=force)
+        if salvaged:
+            err.print(_escape(_salvage_note(job, dest)), highlight=False, soft_wrap=True)
+        raise _fail(f"job {job.id} cancelled (by request)")
     if job.status != "succeeded":
         error = job.error
         detail = f"{error.code}: {error.message}" if error else "no error recorded"
         raise _fail(f"job {job.id} {job.status}: {_escape(detail)}")
     if dest is not None:
-        download_all(client, job.id, dest)
+        download_all(client, job, dest, force=force)
         err.print(f"files in [bold]{_escape(str(dest))}[/] (report.html to look at)")
     out.print(report_table(client.report_json(job.id)))
 
@@ -398,8 +495,10 @@ def run(
     augmentation: Annotated[str | None, typer.Option(help='JSON, e.g. {"token_dropout": 0.2}')] = None,
     export: Annotated[str, typer.Option(help="Comma-separated export formats")] = "torchscript,safetensors",
     baseline: Annotated[
-        bool, typer.Option("--baseline", help="Also train the student without the teacher")
+        bool,
+        typer.Option("--baseline", metavar="", help="Also train the student without the teacher"),
     ] = False,
+    force: Annotated[bool, ForceOpt] = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
@@ -407,6 +506,10 @@ def run(
     # Check everything that can be checked here before sending any bytes.
     try:
         student_spec = StudentSpec.model_validate(parse_student(student)).model_dump(exclude_none=True)
+    except (ValueError, ValidationError) as exc:
+        raise _fail(_escape(_validation_text(exc, "student")), 2) from None
+    option = "hyperparameters"
+    try:
         hyper: dict[str, Any] = {
             k: v
             for k, v in {
@@ -427,14 +530,16 @@ def run(
             if v is not None
         }
         if grad_clip is not None:  # 'null' asks for no clipping, which the API takes as an explicit null
+            option = "--grad-clip"
             hyper["grad_clip"] = None if grad_clip.strip().lower() in ("null", "none") else float(grad_clip)
         if augmentation:
+            option = "--augmentation"
             hyper["augmentation"] = json.loads(augmentation)
+        option = "hyperparameters"
         Hyperparameters.model_validate(hyper)
     except (ValueError, ValidationError) as exc:
-        raise _fail(_escape(_validation_text(exc)), 2) from None
-    if out_dir.exists() and not out_dir.is_dir():
-        raise _fail(f"--out {out_dir} exists and is not a folder", 2)
+        raise _fail(_escape(_validation_text(exc, option)), 2) from None
+    _check_out(out_dir, None, force)
 
     client = _client(url, api_key)
     dataset_fields = {
@@ -444,23 +549,30 @@ def run(
         "max_length": max_length,
         "classes": _split(classes),
     }
-    with _byte_progress(err) as bars:
+    uploads: list = []
+    try:
+        with _byte_progress(err) as bars:
 
-        def upload(kind: str, path: Path):
-            task = bars.add_task(f"upload {path.name}", total=path.stat().st_size)
+            def upload(kind: str, path: Path):
+                task = bars.add_task(f"upload {path.name}", total=path.stat().st_size)
 
-            def on_bytes(done: int, total: int) -> None:
-                bars.update(task, completed=done, total=total or None)
+                def on_bytes(done: int, total: int) -> None:
+                    bars.update(task, completed=done, total=total or None)
 
-            if kind == "model":
-                return client.upload_model(path, progress=on_bytes)
-            return client.upload_dataset(path, progress=on_bytes, **dataset_fields)
+                if kind == "model":
+                    uploads.append(client.upload_model(path, progress=on_bytes))
+                else:
+                    uploads.append(client.upload_dataset(path, progress=on_bytes, **dataset_fields))
 
-        uploads = [upload("model", teacher), upload("dataset", train)]
-        if eval_ is not None:
-            uploads.append(upload("dataset", eval_))
-    with err.status("validating uploads on the worker..."):
-        ready = client.wait_ready(*uploads)
+            upload("model", teacher)
+            upload("dataset", train)
+            if eval_ is not None:
+                upload("dataset", eval_)
+        with err.status("validating uploads on the worker..."):
+            ready = client.wait_ready(*uploads)
+    except KeyboardInterrupt:
+        _interrupted_uploads(uploads)
+        raise typer.Exit(130) from None
     for item in ready:
         err.print(f"{item.id} {_escape(item.name)}: {item.status} ({_escape(item.format)})", highlight=False)
     job = client.create_job(
@@ -474,13 +586,45 @@ def run(
     )
     err.print(f"job [bold]{job.id}[/] {job.status}")
     job = follow(client, job.id)
-    _finish(client, job, out_dir)
+    _finish(client, job, out_dir, force=True)  # --out was checked before the uploads
 
 
-def _validation_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-    return str(exc)
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def _interrupted_uploads(uploads: list) -> None:
+    """Ctrl-C before the job: say which uploads stay on the service and how to delete them."""
+    err.print()
+    if not uploads:
+        err.print("interrupted; nothing was left on the service", highlight=False)
+        return
+    models = [u.id for u in uploads if u.id.startswith("mdl_")]
+    datasets = [u.id for u in uploads if not u.id.startswith("mdl_")]
+    err.print(f"interrupted; left on the service: {', '.join(u.id for u in uploads)}", highlight=False)
+    commands = []
+    if models:
+        commands.append(f"distillery models delete {' '.join(models)}")
+    if datasets:
+        commands.append(f"distillery datasets delete {' '.join(datasets)}")
+    err.print(f"delete them with: {' && '.join(commands)}", highlight=False, soft_wrap=True)
+
+
+def _validation_text(exc: Exception, where: str) -> str:
+    """'student: architecture must be one of ...', '--epochs: ...': no pydantic wording, no 'value:'."""
+    if not isinstance(exc, ValidationError):
+        return f"{where}: {exc}"
+    lines = []
+    for e in exc.errors():
+        msg = str(e["msg"])
+        for prefix in _PYDANTIC_PREFIXES:
+            msg = msg.removeprefix(prefix)
+        loc = ".".join(map(str, e["loc"]))
+        if where == "hyperparameters" and loc:
+            name = f"--{str(e['loc'][0]).replace('_', '-')}" + "".join(f".{x}" for x in e["loc"][1:])
+        else:
+            name = f"{where}.{loc}" if loc else where
+        lines.append(f"{name}: {msg}")
+    return "; ".join(lines)
 
 
 # -- distillery jobs / models / datasets --------------------------------------------------------------
@@ -545,15 +689,18 @@ def jobs_show(job_id: JobId, as_json: JsonOpt = False, url: UrlOpt = None, api_k
 def jobs_watch(
     job_id: JobId,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Also download into")] = None,
+    force: Annotated[bool, ForceOpt] = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
     """Follow a job live until it ends, then print its report (Ctrl-C: cancel it or leave it running)."""
     client = _client(url, api_key)
     job = client.get_job(job_id)
+    if out_dir is not None:
+        _check_out(out_dir, job_id, force, client.list_artifacts(job_id) if job.status in TERMINAL else [])
     if job.status not in TERMINAL:
         job = follow(client, job_id)
-    _finish(client, job, out_dir)
+    _finish(client, job, out_dir, force=force)
 
 
 @jobs_app.command("cancel")
@@ -607,12 +754,31 @@ def _event_line(event: Event) -> str:
 def jobs_download(
     job_id: JobId,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write into")],
+    force: Annotated[bool, ForceOpt] = False,
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
-    """Download every artifact of a finished job, with report.json and report.html."""
-    paths = download_all(_client(url, api_key), job_id, out_dir)
+    """Download every artifact of a finished job, with report.json and report.html.
+
+    A cancelled job has no report, but the student weights of its last checkpoint when it had one.
+    """
+    client = _client(url, api_key)
+    job = client.get_job(job_id)
+    if job.status == "cancelled":
+        if not any(a.name == SALVAGE for a in client.list_artifacts(job_id)):
+            raise _fail(f"job {job_id} was cancelled (by request) before its first checkpoint; nothing was saved")
+    elif job.status == "failed":
+        detail = f"{job.error.code}: {job.error.message}" if job.error else "no error recorded"
+        raise _fail(f"job {job_id} failed ({_escape(detail)}); it has no student to download")
+    elif job.status != "succeeded":
+        raise _fail(
+            f"job {job_id} is {job.status}; download it once it has ended "
+            f"(`distillery jobs watch {job_id} --out {_escape(str(out_dir))}` waits and downloads)"
+        )
+    paths = download_all(client, job, out_dir, force=force)
+    if job.status == "cancelled":
+        err.print(_escape(_salvage_note(job, out_dir)), highlight=False, soft_wrap=True)
     if as_json:
         _print_json([str(p) for p in paths])
     else:
@@ -620,12 +786,34 @@ def jobs_download(
             out.print(str(path), highlight=False)
 
 
+def _info_summary(info: dict | None) -> str:
+    """An upload's info in a few words: 'npz · input 64 · 10 classes · 1,437 rows'."""
+    if not info:
+        return ""
+    parts = []
+    if info.get("format"):
+        parts.append(str(info["format"]))
+    shape = (info.get("input") or {}).get("shape") if isinstance(info.get("input"), dict) else None
+    if isinstance(shape, list):
+        parts.append("input " + ("×".join(map(str, shape)) if shape else "scalar"))
+    if isinstance(info.get("num_parameters"), int):
+        parts.append(f"{info['num_parameters']:,} parameters")
+    classes = info.get("num_classes")
+    if classes is None and isinstance(info.get("classes"), list):
+        classes = len(info["classes"])
+    if isinstance(classes, int):
+        parts.append(f"{classes} classes")
+    if isinstance(info.get("rows"), int):
+        parts.append(f"{info['rows']:,} rows")
+    return " · ".join(parts)
+
+
 def _uploads_table(rows) -> Table:
     table = Table()
     for name in ("id", "name", "format", "status", "size", "created", "info / error"):
         table.add_column(name, justify="right" if name == "size" else "left")
     for row in rows:
-        note = (row.error or {}).get("message") if row.status == "invalid" else json.dumps(row.info or {})
+        note = (row.error or {}).get("message") if row.status == "invalid" else _info_summary(row.info)
         table.add_row(
             row.id,
             _escape(row.name),
@@ -668,6 +856,32 @@ def datasets_list(
         _print_json(_dump(rows))
     else:
         out.print(_uploads_table(rows))
+
+
+@models_app.command("delete")
+@api_errors
+def models_delete(
+    model_ids: Annotated[list[str], typer.Argument(help="Model ids")], url: UrlOpt = None, api_key: KeyOpt = None
+) -> None:
+    """Delete uploaded models (409 while a queued or running job uses one)."""
+    client = _client(url, api_key)
+    for model_id in model_ids:
+        client._request("DELETE", f"/v1/models/{model_id}")
+        out.print(f"deleted {model_id}", highlight=False)
+
+
+@datasets_app.command("delete")
+@api_errors
+def datasets_delete(
+    dataset_ids: Annotated[list[str], typer.Argument(help="Dataset ids")],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Delete uploaded datasets (409 while a queued or running job uses one)."""
+    client = _client(url, api_key)
+    for dataset_id in dataset_ids:
+        client._request("DELETE", f"/v1/datasets/{dataset_id}")
+        out.print(f"deleted {dataset_id}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

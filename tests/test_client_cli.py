@@ -6,6 +6,7 @@ service (API + worker on SQLite and the embedded broker) for the whole module an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -286,15 +287,29 @@ def run_result(svc, key, digits_files, tmp_path_factory):
     return result, out, time.monotonic() - started
 
 
+def _job_id(result: subprocess.CompletedProcess) -> str:
+    """The job id `distillery run` printed ('job job_... queued')."""
+    match = re.search(r"\bjob (job_\w+)", result.stderr)
+    assert match, result.stderr
+    return match.group(1)
+
+
 @pytest.mark.integration
 @pytest.mark.slow
-def test_distillery_run_produces_the_student_and_both_reports(run_result, svc):
+def test_distillery_run_produces_the_student_and_both_reports(run_result, svc, key):
     result, out, _ = run_result
     assert result.returncode == 0, result.stdout + result.stderr + svc.log_tail()
     for name in ("student.pt", "manifest.json", "report.json", "report.html", "student.safetensors"):
         assert (out / name).is_file(), (name, sorted(p.name for p in out.iterdir()))
     report = json.loads((out / "report.json").read_text())
-    assert report["job_id"] and report["student"]["accuracy"] >= 0.9
+    assert report["student"]["accuracy"] >= 0.9
+    # Every file is its artifact byte for byte (report.json too: the artifact, not the API's copy with job_id);
+    # nothing else is left in the folder (no .checkpoints/, no .part).
+    artifacts = Distillery(svc.url, key).list_artifacts(_job_id(result))
+    for art in artifacts:
+        assert hashlib.sha256((out / art.name).read_bytes()).hexdigest() == art.sha256, art.name
+    assert "report.json" in {a.name for a in artifacts}
+    assert sorted(p.name for p in out.iterdir()) == sorted([a.name for a in artifacts] + ["report.html"])
     # The table names teacher and student and shows the student's accuracy.
     assert "teacher" in result.stdout and fmt(report["student"]["accuracy"]) in result.stdout
     # Live progress came from the event stream: phases and the training epochs.
@@ -309,16 +324,17 @@ def test_report_html_of_the_digits_job_has_curves_and_the_report_numbers(run_res
     report = json.loads((out / "report.json").read_text())
     page = (out / "report.html").read_text()
     client = Distillery(svc.url, key)
-    assert client.report_json(report["job_id"]) == report
-    assert client.report_html(report["job_id"]) == page  # the CLI saved the API's page as it is
+    job_id = _job_id(result)
+    assert client.report_json(job_id) == {**report, "job_id": job_id}  # the API fills in the job id
+    assert client.report_html(job_id) == page  # the CLI saved the API's page as it is
     assert re.search(r"<polyline points=\"[\d.]+,[\d.]+ [\d.]+,[\d.]+", page), "per-epoch curves"
     assert len(report["history"]) == 40
     for value in _accuracies(report):
         assert fmt(value) in page, value
-    for art in client.list_artifacts(report["job_id"]):
+    for art in client.list_artifacts(job_id):
         assert art.sha256 in page
     assert "<script" not in page.lower()
-    resp = httpx.get(f"{svc.url}/v1/jobs/{report['job_id']}/report.html")
+    resp = httpx.get(f"{svc.url}/v1/jobs/{job_id}/report.html")
     assert resp.status_code == 401
 
 
@@ -358,7 +374,7 @@ def test_run_with_a_bad_teacher_exits_non_zero_with_the_api_message(svc, key, di
 def test_list_commands_print_json(run_result, svc, key, tmp_path):
     result, out, _ = run_result
     assert result.returncode == 0, result.stderr
-    job_id = json.loads((out / "report.json").read_text())["job_id"]
+    job_id = _job_id(result)
     jobs = json.loads(_cli(svc, key, "jobs", "list", "--json").stdout)
     job = next(j for j in jobs if j["id"] == job_id)
     assert job["status"] == "succeeded"
