@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -75,8 +78,8 @@ def migrate(data_dir: DataDir = None) -> None:
     typer.echo("database is at the newest schema")
 
 
-def worker_argv(queues: str, name: str) -> list[str]:
-    """The command line of one Celery worker process, as `up` and `worker` start it."""
+def worker_argv(queues: str, name: str, quiet: bool = False, loglevel: str = "INFO") -> list[str]:
+    """The command line of one Celery worker process, as `up` and `worker` start it (`quiet`: no banner)."""
     # Solo pool: the task runs in the worker's own process, which initialises CUDA itself (CUDA and fork
     # do not mix) and trains one job at a time.
     return [
@@ -85,12 +88,13 @@ def worker_argv(queues: str, name: str) -> list[str]:
         "celery",
         "-A",
         "worker.celery_app",
+        *(["--quiet"] if quiet else []),
         "worker",
         "--pool=solo",
         "--concurrency=1",
         f"--queues={queues}",
         f"--hostname={name}@%h",
-        "--loglevel=INFO",
+        f"--loglevel={loglevel}",
         "--without-gossip",
         "--without-mingle",
     ]
@@ -161,6 +165,52 @@ def _server_class():
     return Server
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port for the API (uvicorn listens on it), or OSError when the address is taken."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _name, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a TIME_WAIT port is free
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _sandbox_warning(settings) -> str | None:
+    """A loud paragraph for `up`'s banner when uploads will be opened without bubblewrap (README, Trust boundary)."""
+    if settings.sandbox in ("auto", "bwrap"):
+        bwrap = shutil.which("bwrap")
+        if bwrap and _runs([bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"]):
+            return None
+        why = "bubblewrap (bwrap) is not on PATH" if not bwrap else "bubblewrap (bwrap) cannot create namespaces here"
+    elif settings.sandbox == "unshare":
+        why = "DISTILLERY_SANDBOX=unshare"
+    else:
+        why = "DISTILLERY_SANDBOX=none"
+    if settings.allow_unsandboxed:
+        tenants = "DISTILLERY_ALLOW_UNSANDBOXED=1: every tenant's TorchScript and .pt2 uploads run so."
+    else:
+        tenants = (
+            "Fine while you are the only tenant; once a second tenant has a key, TorchScript and .pt2 uploads\n"
+            "  and uploaded students are refused (sandbox_unavailable) unless DISTILLERY_ALLOW_UNSANDBOXED=1."
+        )
+    return (
+        f"WARNING: {why}: uploads run WITHOUT A SANDBOX (they can read this machine's files).\n"
+        f"  {tenants}\n"
+        "  Install bubblewrap (apt-get install bubblewrap) and restart; see the README's Trust boundary."
+    )
+
+
+def _runs(cmd: list[str]) -> bool:
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 @app.command()
 def up(
     data_dir: DataDir = None,
@@ -174,37 +224,75 @@ def up(
 
     _configure(data_dir)
     settings = get_settings()
+    host, port = host or settings.api_host, port or settings.api_port
+    try:  # before anything is printed or created: a taken port says so, and how to pick another
+        sock = _listen(host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            message = (
+                f"port {port} on {host} is already in use (another `distillery up`, or another program); "
+                f"start on another port with --port, e.g. `distillery up --port {port + 1}`"
+            )
+        else:
+            message = f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host or --port"
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1) from None
+    debug = settings.log_level.upper() == "DEBUG"
+    if not debug:  # the banner is what a user reads; the migration's steps are for debugging
+        for name in ("alembic", "app.migrate"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     _migrate()
     key = _default_key()
+    data = settings.data_dir.resolve()
+    logs = data / "logs"
+    # Two workers: uploads are validated while a long job trains. Their output goes to a log file each (at
+    # DISTILLERY_LOG_LEVEL=debug, to this terminal with Celery's banners).
+    names = ["jobs", "uploads"]
+    argvs = [worker_argv(q, q, quiet=not debug, loglevel="DEBUG" if debug else "INFO") for q in names]
+    workers = _Workers(argvs, names, None if debug else [logs / f"worker-{q}.log" for q in names])
     _Server = _server_class()
-    host, port = host or settings.api_host, port or settings.api_port
-    # Two workers: uploads are validated while a long job trains.
-    workers = _Workers([worker_argv("jobs", "jobs"), worker_argv("uploads", "uploads")])
-    server = _Server(uvicorn.Config("app.main:app", host=host, port=port, log_level="info"))
+    server = _Server(uvicorn.Config("app.main:app", host=host, port=port, log_level="info" if debug else "warning"))
     url = f"http://{host}:{port}"
+    warning = _sandbox_warning(settings)
     typer.echo(
-        f"\nDistillery is starting at {url}  (API docs: {url}/docs)\n"
-        f"data directory: {settings.data_dir.resolve()}\nAPI key (also in {settings.data_dir / 'api_key'}):"
-        f"\n{key}\n",
-        err=False,
+        f"\nDistillery is up at {url}  (Ctrl-C stops it)\n"
+        f"  dashboard  {url}/\n"
+        f"  API docs   {url}/docs\n"
+        f"  data       {data}\n"
+        f"  workers    {', '.join(names)}"
+        + (f"; logs in {logs}" if not debug else "")
+        + "\n"
+        + (f"\n{warning}\n" if warning else "")
+        + f"\nAPI key (sign in to the dashboard with it; also in {data / 'api_key'}):\n{key}\n"
     )
     try:
-        server.run()  # returns on SIGINT or SIGTERM
+        server.run(sockets=[sock])  # returns on SIGINT or SIGTERM
     finally:
         workers.stop()
+        sock.close()
         typer.echo("Distillery stopped.")
 
 
 class _Workers:
     """The worker processes of `up`, restarted when one dies (OOM killer, a stuck model's exit) until stop()."""
 
-    def __init__(self, argvs: list[list[str]]):
-        self.argvs = argvs
-        self.procs = [subprocess.Popen(argv) for argv in argvs]
+    def __init__(self, argvs: list[list[str]], names: list[str], logs: list[Path] | None = None):
+        self.argvs, self.names, self.logs = argvs, names, logs
+        self.procs = [self._start(i) for i in range(len(argvs))]
         self.started = [time.monotonic()] * len(argvs)
         self.delays = [1.0] * len(argvs)
         self.stopping = threading.Event()
         threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True).start()
+
+    def _start(self, i: int) -> subprocess.Popen:
+        """Start worker i, its output appended to its log file (if it has one)."""
+        if self.logs is None:
+            return subprocess.Popen(self.argvs[i])
+        self.logs[i].parent.mkdir(parents=True, exist_ok=True)
+        with open(self.logs[i], "ab") as log:  # the child keeps its own descriptor
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting worker {self.names[i]}\n".encode())
+            log.flush()
+            return subprocess.Popen(self.argvs[i], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def _supervise(self) -> None:
         while not self.stopping.wait(1.0):
@@ -215,10 +303,16 @@ class _Workers:
                 # A worker that dies soon after starting waits longer each time (up to a minute): no busy loop.
                 quick = time.monotonic() - self.started[i] < 30
                 self.delays[i] = min(self.delays[i] * 2, 60.0) if quick else 1.0
-                logger.warning("worker %s exited with code %s; restarting it in %.0f s", i, code, self.delays[i])
+                logger.warning(
+                    "worker %s exited with code %s; restarting it in %.0f s%s",
+                    self.names[i],
+                    code,
+                    self.delays[i],
+                    f" (its log: {self.logs[i]})" if self.logs else "",
+                )
                 if self.stopping.wait(self.delays[i]):
                     return
-                self.procs[i] = subprocess.Popen(self.argvs[i])
+                self.procs[i] = self._start(i)
                 self.started[i] = time.monotonic()
 
     def stop(self) -> None:
