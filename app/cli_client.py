@@ -397,6 +397,27 @@ def download_all(client: Distillery, job: Job, dest: Path, *, force: bool = Fals
     return paths
 
 
+def _salvaged(client: Distillery, job: Job, wait: float = 20.0) -> bool:
+    """Whether a cancelled job kept its last checkpoint's student weights.
+
+    The API marks the job cancelled at once; its worker stops it and records the salvage a few seconds later, so
+    for a job cancelled within the last minute this waits up to `wait` seconds for it.
+    """
+    from datetime import UTC, datetime
+
+    finished = job.finished_at
+    if finished is not None and finished.tzinfo is None:
+        finished = finished.replace(tzinfo=UTC)
+    recent = finished is not None and (datetime.now(UTC) - finished).total_seconds() < 60
+    deadline = time.monotonic() + (wait if recent else 0.0)
+    while True:
+        if any(a.name == SALVAGE for a in client.list_artifacts(job.id)):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+
+
 def _salvage_note(job: Job, dest: Path | None) -> str:
     if dest is not None:
         return f"the job was cancelled; its last checkpoint's student weights were saved to {dest / SALVAGE}"
@@ -408,7 +429,7 @@ def _salvage_note(job: Job, dest: Path | None) -> str:
 
 def _finish(client: Distillery, job: Job, dest: Path | None, *, force: bool = False) -> None:
     if job.status == "cancelled":
-        salvaged = any(a.name == SALVAGE for a in client.list_artifacts(job.id))
+        salvaged = _salvaged(client, job)
         if salvaged and dest is not None:
             download_all(client, job, dest, force=force)
         if salvaged:
@@ -766,7 +787,7 @@ def jobs_download(
     client = _client(url, api_key)
     job = client.get_job(job_id)
     if job.status == "cancelled":
-        if not any(a.name == SALVAGE for a in client.list_artifacts(job_id)):
+        if not _salvaged(client, job):
             raise _fail(f"job {job_id} was cancelled (by request) before its first checkpoint; nothing was saved")
     elif job.status == "failed":
         detail = f"{job.error.code}: {job.error.message}" if job.error else "no error recorded"

@@ -553,3 +553,21 @@ def test_wait_follows_the_stream_and_ctrl_c_can_cancel_the_job(svc, key, digits_
     ):
         time.sleep(0.3)
     assert client.get_job(job.id).status == "cancelled"
+
+    # The cancelled job: watch says so plainly; download fetches the salvaged checkpoint when the job had one.
+    watch = _cli(svc, key, "jobs", "watch", job.id, timeout=120)
+    assert watch.returncode == 1 and "cancelled (by request)" in watch.stderr, watch.stderr
+    assert "no error recorded" not in watch.stderr
+    dest = tmp_path / "salvage"
+    download = _cli(svc, key, "jobs", "download", job.id, "--out", str(dest), timeout=120)
+    assert "no report yet" not in download.stderr
+    artifacts = {a.name: a.sha256 for a in client.list_artifacts(job.id)}
+    if "checkpoint_student.safetensors" in artifacts:
+        assert download.returncode == 0, download.stderr
+        text = " ".join(download.stderr.split())
+        assert "the job was cancelled; its last checkpoint's student weights were saved to" in text, text
+        assert sorted(p.name for p in dest.iterdir()) == sorted(artifacts)
+        for name, sha in artifacts.items():
+            assert hashlib.sha256((dest / name).read_bytes()).hexdigest() == sha, name
+    else:  # cancelled before its first checkpoint
+        assert download.returncode == 1 and "before its first checkpoint" in download.stderr, download.stderr
