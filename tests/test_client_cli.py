@@ -314,6 +314,7 @@ def test_distillery_run_produces_the_student_and_both_reports(run_result, svc, k
     assert "teacher" in result.stdout and fmt(report["student"]["accuracy"]) in result.stdout
     # Live progress came from the event stream: phases and the training epochs.
     assert "phase" in result.stderr and "upload teacher.pt" in result.stderr
+    assert "epoch 40/40" in result.stderr and "100%" in result.stderr  # the last line reads the end
 
 
 @pytest.mark.integration
