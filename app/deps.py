@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Path
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.auth import tenant_for_key
@@ -17,7 +18,27 @@ SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def current_tenant(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Tenant:
+class BearerKey(HTTPBearer):
+    """`Authorization: Bearer <key>`, declared in OpenAPI as an HTTP bearer scheme (Swagger UI's Authorize).
+
+    It hands the raw header to authenticate(), which answers a missing, malformed or unknown key with the
+    error envelope's 401 and a message saying which; HTTPBearer's own check would answer FastAPI's bare 401/403.
+    """
+
+    async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
+        return request.headers.get("authorization")
+
+
+bearer_key = BearerKey(
+    scheme_name="bearerAuth",
+    bearerFormat="API key",
+    description="An API key: `distillery up` prints one, `distillery keys create --tenant NAME` makes more.",
+    auto_error=False,
+)
+AuthorizationDep = Annotated[str | None, Security(bearer_key)]
+
+
+def current_tenant(session: SessionDep, authorization: AuthorizationDep) -> Tenant:
     """The tenant of the Bearer key, or 401."""
     return authenticate(session, authorization)
 
@@ -61,7 +82,7 @@ def valid_dataset(session: SessionDep, tenant: TenantDep, dataset_id: Annotated[
     return owned(session, Dataset, dataset_id, tenant, "dataset")
 
 
-def polled_job(job_id: Annotated[str, Path()], authorization: Annotated[str | None, Header()] = None) -> Job:
+def polled_job(job_id: Annotated[str, Path()], authorization: AuthorizationDep) -> Job:
     """The caller's job, or 401/404, in one dependency: clients poll this, and each sync dependency costs a hop
     to the thread pool (session, tenant and row as three dependencies made four hops with the endpoint)."""
     with get_sessionmaker()() as session:

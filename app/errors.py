@@ -71,6 +71,38 @@ def _format_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _json_position(doc: object, pos: object) -> str:
+    """` at line L column C` of character `pos` of the body, counted as an editor counts them."""
+    if not isinstance(pos, int):
+        return ""
+    text = doc.decode("utf-8", "replace") if isinstance(doc, bytes) else doc
+    if not isinstance(text, str) or pos > len(text):
+        return f" at character {pos}"
+    line = text.count("\n", 0, pos) + 1
+    column = pos - text.rfind("\n", 0, pos)
+    return f" at line {line} column {column}"
+
+
+def invalid_json(exc: RequestValidationError) -> JSONResponse | None:
+    """400 `invalid_json` when the body is not JSON at all (FastAPI reports it as a validation error)."""
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error") or "syntax error"
+            loc = err.get("loc") or ()
+            where = _json_position(exc.body, loc[-1] if loc else None)
+            return JSONResponse(
+                error_body("invalid_json", f"the request body is not valid JSON: {reason}{where}"), status_code=400
+            )
+    return None
+
+
+# Why FastAPI could not read a JSON body it did not answer as `json_invalid` (it raises a bare 400 from these).
+_UNREADABLE_BODY = {
+    UnicodeDecodeError: "it is not UTF-8 text",
+    RecursionError: "it is nested too deeply",
+}
+
+
 def install_handlers(app: FastAPI) -> None:
     """Replace FastAPI's `{"detail": ...}` bodies with the error envelope."""
 
@@ -80,10 +112,19 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        if (response := invalid_json(exc)) is not None:
+            return response
         return JSONResponse(error_body("invalid_request", _format_validation(exc)), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        cause = exc.__cause__
+        if exc.status_code == 400 and cause is not None:
+            reason = next((text for kind, text in _UNREADABLE_BODY.items() if isinstance(cause, kind)), None)
+            if reason:
+                return JSONResponse(
+                    error_body("invalid_json", f"the request body is not valid JSON: {reason}"), status_code=400
+                )
         code = {
             400: "bad_request", 404: "not_found", 405: "method_not_allowed", 401: "unauthorized"
         }.get(exc.status_code, "error")

@@ -51,6 +51,22 @@ class _Out(BaseModel):
 
 
 class UploadPublic(_Out):
+    """Fields common to uploaded models and datasets (DESIGN.md: Model / Dataset)."""
+
+    id: str
+    name: str
+    format: str
+    status: Literal[UPLOAD_STATUSES]
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+    error: dict[str, Any] | None = None
+    info: dict[str, Any] | None = None
+
+
+class ModelPublic(UploadPublic):
+    """An uploaded teacher or student model."""
+
     model_config = ConfigDict(
         from_attributes=True,
         json_schema_extra={
@@ -70,23 +86,36 @@ class UploadPublic(_Out):
         },
     )
 
-    id: str
-    name: str
-    format: str
-    status: Literal[UPLOAD_STATUSES]
-    size_bytes: int
-    sha256: str
-    created_at: datetime
-    error: dict[str, Any] | None = None
-    info: dict[str, Any] | None = None
-
-
-class ModelPublic(UploadPublic):
-    """An uploaded teacher or student model."""
-
 
 class DatasetPublic(UploadPublic):
     """An uploaded dataset."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "dst_01a228b731f2cbe3bad7674e",
+                    "name": "digits.npz",
+                    "format": "npz",
+                    "status": "ready",
+                    "size_bytes": 116284,
+                    "sha256": "5f0c7e3a9d1b2c4e6f8a0b1c3d5e7f9a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e",
+                    "created_at": "2026-11-29T19:10:24.512034Z",
+                    "error": None,
+                    "info": {
+                        "format": "npz",
+                        "rows": 1797,
+                        "columns": None,
+                        "input": {"shape": [64], "dtype": "float32"},
+                        "has_labels": True,
+                        "num_classes": 10,
+                        "classes": ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+                    },
+                }
+            ]
+        },
+    )
 
 
 class _HyperparametersBase(BaseModel):

@@ -272,10 +272,11 @@ def test_impossible_jobs_answer_422_or_404(alice, done_job):
     ]
     for extra in bad:
         assert_error(alice.http.post("/v1/jobs", json={**base, **extra}), 422)
+    # Not JSON at all is a 400 that says so (issue "Polish what a newcomer trips on", point 12).
     assert_error(
         alice.http.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}),
-        422,
-        "invalid_request",
+        400,
+        "invalid_json",
     )
     assert_error(alice.http.post("/v1/jobs", json={**base, "teacher_id": "mdl_missing"}), 404)
     assert_error(alice.http.post("/v1/jobs", json={**base, "student": {"model_id": "mdl_missing"}}), 404)

@@ -20,7 +20,7 @@ MAX_CURSOR = 64
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI declarations of error responses, all with the error envelope."""
     text = {
-        400: "Bad request",
+        400: "The body is not valid JSON (code `invalid_json`)",
         401: "Missing or invalid API key",
         404: "Not found in this tenant",
         409: "Conflict with the resource's state",

@@ -99,6 +99,7 @@ def parse_options(form: ReceivedForm) -> dict:
     openapi_extra=UPLOAD_BODY,
     responses=errors(413),
     summary="Upload a dataset",
+    operation_id="datasets_create",
 )
 async def upload_dataset(
     request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep
@@ -121,7 +122,9 @@ async def upload_dataset(
     return row
 
 
-@router.get("", response_model=Page[DatasetPublic], responses=errors(), summary="List datasets")
+@router.get(
+    "", response_model=Page[DatasetPublic], responses=errors(), summary="List datasets", operation_id="datasets_list"
+)
 def list_datasets(
     session: SessionDep,
     tenant: TenantDep,
@@ -134,13 +137,25 @@ def list_datasets(
     return {"data": rows, "next_after": next_after}
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic, responses=errors(404), summary="Get a dataset")
+@router.get(
+    "/{dataset_id}",
+    response_model=DatasetPublic,
+    responses=errors(404),
+    summary="Get a dataset",
+    operation_id="datasets_get",
+)
 def get_dataset(dataset: DatasetDep) -> Dataset:
     """One dataset."""
     return dataset
 
 
-@router.delete("/{dataset_id}", status_code=204, responses=errors(404, 409), summary="Delete a dataset")
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    responses=errors(404, 409),
+    summary="Delete a dataset",
+    operation_id="datasets_delete",
+)
 def delete_dataset(
     dataset: DatasetDep, session: SessionDep, tenant: TenantDep, settings: SettingsDep
 ) -> Response:

@@ -16,13 +16,13 @@ from app.schemas import Health
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health, operation_id="health_live")
 def healthz() -> Health:
     """The process is up."""
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}}, operation_id="health_ready")
 def readyz(session: SessionDep, settings: SettingsDep):
     """Database and broker reachable, and a fresh worker heartbeat seen."""
     checks: dict[str, object] = {}

@@ -27,8 +27,9 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
     "",
     status_code=201,
     response_model=JobPublic,
-    responses=errors(404, 409, 429),
+    responses=errors(400, 404, 409, 429),
     summary="Create a distillation job",
+    operation_id="jobs_create",
 )
 def post_job(
     body: JobCreate,
@@ -40,7 +41,7 @@ def post_job(
     return create_job(session, tenant, body, idempotency_key)
 
 
-@router.get("", response_model=Page[JobPublic], responses=errors(), summary="List jobs")
+@router.get("", response_model=Page[JobPublic], responses=errors(), summary="List jobs", operation_id="jobs_list")
 def list_jobs(
     session: SessionDep,
     tenant: TenantDep,
@@ -56,13 +57,21 @@ def list_jobs(
     return {"data": rows, "next_after": next_after}
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=errors(404), summary="Get a job")
+@router.get(
+    "/{job_id}", response_model=JobPublic, responses=errors(404), summary="Get a job", operation_id="jobs_get"
+)
 async def get_job(job: PolledJobDep) -> Job:
     """One job with its progress and latest metrics."""
     return job  # loaded and detached by the dependency; serialising it needs no database
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic, responses=errors(404, 409), summary="Cancel a job")
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    responses=errors(404, 409),
+    summary="Cancel a job",
+    operation_id="jobs_cancel",
+)
 def post_cancel(job: JobDep, session: SessionDep) -> Job:
     """Cancel a queued or running job; 409 once it has finished."""
     return cancel_job(session, job)
@@ -109,6 +118,7 @@ async def _event_stream(job_id: str, after: int):
     response_model=EventsPage,
     responses=errors(404),
     summary="A job's events (JSON, or live as server-sent events)",
+    operation_id="jobs_events_list",
 )
 def get_events(
     request: Request,
@@ -147,6 +157,7 @@ def get_events(
     response_model=ArtifactsPage,
     responses=errors(404),
     summary="List a job's artifacts",
+    operation_id="jobs_artifacts_list",
 )
 def list_artifacts(job: JobDep, session: SessionDep) -> dict:
     """Files the job produced, with sizes and sha256."""
@@ -165,6 +176,7 @@ def list_artifacts(job: JobDep, session: SessionDep) -> dict:
         },
     },
     summary="Download an artifact",
+    operation_id="jobs_artifacts_get",
 )
 def download_artifact(job: JobDep, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
     """The artifact's bytes."""
@@ -213,6 +225,7 @@ REPORT_EXAMPLE = {
 @router.get(
     "/{job_id}/report",
     summary="The job's report",
+    operation_id="jobs_report_get",
     responses={
         **errors(404),
         200: {

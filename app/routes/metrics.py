@@ -107,7 +107,7 @@ class DatabaseCollector:
                                 value=(now - newest).total_seconds() if newest else math.inf)
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics",
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics", operation_id="metrics_get",
             responses={200: {"description": "Prometheus text exposition format", "content": {
                 CONTENT_TYPE_LATEST: {"example": 'distillery_jobs{status="queued"} 3.0'}}}})
 def metrics() -> Response:

@@ -33,6 +33,7 @@ UPLOAD_BODY = multipart_openapi(
     openapi_extra=UPLOAD_BODY,
     responses=errors(413),
     summary="Upload a model",
+    operation_id="models_create",
 )
 async def upload_model(
     request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep
@@ -49,7 +50,9 @@ async def upload_model(
     return row
 
 
-@router.get("", response_model=Page[ModelPublic], responses=errors(), summary="List models")
+@router.get(
+    "", response_model=Page[ModelPublic], responses=errors(), summary="List models", operation_id="models_list"
+)
 def list_models(
     session: SessionDep,
     tenant: TenantDep,
@@ -63,13 +66,25 @@ def list_models(
     return {"data": rows, "next_after": next_after}
 
 
-@router.get("/{model_id}", response_model=ModelPublic, responses=errors(404), summary="Get a model")
+@router.get(
+    "/{model_id}",
+    response_model=ModelPublic,
+    responses=errors(404),
+    summary="Get a model",
+    operation_id="models_get",
+)
 def get_model(model: ModelDep) -> Model:
     """One model."""
     return model
 
 
-@router.delete("/{model_id}", status_code=204, responses=errors(404, 409), summary="Delete a model")
+@router.delete(
+    "/{model_id}",
+    status_code=204,
+    responses=errors(404, 409),
+    summary="Delete a model",
+    operation_id="models_delete",
+)
 def delete_model(model: ModelDep, session: SessionDep, tenant: TenantDep, settings: SettingsDep) -> Response:
     """Delete a model and its file; 409 while a queued or running job uses it."""
     uploads.refuse_if_in_use(session, tenant, model.id, "model")

@@ -54,6 +54,7 @@ def _json_errors(*codes: int) -> dict:
         },
     },
     summary="The job's report as an HTML page",
+    operation_id="jobs_report_html_get",
 )
 def get_report_html(job: JobDep, session: SessionDep) -> HTMLResponse:
     """Curves, size and latency bars, student-vs-teacher confusion (when measured), configuration and

@@ -12,7 +12,13 @@ from app.webhooks import rotate_secret, tenant_secret
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 
-@router.get("/secret", response_model=WebhookSecret, responses=errors(), summary="The webhook signing secret")
+@router.get(
+    "/secret",
+    response_model=WebhookSecret,
+    responses=errors(),
+    summary="The webhook signing secret",
+    operation_id="webhooks_secret_get",
+)
 def get_secret(session: SessionDep, tenant: TenantDep) -> WebhookSecret:
     """The `whsec_...` secret that signs this tenant's webhook deliveries (made on first use).
 
@@ -23,7 +29,7 @@ def get_secret(session: SessionDep, tenant: TenantDep) -> WebhookSecret:
 
 
 @router.post("/secret/rotate", response_model=WebhookSecret, responses=errors(),
-             summary="Rotate the webhook signing secret")
+             summary="Rotate the webhook signing secret", operation_id="webhooks_secret_rotate")
 def post_rotate(session: SessionDep, tenant: TenantDep) -> WebhookSecret:
     """Replace the secret; every delivery from now on, retries included, is signed with the new one."""
     return WebhookSecret(secret=rotate_secret(session, tenant))
