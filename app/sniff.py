@@ -196,6 +196,9 @@ def _first_line(path: Path, limit: int = 1 << 20) -> str:
     return text.split("\n", 1)[0].strip("\r")
 
 
+CSV_HEADER_FIELD_CHARS = 131_072  # csv's default field limit: no column name is longer
+
+
 def sniff_dataset(path: Path, options: dict) -> str:
     """The dataset format ('npz', 'parquet', 'jsonl', 'csv'); checks what can be checked without loading.
 
@@ -237,6 +240,9 @@ def sniff_dataset(path: Path, options: dict) -> str:
         )
     try:
         columns = [c.strip() for c in next(csv.reader(io.StringIO(line)), [])]
+        # csv's field limit is process-wide state that other code may raise: check the length ourselves.
+        if any(len(c) > CSV_HEADER_FIELD_CHARS for c in columns):
+            raise csv.Error(f"field larger than field limit ({CSV_HEADER_FIELD_CHARS})")
     except csv.Error as exc:
         raise _unreadable(
             "the first line is not a CSV header row (a field is too long or badly quoted); a CSV starts "

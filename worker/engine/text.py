@@ -85,7 +85,15 @@ def _cost(value: Any) -> int:
 
 
 def _read_csv(path: str, budget: _Budget) -> tuple[list[str], dict[str, list]]:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    # Long texts are fine here (the budget bounds them); the limit is process-wide, so it is put back after.
+    previous = csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        return _read_csv_rows(path, budget)
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _read_csv_rows(path: str, budget: _Budget) -> tuple[list[str], dict[str, list]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
