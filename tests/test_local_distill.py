@@ -48,6 +48,7 @@ def test_local_distill_writes_the_student_manifest_and_a_reproducible_report(tmp
     assert {"student.pt", "student.safetensors", "student.json", "manifest.json", "report.json"} <= {
         p.name for p in out.iterdir()
     }
+    assert not (out / ".checkpoints").exists()  # a finished run leaves only its artifacts
     report = json.loads((out / "report.json").read_text())
     student = torch.jit.load(str(out / "student.pt")).eval()
     with torch.no_grad():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -127,6 +128,8 @@ def main(argv: list[str]) -> int:
             progress=show,
             checkpoint_dir=str(args.out / ".checkpoints"),
         )
+        # The checkpoints let an interrupted run resume; once it has finished, --out holds only the artifacts.
+        shutil.rmtree(args.out / ".checkpoints", ignore_errors=True)
     except (EngineError, ApiError, ValueError) as exc:
         sys.stderr.write(f"error: {getattr(exc, 'message', exc)}\n")
         return 2

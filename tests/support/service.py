@@ -75,7 +75,7 @@ class Service:
         """Start one more worker process (`argv`: another command line than `distillery up`'s)."""
         log = open(self.logs / f"worker-{name}.log", "ab")  # noqa: SIM115 - owned by the process
         self.procs[f"worker-{name}"] = subprocess.Popen(
-            argv or worker_argv(queues, name),  # by default the same command line as `distillery up` uses
+            argv or worker_argv(queues, name),  # `up`'s command line, less its --quiet and log files
             env={**self.env, **(extra_env or {})},
             cwd=ROOT,
             stdout=log,
