@@ -385,7 +385,9 @@ def test_a_model_that_never_returns_is_ended_after_a_stop_and_the_worker_goes_on
         while client.http.get(f"/v1/jobs/{job_id}").json()["phase"] != "training":
             assert time.monotonic() < deadline, client.http.get(f"/v1/jobs/{job_id}").json()
             time.sleep(0.2)
-        time.sleep(1)  # inside the student's forward pass, which never returns
+        # Into the student's forward pass, which never returns (a loaded machine can take a few seconds to get
+        # from the phase event to the first step: a stop before it would end the job cleanly, proving nothing).
+        time.sleep(5)
         if stop == "cancel":
             assert client.http.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
         deadline = time.monotonic() + 90

@@ -89,9 +89,8 @@ def test_a_claimed_upload_is_validated_once(db, monkeypatch):
     ids = _rows(db)
     calls = []
     monkeypatch.setattr(
-        validate, "inspect_in_child", lambda kind, path, options: calls.append(path) or {"info": {"rows": 1}}
+        validate, "inspect_upload", lambda kind, row, storage, settings: calls.append(row.id) or {"info": {"rows": 1}}
     )
-    monkeypatch.setattr(validate, "dataset_spec_options", lambda row, storage: {})
     with db() as session:
         session.execute(update(Dataset).where(Dataset.id == ids["dataset"]).values(claimed_at=utcnow()))
         session.commit()
