@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 
 MAX_MESSAGE_CHARS = 500
-_OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|cannot allocate memory|bad_alloc|MemoryError")
 
 
 def scrub(message: str) -> str:
@@ -65,8 +63,9 @@ class _Reported(Exception):
 
 def _error(kind: str, exc: BaseException) -> dict:
     from worker.engine import EngineError
+    from worker.scrub import looks_like_out_of_memory
 
-    if isinstance(exc, MemoryError) or _OUT_OF_MEMORY.search(str(exc)):
+    if isinstance(exc, MemoryError) or looks_like_out_of_memory(str(exc)):
         # Before any scrubbing or cutting: the allocator's words are often at the end of a long message.
         return {"code": "sandbox_memory_limit", "message": "opening the file needed more memory than this server "
                 "allows one upload"}

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.scrub import scrub_error
+from worker.scrub import looks_like_out_of_memory, scrub_error
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class SandboxResult:
             }
         if self.returncode != 0 or self.last_json() is None:
             tail = _last_error_line(self.stderr)
-            if _looks_like_oom(self.stderr):
+            if looks_like_out_of_memory(self.stderr):
                 return memory_error(what, lim)
             return {
                 "code": "sandbox_crash",
@@ -156,20 +156,6 @@ def _human(n: int | None) -> str:
     if n is None:
         return "available amount"
     return f"{n / GiB:.3g} GiB" if n >= GiB else f"{n / 1024**2:.3g} MiB"
-
-
-def _looks_like_oom(text: str) -> bool:
-    low = text.lower()
-    return any(
-        s in low
-        for s in (
-            "memoryerror",
-            "can't allocate memory",
-            "cannot allocate memory",
-            "std::bad_alloc",
-            "out of memory",
-        )
-    )
 
 
 def _last_error_line(stderr: str) -> str:
@@ -623,7 +609,7 @@ def inspect_sandboxed(kind: str, path: Path, workdir: Path, options: dict | None
     # The child is untrusted (a .pt2 unpickles in it): its answer is checked like any input.
     if "error" in answer:
         error = scrub_error(answer["error"], default_code="invalid_" + kind[:-1])
-        return {"error": memory_error(what, limits) if _looks_like_oom(error["message"]) else error}
+        return {"error": memory_error(what, limits) if looks_like_out_of_memory(error["message"]) else error}
     info = answer["info"]
     if not isinstance(info, dict) or len(json.dumps(info)) > MAX_INFO_BYTES:
         return {"error": {"code": "invalid_" + kind[:-1], "message": f"{what} gave an answer that is not valid"}}

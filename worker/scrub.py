@@ -13,6 +13,8 @@ MAX_MESSAGE_CHARS = 1000
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"`,;:()\[\]{}<>]+/)+[^\s/'\"`,;:()\[\]{}<>]*")
 _WINDOWS_PATH = re.compile(r"\b[A-Za-z]:\\(?:[^\s\\'\"`,;:()\[\]{}<>]+\\)*[^\s\\'\"`,;:()\[\]{}<>]*")
 _TRACEBACK = re.compile(r"Traceback \(most recent call last\):.*", re.DOTALL)
+# What allocators and Python say when memory runs out (a cap hit, not the file's fault).
+_OUT_OF_MEMORY = re.compile(r"memoryerror|can't allocate memory|cannot allocate memory|bad_alloc|out of memory", re.I)
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
 
@@ -42,3 +44,8 @@ def scrub_error(error: object, default_code: str = "internal") -> dict:
     code = code if isinstance(code, str) and _CODE.match(code) else default_code
     message = scrub_message(error.get("message") or "no message")
     return {"code": code, "message": message}
+
+
+def looks_like_out_of_memory(text: str) -> bool:
+    """Whether an error text says memory ran out (checked before scrubbing, which may cut the telling end)."""
+    return bool(_OUT_OF_MEMORY.search(text))

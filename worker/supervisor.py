@@ -21,15 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract import PHASES
 from worker.sandbox import SandboxedProcess, SandboxLimits, limits_from_env, spawn_sandboxed
 from worker.scrub import scrub_error, scrub_message
 
 logger = logging.getLogger(__name__)
 
 JOB_CHILD = "worker.job_child"
-CODE_BEARING_FORMATS = ("torchscript", "pt2")  # formats that carry code (and pickles): sandbox only
 EVENT_TYPES = ("phase", "progress", "metrics", "warning", "info")
-PHASES = ("validating", "teacher_outputs", "training", "evaluating", "exporting")
 MAX_EVENT_DATA_BYTES = 16 * 1024
 MAX_EVENTS = 5000  # events other than progress one child may write (progress is throttled by the recorder)
 MAX_REPORT_BYTES = 4 * 1024**2
