@@ -59,9 +59,7 @@ KeyOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
 JobId = Annotated[str, typer.Argument(help="Job id")]
-ForceOpt = typer.Option(
-    "--force", metavar="", help="Write into --out even when it holds other files (another job's)"
-)
+ForceOpt = typer.Option("--force", metavar="", help="Write into --out even when it holds other files (another job's)")
 
 
 def _client(url: str | None, api_key: str | None) -> Distillery:
@@ -270,9 +268,7 @@ class JobProgress:
             self.log(f"[dim]{event.created_at:%H:%M:%S}[/] {_escape(event.message)}")
         else:
             style = "yellow" if event.level == "warning" or event.type == "warning" else "dim"
-            self.log(
-                f"[dim]{event.created_at:%H:%M:%S}[/] [{style}]{event.type}: {_escape(event.message)}[/]"
-            )
+            self.log(f"[dim]{event.created_at:%H:%M:%S}[/] [{style}]{event.type}: {_escape(event.message)}[/]")
         self._refresh()
 
 
@@ -463,9 +459,7 @@ def _help(name: str) -> str:
 def run(
     teacher: Annotated[
         Path,
-        typer.Option(
-            help="Teacher model: TorchScript, .pt2 or ONNX", exists=True, dir_okay=False, readable=True
-        ),
+        typer.Option(help="Teacher model: TorchScript, .pt2 or ONNX", exists=True, dir_okay=False, readable=True),
     ],
     train: Annotated[
         Path,
@@ -765,9 +759,7 @@ def jobs_events(
 
 def _event_line(event: Event) -> str:
     data = f" {json.dumps(event.data)}" if event.data else ""
-    return (
-        f"{event.id:>6} {event.created_at:%H:%M:%S} {event.type:<9} {_escape(event.message)}{_escape(data)}"
-    )
+    return f"{event.id:>6} {event.created_at:%H:%M:%S} {event.type:<9} {_escape(event.message)}{_escape(data)}"
 
 
 @jobs_app.command("download")

@@ -11,10 +11,11 @@ webhooks_app = typer.Typer(help="Webhooks (Standard Webhooks signatures).", no_a
 
 
 @webhooks_app.command("secret")
-def secret(tenant: Annotated[str, typer.Option(help="Tenant name")] = "default",
-           rotate: Annotated[bool, typer.Option("--rotate", help="Make a new secret first")] = False,
-           data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder (see `up`)")] = None,
-           ) -> None:
+def secret(
+    tenant: Annotated[str, typer.Option(help="Tenant name")] = "default",
+    rotate: Annotated[bool, typer.Option("--rotate", help="Make a new secret first")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder (see `up`)")] = None,
+) -> None:
     """Print the tenant's webhook signing secret (whsec_...); --rotate makes a new one first."""
     from sqlalchemy import select
 
@@ -27,7 +28,6 @@ def secret(tenant: Annotated[str, typer.Option(help="Tenant name")] = "default",
     with get_sessionmaker()() as session:
         row = session.scalar(select(Tenant).where(Tenant.name == tenant))
         if row is None:
-            typer.echo(f"no tenant named {tenant!r} (create one with `distillery keys create --tenant NAME`)",
-                       err=True)
+            typer.echo(f"no tenant named {tenant!r} (create one with `distillery keys create --tenant NAME`)", err=True)
             raise typer.Exit(1)
         typer.echo(rotate_secret(session, row) if rotate else tenant_secret(session, row))

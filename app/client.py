@@ -31,8 +31,18 @@ from app.schemas import ArtifactPublic, DatasetPublic, EventPublic, JobPublic, M
 from app.student_syntax import parse_student
 from contract import TERMINAL
 
-__all__ = ["Distillery", "DistilleryError", "Report", "Job", "Model", "Dataset", "Event", "Artifact",
-           "DEFAULT_URL", "TERMINAL"]
+__all__ = [
+    "Distillery",
+    "DistilleryError",
+    "Report",
+    "Job",
+    "Model",
+    "Dataset",
+    "Event",
+    "Artifact",
+    "DEFAULT_URL",
+    "TERMINAL",
+]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -136,8 +146,14 @@ class Distillery:
     the key `distillery up` wrote in .distillery/api_key). `transport` goes to httpx (tests inject faults).
     """
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
         self.url = (url or os.environ.get("DISTILLERY_URL") or DEFAULT_URL).rstrip("/")
         self.api_key = api_key or _default_key()
         headers = {"User-Agent": "distillery-client/1"}
@@ -169,8 +185,14 @@ class Distillery:
 
     # -- uploads ----------------------------------------------------------------------------------------
 
-    def _upload(self, path: str, file: str | Path, fields: dict[str, Any], progress: ByteProgress | None,
-                extra_files: dict[str, Path] | None = None) -> dict:
+    def _upload(
+        self,
+        path: str,
+        file: str | Path,
+        fields: dict[str, Any],
+        progress: ByteProgress | None,
+        extra_files: dict[str, Path] | None = None,
+    ) -> dict:
         file = Path(file)
         handles = []
         try:
@@ -183,27 +205,37 @@ class Distillery:
                 files[field] = (part.name, wrapped, "application/octet-stream")
             data = {k: str(v) for k, v in fields.items() if v is not None}
             # Uploads can be large: no overall timeout on the write, only on connect.
-            return self._json("POST", path, files=files, data=data,
-                              timeout=httpx.Timeout(60.0, write=None, read=600.0))
+            return self._json("POST", path, files=files, data=data, timeout=httpx.Timeout(60.0, write=None, read=600.0))
         finally:
             for handle in handles:
                 handle.close()
 
-    def upload_model(self, file: str | Path, *, name: str | None = None,
-                     progress: ByteProgress | None = None) -> Model:
+    def upload_model(self, file: str | Path, *, name: str | None = None, progress: ByteProgress | None = None) -> Model:
         """Upload a teacher or student model (TorchScript, .pt2, ONNX); it starts `validating`."""
         return Model.model_validate(self._upload("/v1/models", file, {"name": name}, progress))
 
-    def upload_dataset(self, file: str | Path, *, name: str | None = None,
-                       tokenizer: str | Path | None = None,
-                       label_column: str | None = None, text_column: str | None = None,
-                       max_length: int | None = None, classes: list[str] | str | None = None,
-                       progress: ByteProgress | None = None) -> Dataset:
+    def upload_dataset(
+        self,
+        file: str | Path,
+        *,
+        name: str | None = None,
+        tokenizer: str | Path | None = None,
+        label_column: str | None = None,
+        text_column: str | None = None,
+        max_length: int | None = None,
+        classes: list[str] | str | None = None,
+        progress: ByteProgress | None = None,
+    ) -> Dataset:
         """Upload data (.npz, CSV, JSONL, Parquet), with a tokenizer.json for a text column."""
         if isinstance(classes, list | tuple):
             classes = json.dumps(list(classes))
-        fields = {"name": name, "label_column": label_column, "text_column": text_column,
-                  "max_length": max_length, "classes": classes}
+        fields = {
+            "name": name,
+            "label_column": label_column,
+            "text_column": text_column,
+            "max_length": max_length,
+            "classes": classes,
+        }
         extra = {"tokenizer": Path(tokenizer)} if tokenizer else None
         return Dataset.model_validate(self._upload("/v1/datasets", file, fields, progress, extra))
 
@@ -219,22 +251,30 @@ class Distillery:
     def list_datasets(self, *, limit: int = 20, after: str | None = None) -> list[Dataset]:
         return [Dataset.model_validate(d) for d in self._page("/v1/datasets", limit=limit, after=after)]
 
-    def wait_ready(self, *uploads: Model | Dataset, timeout: float | None = 600, interval: float = 0.5,
-                   raise_invalid: bool = True) -> list[Model | Dataset]:
+    def wait_ready(
+        self, *uploads: Model | Dataset, timeout: float | None = 600, interval: float = 0.5, raise_invalid: bool = True
+    ) -> list[Model | Dataset]:
         """Poll until every upload leaves `validating`; an `invalid` one raises DistilleryError(422)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         current = list(uploads)
         while True:
-            current = [u if u.status != "validating" else
-                       self.get_model(u.id) if isinstance(u, ModelPublic) else self.get_dataset(u.id)
-                       for u in current]
+            current = [
+                u
+                if u.status != "validating"
+                else self.get_model(u.id)
+                if isinstance(u, ModelPublic)
+                else self.get_dataset(u.id)
+                for u in current
+            ]
             if raise_invalid:
                 for u in current:
                     if u.status == "invalid":
                         err = u.error or {}
-                        raise DistilleryError(422, err.get("code", "invalid_upload"),
-                                              f"{u.name} ({u.id}) is invalid: "
-                                              f"{err.get('message', 'unknown error')}")
+                        raise DistilleryError(
+                            422,
+                            err.get("code", "invalid_upload"),
+                            f"{u.name} ({u.id}) is invalid: {err.get('message', 'unknown error')}",
+                        )
             if all(u.status != "validating" for u in current):
                 return current
             if deadline is not None and time.monotonic() > deadline:
@@ -243,10 +283,19 @@ class Distillery:
 
     # -- jobs ---------------------------------------------------------------------------------------------
 
-    def create_job(self, teacher_id: str, train_dataset_id: str, *, eval_dataset_id: str | None = None,
-                   student: str | dict | None = None, hyperparameters: dict | None = None,
-                   export: list[str] | None = None, baseline: bool | None = None,
-                   idempotency_key: str | None = None, **extra: Any) -> Job:
+    def create_job(
+        self,
+        teacher_id: str,
+        train_dataset_id: str,
+        *,
+        eval_dataset_id: str | None = None,
+        student: str | dict | None = None,
+        hyperparameters: dict | None = None,
+        export: list[str] | None = None,
+        baseline: bool | None = None,
+        idempotency_key: str | None = None,
+        **extra: Any,
+    ) -> Job:
         """Submit a job; `student` is a dict or the short syntax `'mlp:hidden_sizes=[32]'` (or JSON text)."""
         body: dict[str, Any] = {"teacher_id": teacher_id, "train_dataset_id": train_dataset_id}
         if eval_dataset_id:
@@ -286,8 +335,9 @@ class Distillery:
                 return out
             after = page["next_after"]
 
-    def events(self, job_id: str, *, after: int = 0, reconnect: bool = True, max_retries: int = 20,
-               retry_delay: float = 0.5) -> Iterator[Event]:
+    def events(
+        self, job_id: str, *, after: int = 0, reconnect: bool = True, max_retries: int = 20, retry_delay: float = 0.5
+    ) -> Iterator[Event]:
         """The job's events, live, as the server streams them; ends when the job has ended.
 
         A dropped connection is resumed with `Last-Event-ID` (the id of the last event received), so no event
@@ -300,8 +350,9 @@ class Distillery:
             if last:
                 headers["Last-Event-ID"] = str(last)
             try:
-                with self.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
-                                      timeout=httpx.Timeout(60.0, read=60.0)) as resp:
+                with self.http.stream(
+                    "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=httpx.Timeout(60.0, read=60.0)
+                ) as resp:
                     _raise_for(resp)
                     for kind, event_id, data in _parse_sse(resp.iter_lines()):
                         if kind == "end":
@@ -319,12 +370,12 @@ class Distillery:
             except httpx.TransportError as exc:
                 failures += 1
                 if not reconnect or failures > max_retries:
-                    raise DistilleryError(0, "connection_error",
-                                          f"event stream of {job_id} lost: {exc}") from exc
+                    raise DistilleryError(0, "connection_error", f"event stream of {job_id} lost: {exc}") from exc
                 time.sleep(min(retry_delay * failures, 5.0))
 
-    def wait(self, job_id: str, on_event: Callable[[Event], None] | None = None, *,
-             timeout: float | None = None) -> Job:
+    def wait(
+        self, job_id: str, on_event: Callable[[Event], None] | None = None, *, timeout: float | None = None
+    ) -> Job:
         """Block until the job ends, following its live events (`on_event` sees each); returns the job."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for event in self.events(job_id):
@@ -343,8 +394,9 @@ class Distillery:
     def list_artifacts(self, job_id: str) -> list[Artifact]:
         return [Artifact.model_validate(a) for a in self._json("GET", f"/v1/jobs/{job_id}/artifacts")["data"]]
 
-    def download_artifact(self, job_id: str, name: str, dest: str | Path | None = None, *,
-                          progress: ByteProgress | None = None) -> Path:
+    def download_artifact(
+        self, job_id: str, name: str, dest: str | Path | None = None, *, progress: ByteProgress | None = None
+    ) -> Path:
         """Stream an artifact to `dest` (a file, or a folder to put it in; default: the current folder)."""
         import hashlib
 
@@ -356,8 +408,9 @@ class Distillery:
         partial = dest.with_name(dest.name + ".part")
         digest = hashlib.sha256()
         try:
-            with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}",
-                                  timeout=httpx.Timeout(60.0, read=600.0)) as resp:
+            with self.http.stream(
+                "GET", f"/v1/jobs/{job_id}/artifacts/{name}", timeout=httpx.Timeout(60.0, read=600.0)
+            ) as resp:
                 _raise_for(resp)
                 total = int(resp.headers.get("content-length") or 0)
                 done = 0

@@ -125,9 +125,9 @@ def install_handlers(app: FastAPI) -> None:
                 return JSONResponse(
                     error_body("invalid_json", f"the request body is not valid JSON: {reason}"), status_code=400
                 )
-        code = {
-            400: "bad_request", 404: "not_found", 405: "method_not_allowed", 401: "unauthorized"
-        }.get(exc.status_code, "error")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
+            exc.status_code, "error"
+        )
         return JSONResponse(
             error_body(code, str(exc.detail)),
             status_code=exc.status_code,

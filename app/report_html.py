@@ -160,12 +160,9 @@ def line_chart(
         if float(t).is_integer() or (x_hi - x_lo) < 8:
             x = sx(t)
             out.append(
-                f'<text x="{x:.1f}" y="{top + ph + 16}" class="tick" text-anchor="middle">'
-                f"{_tick_label(t)}</text>"
+                f'<text x="{x:.1f}" y="{top + ph + 16}" class="tick" text-anchor="middle">{_tick_label(t)}</text>'
             )
-    out.append(
-        f'<text x="{left + pw / 2}" y="{height - 8}" class="axis" text-anchor="middle">{_e(x_label)}</text>'
-    )
+    out.append(f'<text x="{left + pw / 2}" y="{height - 8}" class="axis" text-anchor="middle">{_e(x_label)}</text>')
     if y_label:
         out.append(
             f'<text x="14" y="{top + ph / 2}" class="axis" text-anchor="middle" '
@@ -264,11 +261,7 @@ def _confusion(report: dict) -> str:
         cells = []
         for j, v in enumerate(row):
             share = (v / peak) if isinstance(v, int | float) else 0
-            color = (
-                f"rgba(37,99,235,{0.08 + 0.85 * share:.3f})"
-                if i == j
-                else f"rgba(220,38,38,{0.9 * share:.3f})"
-            )
+            color = f"rgba(37,99,235,{0.08 + 0.85 * share:.3f})" if i == j else f"rgba(220,38,38,{0.9 * share:.3f})"
             text_color = "#fff" if share > 0.55 else "#111"
             cells.append(f'<td style="background:{color};color:{text_color}">{_e(fmt(v))}</td>')
         body.append(f"<tr><th>{_e(labels[i])}</th>{''.join(cells)}</tr>")
@@ -301,9 +294,7 @@ def _summary(report: dict) -> str:
 
     def row(label: str, t: Any, s: Any, b: Any = None, extra: str = "") -> str:
         cells = [t, s] + ([b] if baseline else [])
-        tds = "".join(
-            f'<td class="num">{_e(fmt(c))}{extra if c is not None and extra else ""}</td>' for c in cells
-        )
+        tds = "".join(f'<td class="num">{_e(fmt(c))}{extra if c is not None and extra else ""}</td>' for c in cells)
         return f"<tr><th>{_e(label)}</th>{tds}</tr>"
 
     b = baseline or {}
@@ -319,9 +310,7 @@ def _summary(report: dict) -> str:
         row("size (bytes)", teacher.get("size_bytes"), student.get("size_bytes"), b.get("size_bytes")),
     ]
     for key in sorted(set(t_lat) | set(s_lat)):
-        rows.append(
-            row(f"latency {key.replace('_', ' ')} (ms)", t_lat.get(key), s_lat.get(key), b_lat.get(key))
-        )
+        rows.append(row(f"latency {key.replace('_', ' ')} (ms)", t_lat.get(key), s_lat.get(key), b_lat.get(key)))
     for key in sorted(speedup):
         rows.append(row(f"speedup {key.replace('_', ' ')}", None, speedup.get(key), None, "×"))
     rows.append(row("compression (parameters)", None, report.get("compression_ratio"), None, "×"))
@@ -446,7 +435,7 @@ def render_report_html(report: dict, job: dict | None = None, artifacts: Sequenc
         for key, value in sorted((job.get("hyperparameters") or {}).items()):
             config.append((key, _json_value(value)))
     art_rows = "".join(
-        f'<tr><td>{_e(a.get("name"))}</td><td>{_e(a.get("format"))}</td>'
+        f"<tr><td>{_e(a.get('name'))}</td><td>{_e(a.get('format'))}</td>"
         f'<td class="num">{_e(fmt(a.get("size_bytes")))}'
         f"</td><td><code>{_e(a.get('sha256'))}</code></td></tr>"
         for a in artifacts

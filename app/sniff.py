@@ -34,8 +34,19 @@ MAX_NPZ_ARRAYS = 1000
 # What parsing crafted content can raise (zipfile, zlib, numpy's .npy header parser with its tokenizer, json,
 # csv): never a server error.
 CONTENT_ERRORS = (
-    zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError, TypeError,
-    KeyError, IndexError, OverflowError, SyntaxError, csv.Error, tokenize.TokenError,
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    SyntaxError,
+    csv.Error,
+    tokenize.TokenError,
 )
 # zipfile also raises OSError on a crafted archive (a seek before the start of the file).
 ZIP_ERRORS = (*CONTENT_ERRORS, OSError)
@@ -59,7 +70,9 @@ def _zip_names(path: Path, code: str, hint: str) -> list[str]:
     except ZIP_ERRORS as exc:
         raise _unreadable(
             "the file starts like a zip archive but its directory cannot be read (truncated or corrupt)",
-            exc, code, hint,
+            exc,
+            code,
+            hint,
         ) from None
 
 
@@ -70,9 +83,7 @@ def sniff_model(path: Path) -> str:
     except ApiError:
         raise
     except CONTENT_ERRORS as exc:
-        raise _unreadable(
-            "the file cannot be read as a model", exc, "invalid_model", MODEL_FORMATS_HINT
-        ) from None
+        raise _unreadable("the file cannot be read as a model", exc, "invalid_model", MODEL_FORMATS_HINT) from None
 
 
 def _sniff_model(path: Path) -> str:
@@ -106,9 +117,7 @@ def _sniff_model(path: Path) -> str:
     # An ONNX ModelProto is a protobuf whose first field is ir_version (field 1, varint): tag byte 0x08.
     if head[0] == 0x08:
         return "onnx"
-    raise Unprocessable(
-        f"the file is not a recognised model; {MODEL_FORMATS_HINT}", code="unsupported_model_format"
-    )
+    raise Unprocessable(f"the file is not a recognised model; {MODEL_FORMATS_HINT}", code="unsupported_model_format")
 
 
 def _npz_arrays(path: Path) -> dict[str, np.dtype]:
@@ -135,7 +144,9 @@ def _npz_arrays(path: Path) -> dict[str, np.dtype]:
                 except CONTENT_ERRORS as exc:
                     raise _unreadable(
                         f"array {_shorten(name)!r} in the .npz is not a valid .npy (save it with numpy.savez)",
-                        exc, "invalid_dataset", DATASET_FORMATS_HINT,
+                        exc,
+                        "invalid_dataset",
+                        DATASET_FORMATS_HINT,
                     ) from None
             arrays[name[:-4]] = dtype
     return arrays
@@ -169,9 +180,7 @@ def _check_image_folder(path: Path) -> bool:
     with zipfile.ZipFile(path) as zf, zf.open(images[0]) as fh:
         magic = fh.read(8)
     if not (magic.startswith(b"\x89PNG\r\n\x1a\n") or magic.startswith(b"\xff\xd8\xff")):
-        raise Unprocessable(
-            f"{_shorten(images[0].filename)!r} is not a PNG or JPEG image", code="invalid_dataset"
-        )
+        raise Unprocessable(f"{_shorten(images[0].filename)!r} is not a PNG or JPEG image", code="invalid_dataset")
     if not any("/" in i.filename for i in images):
         raise Unprocessable(
             "the archive's images must sit in one folder per class (cat/1.png, dog/2.png)",
@@ -220,7 +229,9 @@ def sniff_dataset(path: Path, options: dict) -> str:
         except ZIP_ERRORS as exc:
             raise _unreadable(
                 "the zip archive cannot be read (truncated, corrupt, encrypted or an unsupported compression)",
-                exc, "invalid_dataset", DATASET_FORMATS_HINT,
+                exc,
+                "invalid_dataset",
+                DATASET_FORMATS_HINT,
             ) from None
     if head.startswith(b"\x93NUMPY"):
         raise Unprocessable(
@@ -235,9 +246,7 @@ def sniff_dataset(path: Path, options: dict) -> str:
         _check_columns(columns, options)
         return "jsonl"
     if line.startswith("[") and _is_json(line):
-        raise Unprocessable(
-            f"the first line is a JSON array, not an object; {JSONL_HINT}", code="invalid_dataset"
-        )
+        raise Unprocessable(f"the first line is a JSON array, not an object; {JSONL_HINT}", code="invalid_dataset")
     try:
         columns = [c.strip() for c in next(csv.reader(io.StringIO(line)), [])]
         # csv's field limit is process-wide state that other code may raise: check the length ourselves.
@@ -247,7 +256,9 @@ def sniff_dataset(path: Path, options: dict) -> str:
         raise _unreadable(
             "the first line is not a CSV header row (a field is too long or badly quoted); a CSV starts "
             "with one short line of comma-separated column names",
-            exc, "invalid_dataset", DATASET_FORMATS_HINT,
+            exc,
+            "invalid_dataset",
+            DATASET_FORMATS_HINT,
         ) from None
     if len(columns) < 1 or not any(columns):
         raise Unprocessable(f"the CSV has no header row; {DATASET_FORMATS_HINT}", code="invalid_dataset")

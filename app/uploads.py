@@ -97,9 +97,7 @@ class _PartWriter:
                 raise Unprocessable(f"file field {self.name!r} given twice")
             # The client's file name is kept only as a label; it never becomes a path.
             path = self.form.workdir / f"part-{self.name}"
-            self.current = ReceivedFile(
-                path=path, filename=os.path.basename(filename.decode("utf-8", "replace"))
-            )
+            self.current = ReceivedFile(path=path, filename=os.path.basename(filename.decode("utf-8", "replace")))
             self.handle = open(path, "wb")  # noqa: SIM115 - closed in on_part_end
             self.digest = hashlib.sha256()
         else:
@@ -134,9 +132,7 @@ class _PartWriter:
             self.handle.close()
 
 
-async def receive_form(
-    request: Request, tmp_root: Path, max_bytes: int, file_fields: set[str]
-) -> ReceivedForm:
+async def receive_form(request: Request, tmp_root: Path, max_bytes: int, file_fields: set[str]) -> ReceivedForm:
     """Stream a multipart/form-data body to a fresh folder under tmp_root; 413 past max_bytes."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
@@ -193,17 +189,14 @@ async def receive_form(
 def multipart_openapi(file_fields: dict[str, str], text_fields: dict[str, str]) -> dict:
     """The requestBody declaration of a streamed multipart route, for the OpenAPI schema."""
     properties = {
-        name: {"type": "string", "format": "binary", "description": desc}
-        for name, desc in file_fields.items()
+        name: {"type": "string", "format": "binary", "description": desc} for name, desc in file_fields.items()
     }
     properties |= {name: {"type": "string", "description": desc} for name, desc in text_fields.items()}
     return {
         "requestBody": {
             "required": True,
             "content": {
-                "multipart/form-data": {
-                    "schema": {"type": "object", "required": ["file"], "properties": properties}
-                }
+                "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": properties}}
             },
         }
     }

@@ -47,13 +47,14 @@ class WebhookTargetError(ValueError):
 
 # --- secrets and signatures --------------------------------------------------------------------------------
 
+
 def new_secret() -> str:
     """A fresh signing secret: `whsec_` and 32 random bytes in base64."""
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def _key(secret: str) -> bytes:
-    raw = secret[len(SECRET_PREFIX):] if secret.startswith(SECRET_PREFIX) else secret
+    raw = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
     try:
         return base64.b64decode(raw, validate=True)
     except ValueError as exc:
@@ -70,12 +71,21 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 def signed_headers(secret: str, msg_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
     """The headers of one delivery."""
     ts = int(time.time()) if timestamp is None else timestamp
-    return {"webhook-id": msg_id, "webhook-timestamp": str(ts),
-            "webhook-signature": sign(secret, msg_id, ts, body), "content-type": "application/json"}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(secret, msg_id, ts, body),
+        "content-type": "application/json",
+    }
 
 
-def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes | str,
-                   tolerance_s: float = DEFAULT_TOLERANCE_S, now: float | None = None) -> dict:
+def verify_webhook(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes | str,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+    now: float | None = None,
+) -> dict:
     """Check a delivery's signature and timestamp; return its parsed JSON payload.
 
     `headers` may use any case (a plain dict, or a framework's case-insensitive headers). Raises
@@ -119,11 +129,19 @@ def rotate_secret(session: Session, tenant: Tenant) -> str:
 
 # --- targets ----------------------------------------------------------------------------------------------
 
+
 def _refused_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
-            or ip.is_unspecified or not ip.is_global)
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or not ip.is_global
+    )
 
 
 def check_url_shape(url: str) -> None:
@@ -132,8 +150,7 @@ def check_url_shape(url: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookTargetError("webhook_url must be an http:// or https:// URL with a host")
     if parts.username or parts.password:
-        raise WebhookTargetError("webhook_url must not carry credentials; the signature authenticates "
-                                 "the sender")
+        raise WebhookTargetError("webhook_url must not carry credentials; the signature authenticates the sender")
 
 
 def check_target(url: str, allow_private: bool) -> list[str]:
@@ -162,11 +179,13 @@ def check_target(url: str, allow_private: bool) -> list[str]:
             raise WebhookTargetError(
                 f"webhook_url host {host!r} resolves to {address}, a loopback, private or link-local "
                 "address; webhooks go to public addresses only (the operator can allow others with "
-                "DISTILLERY_WEBHOOK_ALLOW_PRIVATE=true)")
+                "DISTILLERY_WEBHOOK_ALLOW_PRIVATE=true)"
+            )
     return addresses
 
 
 # --- enqueueing -------------------------------------------------------------------------------------------
+
 
 def delivery_ids(job_id: str, status: str) -> tuple[str, str]:
     """(event type, webhook-id) of a job's delivery for the status it ended in.

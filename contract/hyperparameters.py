@@ -116,32 +116,47 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter("epochs", int, 10, "training epochs", Bounds(1, 1000)),
     Hyperparameter("batch_size", int, 64, "examples per training step", Bounds(1, 65536)),
     Hyperparameter(
-        "learning_rate", float, 0.001, "AdamW peak learning rate (linear warmup, then cosine decay)",
+        "learning_rate",
+        float,
+        0.001,
+        "AdamW peak learning rate (linear warmup, then cosine decay)",
         Bounds(0, 10, low_open=True),
     ),
+    Hyperparameter("temperature", float, 4.0, "softmax temperature of the soft targets", Bounds(0, 100, low_open=True)),
     Hyperparameter(
-        "temperature", float, 4.0, "softmax temperature of the soft targets", Bounds(0, 100, low_open=True)
-    ),
-    Hyperparameter(
-        "alpha", float, 0.9, "weight of the teacher's soft targets; 1 - alpha weighs the labels "
-        "(data without labels always uses 1)", UNIT,
+        "alpha",
+        float,
+        0.9,
+        "weight of the teacher's soft targets; 1 - alpha weighs the labels (data without labels always uses 1)",
+        UNIT,
     ),
     Hyperparameter("loss", str, "kl", "distillation loss", choices=LOSSES),
     Hyperparameter("seed", int, 0, "random seed of the split, initialisation and shuffling", Bounds(0, 2**31 - 1)),
     Hyperparameter(
-        "patience", int, None, "epochs without improvement of the validation metric before stopping",
-        Bounds(1, 1000), null_means="train every epoch, no early stop",
+        "patience",
+        int,
+        None,
+        "epochs without improvement of the validation metric before stopping",
+        Bounds(1, 1000),
+        null_means="train every epoch, no early stop",
     ),
     Hyperparameter("dkd_alpha", float, 1.0, "DKD target-class weight", Bounds(0, 100)),
     Hyperparameter("dkd_beta", float, 8.0, "DKD non-target weight", Bounds(0, 100)),
     Hyperparameter("weight_decay", float, 0.01, "AdamW weight decay", UNIT),
     Hyperparameter("warmup_fraction", float, 0.05, "fraction of the steps spent warming the learning rate up", UNIT),
     Hyperparameter(
-        "grad_clip", float, 1.0, "largest gradient norm; larger gradients are scaled down to it",
-        Bounds(0, 1e6, low_open=True), null_means="no gradient clipping",
+        "grad_clip",
+        float,
+        1.0,
+        "largest gradient norm; larger gradients are scaled down to it",
+        Bounds(0, 1e6, low_open=True),
+        null_means="no gradient clipping",
     ),
     Hyperparameter(
-        "augmentation", dict, None, "batch augmentation, per kind: "
+        "augmentation",
+        dict,
+        None,
+        "batch augmentation, per kind: "
         + "; ".join(f"{a.name} {a.bounds} ({a.inputs}): {a.help}" for a in AUGMENTATIONS),
         null_means="no augmentation",
     ),

@@ -40,8 +40,10 @@ class SizeParameter:
                 and self.min_items <= len(value) <= MAX_LIST_ITEMS
                 and all(as_integer(v) is not None and SIZE.contains(v) for v in value)
             )
-            return None if ok else (
-                f"{self.name} must be a list of {self.min_items} to {MAX_LIST_ITEMS} integers in {SIZE}"
+            return (
+                None
+                if ok
+                else (f"{self.name} must be a list of {self.min_items} to {MAX_LIST_ITEMS} integers in {SIZE}")
             )
         if self.kind == "dropout":
             number = as_number(value)
@@ -68,36 +70,66 @@ def _dropout(default: float) -> SizeParameter:
 
 
 STUDENT_ARCHITECTURES: tuple[StudentArchitecture, ...] = (
-    StudentArchitecture("mlp", "features", "flatten, then Linear-ReLU blocks and a linear classifier", (
-        SizeParameter("hidden_sizes", "int_list", [64], "width of each hidden layer ([] for none)", min_items=0),
-        _dropout(0.0),
-    )),
-    StudentArchitecture("cnn", "images", "Conv-BN-ReLU-MaxPool blocks, global average pooling, a classifier", (
-        SizeParameter("channels", "int_list", [16, 32], "channels of each convolution block"),
-        _dropout(0.0),
-    )),
-    StudentArchitecture("lstm", "tokens", "embedding, LSTM and pad-aware pooling", (
-        SizeParameter("embedding_dim", "int", 64, "embedding width"),
-        SizeParameter("hidden_dim", "int", 64, "LSTM hidden width"),
-        SizeParameter("num_layers", "int", 1, "stacked LSTM layers"),
-        SizeParameter("bidirectional", "bool", False, "also read right to left"),
-        _dropout(0.0),
-        SizeParameter("pooling", "choice", "mean", "mean of the states over real tokens, or the last one",
-                      choices=("mean", "last")),
-    )),
-    StudentArchitecture("textcnn", "tokens", "embedding, parallel 1-d convolutions, max pooling (Kim 2014)", (
-        SizeParameter("embedding_dim", "int", 64, "embedding width"),
-        SizeParameter("num_filters", "int", 64, "filters per kernel size"),
-        SizeParameter("kernel_sizes", "int_list", [3, 4, 5], "convolution widths in tokens"),
-        _dropout(0.1),
-    )),
-    StudentArchitecture("transformer", "tokens", "a small pre-norm Transformer encoder with mean pooling", (
-        SizeParameter("d_model", "int", 64, "model width (a multiple of heads)"),
-        SizeParameter("layers", "int", 2, "encoder blocks"),
-        SizeParameter("heads", "int", 4, "attention heads"),
-        SizeParameter("ff_dim", "int", None, "feed-forward width (null: 4 * d_model)"),
-        _dropout(0.1),
-    )),
+    StudentArchitecture(
+        "mlp",
+        "features",
+        "flatten, then Linear-ReLU blocks and a linear classifier",
+        (
+            SizeParameter("hidden_sizes", "int_list", [64], "width of each hidden layer ([] for none)", min_items=0),
+            _dropout(0.0),
+        ),
+    ),
+    StudentArchitecture(
+        "cnn",
+        "images",
+        "Conv-BN-ReLU-MaxPool blocks, global average pooling, a classifier",
+        (
+            SizeParameter("channels", "int_list", [16, 32], "channels of each convolution block"),
+            _dropout(0.0),
+        ),
+    ),
+    StudentArchitecture(
+        "lstm",
+        "tokens",
+        "embedding, LSTM and pad-aware pooling",
+        (
+            SizeParameter("embedding_dim", "int", 64, "embedding width"),
+            SizeParameter("hidden_dim", "int", 64, "LSTM hidden width"),
+            SizeParameter("num_layers", "int", 1, "stacked LSTM layers"),
+            SizeParameter("bidirectional", "bool", False, "also read right to left"),
+            _dropout(0.0),
+            SizeParameter(
+                "pooling",
+                "choice",
+                "mean",
+                "mean of the states over real tokens, or the last one",
+                choices=("mean", "last"),
+            ),
+        ),
+    ),
+    StudentArchitecture(
+        "textcnn",
+        "tokens",
+        "embedding, parallel 1-d convolutions, max pooling (Kim 2014)",
+        (
+            SizeParameter("embedding_dim", "int", 64, "embedding width"),
+            SizeParameter("num_filters", "int", 64, "filters per kernel size"),
+            SizeParameter("kernel_sizes", "int_list", [3, 4, 5], "convolution widths in tokens"),
+            _dropout(0.1),
+        ),
+    ),
+    StudentArchitecture(
+        "transformer",
+        "tokens",
+        "a small pre-norm Transformer encoder with mean pooling",
+        (
+            SizeParameter("d_model", "int", 64, "model width (a multiple of heads)"),
+            SizeParameter("layers", "int", 2, "encoder blocks"),
+            SizeParameter("heads", "int", 4, "attention heads"),
+            SizeParameter("ff_dim", "int", None, "feed-forward width (null: 4 * d_model)"),
+            _dropout(0.1),
+        ),
+    ),
 )
 ARCHITECTURES: dict[str, StudentArchitecture] = {a.name: a for a in STUDENT_ARCHITECTURES}
 TEXT_ARCHITECTURES: tuple[str, ...] = tuple(a.name for a in STUDENT_ARCHITECTURES if a.inputs == "tokens")
@@ -111,9 +143,7 @@ def check_student_parameters(architecture: Any, parameters: Mapping[str, Any]) -
         raise ValueError(f"architecture must be one of {list(ARCHITECTURES)} (or give model_id)")
     unknown = sorted(set(parameters) - set(arch.parameter_names))
     if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {unknown} for {arch.name}; allowed: {sorted(arch.parameter_names)}"
-        )
+        raise ValueError(f"unknown parameter(s) {unknown} for {arch.name}; allowed: {sorted(arch.parameter_names)}")
     for parameter in arch.parameters:
         value = parameters.get(parameter.name)
         problem = None if value is None else parameter.problem(value)

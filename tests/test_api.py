@@ -152,9 +152,7 @@ def test_every_v1_route_needs_a_valid_key(svc, done_job):
 def test_another_tenants_ids_answer_like_missing_ones(alice, bob, done_job):
     for method, path in id_routes(done_job):
         foreign = bob.http.request(method, path)
-        missing = alice.http.request(
-            method, path.replace(path.split("/")[3], path.split("/")[3][:4] + "0" * 24)
-        )
+        missing = alice.http.request(method, path.replace(path.split("/")[3], path.split("/")[3][:4] + "0" * 24))
         assert_error(foreign, 404, "not_found")
         assert_error(missing, 404, "not_found")
         assert foreign.json()["error"]["message"].replace(path.split("/")[3], "X") == missing.json()["error"][

@@ -43,16 +43,27 @@ def _report(**overrides) -> dict:
         "train_seconds": 1.5,
         "eval_examples": 10,
         "classes": ["0", "1"],
-        "teacher": {"accuracy": 0.9, "num_parameters": 100, "size_bytes": 4000,
-                    "latency_ms": {"batch_1": 0.2, "batch_64": 1.0}},
-        "student": {"accuracy": 0.8, "agreement": 0.85, "num_parameters": 10, "size_bytes": 400,
-                    "latency_ms": {"batch_1": 0.05, "batch_64": 0.1}},
+        "teacher": {
+            "accuracy": 0.9,
+            "num_parameters": 100,
+            "size_bytes": 4000,
+            "latency_ms": {"batch_1": 0.2, "batch_64": 1.0},
+        },
+        "student": {
+            "accuracy": 0.8,
+            "agreement": 0.85,
+            "num_parameters": 10,
+            "size_bytes": 400,
+            "latency_ms": {"batch_1": 0.05, "batch_64": 0.1},
+        },
         "baseline": None,
         "compression_ratio": 10.0,
         "speedup": {"batch_1": 4.0, "batch_64": 10.0},
         "teacher_outputs_cache": "miss",
-        "history": [{"epoch": 1, "train_loss": 1.0, "validation_accuracy": 0.7, "validation_agreement": 0.7},
-                    {"epoch": 2, "train_loss": 0.5, "validation_accuracy": 0.8, "validation_agreement": 0.8}],
+        "history": [
+            {"epoch": 1, "train_loss": 1.0, "validation_accuracy": 0.7, "validation_agreement": 0.7},
+            {"epoch": 2, "train_loss": 0.5, "validation_accuracy": 0.8, "validation_agreement": 0.8},
+        ],
     }
     return report | overrides
 
@@ -68,17 +79,24 @@ def env(tmp_path_factory):
         with sessionmaker() as session:
             key = create_key(session, "hardening")
             tenant = tenant_for_key(session, key)
-            job = Job(id=new_id("job"), tenant_id=tenant.id, teacher_id="mdl_x", train_dataset_id="dst_x",
-                      student={"architecture": "mlp"}, hyperparameters={}, export=[], status="succeeded",
-                      report=_report())
+            job = Job(
+                id=new_id("job"),
+                tenant_id=tenant.id,
+                teacher_id="mdl_x",
+                train_dataset_id="dst_x",
+                student={"architecture": "mlp"},
+                hyperparameters={},
+                export=[],
+                status="succeeded",
+                report=_report(),
+            )
             session.add(job)
             session.commit()
             for i in range(3):
                 session.add(JobEvent(job_id=job.id, type="status", message=f"event {i}"))
             session.commit()
             job_id = job.id
-        client = TestClient(create_app(), raise_server_exceptions=False,
-                            headers={"Authorization": f"Bearer {key}"})
+        client = TestClient(create_app(), raise_server_exceptions=False, headers={"Authorization": f"Bearer {key}"})
         yield client, key, job_id, tmp, sessionmaker
 
 
@@ -166,7 +184,7 @@ def _flag_members(data: bytes, offsets: tuple[int, int], value: bytes) -> bytes:
     for sig, offset in zip((b"PK\x03\x04", b"PK\x01\x02"), offsets, strict=True):
         i = out.find(sig)
         while i != -1:
-            out[i + offset:i + offset + len(value)] = value
+            out[i + offset : i + offset + len(value)] = value
             i = out.find(sig, i + 4)
     return bytes(out)
 
@@ -198,10 +216,10 @@ def test_crafted_zips_are_422_without_server_details(env, name):
 def test_a_multipart_boundary_over_256_bytes_is_422(env):
     client, *_ = env
     boundary = "b" * 300
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
-            f"x\r\n--{boundary}--\r\n")
-    resp = client.post("/v1/datasets", content=body.encode(),
-                       headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nx\r\n--{boundary}--\r\n'
+    resp = client.post(
+        "/v1/datasets", content=body.encode(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
     assert "multipart" in _assert_error(resp, 422)
 
 
@@ -219,11 +237,11 @@ def test_crafted_classes_field_is_422(env, classes):
 
 # --- Integer query and header values -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("after", ["1e20", str(BIG), str(MAX_INT + 1), "-1", "abc"])
 def test_events_after_out_of_range_is_422(env, after):
     client, _key, job_id, *_ = env
-    message = _assert_error(client.get(f"/v1/jobs/{job_id}/events", params={"after": after}), 422,
-                            "invalid_request")
+    message = _assert_error(client.get(f"/v1/jobs/{job_id}/events", params={"after": after}), 422, "invalid_request")
     assert "after" in message
 
 
@@ -237,8 +255,9 @@ def test_events_after_the_largest_id_is_an_empty_page(env):
 @pytest.mark.parametrize("last_event_id", [str(BIG).encode(), str(MAX_INT + 1).encode(), b"-5", b"abc", b"\xb2"])
 def test_a_bad_last_event_id_is_422_before_any_stream(env, accept, last_event_id):
     client, _key, job_id, *_ = env
-    with client.stream("GET", f"/v1/jobs/{job_id}/events",
-                       headers={"Accept": accept, "Last-Event-ID": last_event_id}) as resp:
+    with client.stream(
+        "GET", f"/v1/jobs/{job_id}/events", headers={"Accept": accept, "Last-Event-ID": last_event_id}
+    ) as resp:
         resp.read()
     assert resp.headers["content-type"].startswith("application/json"), resp.headers
     assert "last-event-id" in _assert_error(resp, 422, "invalid_request")
@@ -246,8 +265,9 @@ def test_a_bad_last_event_id_is_422_before_any_stream(env, accept, last_event_id
 
 def test_sse_resumes_after_a_valid_last_event_id(env):
     client, _key, job_id, *_ = env
-    with client.stream("GET", f"/v1/jobs/{job_id}/events",
-                       headers={"Accept": "text/event-stream", "Last-Event-ID": "1"}) as resp:
+    with client.stream(
+        "GET", f"/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream", "Last-Event-ID": "1"}
+    ) as resp:
         text = resp.read().decode()
     assert resp.status_code == 200
     ids = [int(i) for i in re.findall(r"^id: (\d+)$", text, re.M)]
@@ -256,8 +276,15 @@ def test_sse_resumes_after_a_valid_last_event_id(env):
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/jobs?limit=0", "/v1/jobs?limit=101", f"/v1/jobs?limit={BIG}", "/v1/models?limit=1e20",
-     f"/v1/datasets?after={'z' * 100}", "/v1/jobs/{job}/events?limit=1001", f"/v1/jobs/{{job}}/events?limit={BIG}"],
+    [
+        "/v1/jobs?limit=0",
+        "/v1/jobs?limit=101",
+        f"/v1/jobs?limit={BIG}",
+        "/v1/models?limit=1e20",
+        f"/v1/datasets?after={'z' * 100}",
+        "/v1/jobs/{job}/events?limit=1001",
+        f"/v1/jobs/{{job}}/events?limit={BIG}",
+    ],
 )
 def test_every_list_bounds_limit_and_after(env, path):
     client, _key, job_id, *_ = env
@@ -266,8 +293,7 @@ def test_every_list_bounds_limit_and_after(env, path):
 
 @pytest.mark.parametrize(
     "hyperparameters",
-    [b'{"patience": 100000000000000000000}', b'{"dkd_alpha": Infinity}', b'{"grad_clip": 1e400}',
-     b'{"dkd_beta": NaN}'],
+    [b'{"patience": 100000000000000000000}', b'{"dkd_alpha": Infinity}', b'{"grad_clip": 1e400}', b'{"dkd_beta": NaN}'],
 )
 def test_job_numbers_are_bounded_and_finite(env, hyperparameters):
     client, *_ = env
@@ -291,6 +317,7 @@ def test_validation_messages_stay_short(env):
 
 # --- Messages that reach a user ------------------------------------------------------------------------------
 
+
 def test_an_unexpected_error_answers_a_generic_500(env, caplog):
     from app.main import create_app
 
@@ -310,8 +337,16 @@ def test_an_unexpected_error_answers_a_generic_500(env, caplog):
 def test_a_missing_artifact_file_is_404_without_its_path(env):
     client, _key, job_id, data_dir, sessionmaker = env
     with sessionmaker() as session:
-        session.add(Artifact(job_id=job_id, name="student.pt", format="torchscript", size_bytes=1, sha256="0" * 64,
-                             path="tenants/x/jobs/gone/student.pt"))
+        session.add(
+            Artifact(
+                job_id=job_id,
+                name="student.pt",
+                format="torchscript",
+                size_bytes=1,
+                sha256="0" * 64,
+                path="tenants/x/jobs/gone/student.pt",
+            )
+        )
         session.commit()
     message = _assert_error(client.get(f"/v1/jobs/{job_id}/artifacts/student.pt"), 404)
     assert "tenants/" not in message
@@ -332,15 +367,23 @@ def test_report_html_of_any_stored_report_is_a_page(env, report):
     client, _key, finished_id, _dir, sessionmaker = env
     with sessionmaker() as session:
         tenant_id = session.get(Job, finished_id).tenant_id
-        job = Job(id=new_id("job"), tenant_id=tenant_id, teacher_id="m", train_dataset_id="d", student={},
-                  hyperparameters={}, export=[], status="succeeded", report=report)
+        job = Job(
+            id=new_id("job"),
+            tenant_id=tenant_id,
+            teacher_id="m",
+            train_dataset_id="d",
+            student={},
+            hyperparameters={},
+            export=[],
+            status="succeeded",
+            report=report,
+        )
         session.add(job)
         session.commit()
         job_id = job.id
     # A daemon thread: the chart's tick loop once spun for ever on huge epochs, which must fail, not hang.
     result: list[httpx.Response] = []
-    worker = threading.Thread(target=lambda: result.append(client.get(f"/v1/jobs/{job_id}/report.html")),
-                              daemon=True)
+    worker = threading.Thread(target=lambda: result.append(client.get(f"/v1/jobs/{job_id}/report.html")), daemon=True)
     worker.start()
     worker.join(60)
     assert result, "report.html did not answer within 60 s"
@@ -349,6 +392,7 @@ def test_report_html_of_any_stored_report_is_a_page(env, report):
 
 
 # --- Content-Security-Policy -----------------------------------------------------------------------------------
+
 
 def _csp(resp: httpx.Response) -> dict[str, list[str]]:
     header = resp.headers.get("content-security-policy")
@@ -387,8 +431,15 @@ KEY = "dk_" + "S3cr3tK3yV4lu3" * 3
 
 
 def test_the_filter_redacts_uvicorns_access_record():
-    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1:5000", "GET", f"/?key={KEY}&x=1", "1.1", 200), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", f"/?key={KEY}&x=1", "1.1", 200),
+        None,
+    )
     assert RedactSecrets().filter(record)
     line = record.getMessage()
     assert KEY not in line and "key=[redacted]&x=1" in line and record.args[4] == 200

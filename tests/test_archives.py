@@ -30,9 +30,7 @@ def test_image_folder_loads(tmp_path):
 
 def test_image_folder_size_and_classes_order(tmp_path):
     path = image_folder_zip(tmp_path / "pets.zip", per_class=2, mode="RGB", size=(10, 7))
-    spec = DatasetSpec(
-        path=str(path), format="image_folder", image_size=[4, 5], classes=["emu", "dog", "cat"]
-    )
+    spec = DatasetSpec(path=str(path), format="image_folder", image_size=[4, 5], classes=["emu", "dog", "cat"])
     data = load_dataset(spec)
     assert data.x.shape == (6, 3, 4, 5)
     assert data.classes == ["emu", "dog", "cat"] and data.y.tolist() == [2, 2, 1, 1, 0, 0]

@@ -393,10 +393,7 @@ def test_list_commands_print_json(run_result, svc, key, tmp_path):
     assert missing.returncode == 1 and "404" in missing.stderr
     client = Distillery(svc.url, key)
     path = client.download_artifact(job_id, "manifest.json", str(tmp_path / "dl") + "/")
-    assert (
-        path == tmp_path / "dl" / "manifest.json"
-        and path.read_bytes() == (out / "manifest.json").read_bytes()
-    )
+    assert path == tmp_path / "dl" / "manifest.json" and path.read_bytes() == (out / "manifest.json").read_bytes()
     assert (
         client.report(job_id).student["accuracy"]
         == json.loads((out / "report.json").read_text())["student"]["accuracy"]
@@ -548,10 +545,7 @@ def test_wait_follows_the_stream_and_ctrl_c_can_cancel_the_job(svc, key, digits_
     assert proc.returncode == 130, stderr
     assert "Cancel job" in stderr
     deadline = time.monotonic() + 60
-    while (
-        client.get_job(job.id).status not in ("cancelled", "failed", "succeeded")
-        and time.monotonic() < deadline
-    ):
+    while client.get_job(job.id).status not in ("cancelled", "failed", "succeeded") and time.monotonic() < deadline:
         time.sleep(0.3)
     assert client.get_job(job.id).status == "cancelled"
 

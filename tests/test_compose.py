@@ -108,7 +108,8 @@ def test_unknown_setting_names_are_rejected():
         with pytest.raises(AssertionError, match=bad):
             settings_of({"environment": {bad: "x"}})
     assert settings_of({"environment": ["DISTILLERY_BROKER_URL=redis://r:6379/0", "OTHER=1"]}) == {
-        "broker_url": "redis://r:6379/0"}
+        "broker_url": "redis://r:6379/0"
+    }
 
 
 def test_processes_share_database_broker_and_storage(services):
@@ -130,7 +131,10 @@ def test_database_is_postgresql_and_broker_redis(services):
     # The credentials and database name are the ones postgres is started with.
     pg = environment(services[db.hostname])
     assert (db.username, db.password, db.path.lstrip("/")) == (
-        pg.get("POSTGRES_USER", "postgres"), pg.get("POSTGRES_PASSWORD"), pg.get("POSTGRES_DB", db.username))
+        pg.get("POSTGRES_USER", "postgres"),
+        pg.get("POSTGRES_PASSWORD"),
+        pg.get("POSTGRES_DB", db.username),
+    )
 
 
 def test_commands(services):
@@ -167,8 +171,11 @@ def test_storage_volume_is_shared(compose, services):
     assert path.is_absolute(), path
     sources = []
     for service in (api, worker):
-        covering = [src for src, target in mounts(service)
-                    if path == PurePosixPath(target) or PurePosixPath(target) in path.parents]
+        covering = [
+            src
+            for src, target in mounts(service)
+            if path == PurePosixPath(target) or PurePosixPath(target) in path.parents
+        ]
         assert covering, f"no volume mounted at {path} (or above it): {mounts(service)}"
         sources.append(covering[0])
     assert sources[0] == sources[1], f"api and worker mount different volumes: {sources}"
@@ -192,8 +199,11 @@ def test_uploads_validate_on_their_own_worker_as_up_does(services):
         return set(argv[argv.index("--queues") + 1].split(",")) if "--queues" in argv else {"jobs", "uploads"}
 
     assert queues(services["worker"]) == {"jobs"}
-    uploads = [name for name, svc in services.items() if command(svc)[:2] == ["distillery", "worker"]
-               and queues(svc) == {"uploads"}]
+    uploads = [
+        name
+        for name, svc in services.items()
+        if command(svc)[:2] == ["distillery", "worker"] and queues(svc) == {"uploads"}
+    ]
     assert uploads, "no worker serves the uploads queue alone"
     assert "deploy" not in services[uploads[0]], "the uploads worker needs no GPU"
     assert {"seccomp=unconfined", "apparmor=unconfined"} <= set(services[uploads[0]].get("security_opt") or [])

@@ -71,7 +71,7 @@ def sample_value(p: Hyperparameter, rng: random.Random):
         b = p.bounds
         inside = rng.uniform(b.low, min(b.high, b.low + 10 ** rng.uniform(-3, math.log10(b.high - b.low + 1))))
         if p.type is int:
-            candidates = [round(inside), int(b.low), int(b.high), round(inside) * 1.0, rng.randint(-10**6, 10**12)]
+            candidates = [round(inside), int(b.low), int(b.high), round(inside) * 1.0, rng.randint(-(10**6), 10**12)]
         else:
             candidates = [inside, rng.randint(int(b.low), int(b.high)), rng.uniform(-10, 2 * b.high)]
         return rng.choice(candidates + _edges(p) + wrong_type)
@@ -88,10 +88,26 @@ def sample_augmentation(rng: random.Random):
     value: dict = {}
     for augmentation in rng.sample(AUGMENTATIONS, rng.randint(1, len(AUGMENTATIONS))):
         low, high = augmentation.bounds.low, augmentation.bounds.high
-        value[augmentation.name] = rng.choice([
-            rng.uniform(low, high), rng.uniform(low, high), low, high, 0, 1, math.nextafter(high, math.inf),
-            math.nextafter(low, -math.inf), 1.5, 10, -0.1, None, True, "0.1", math.nan, 10**400,
-        ])
+        value[augmentation.name] = rng.choice(
+            [
+                rng.uniform(low, high),
+                rng.uniform(low, high),
+                low,
+                high,
+                0,
+                1,
+                math.nextafter(high, math.inf),
+                math.nextafter(low, -math.inf),
+                1.5,
+                10,
+                -0.1,
+                None,
+                True,
+                "0.1",
+                math.nan,
+                10**400,
+            ]
+        )
     if rng.random() < 0.1:
         value[rng.choice(["Noise", "cutmix", "dropout", ""])] = 0.1
     return value
@@ -151,11 +167,18 @@ def test_null_grad_clip_means_no_clipping_in_the_engine():
 @pytest.mark.parametrize(
     "hyperparameters",
     [
-        {"epochs": 1001}, {"epochs": 5000}, {"epochs": 10000},
-        {"weight_decay": 1.5}, {"weight_decay": 10},
-        {"augmentation": {"noise": 1.5}}, {"augmentation": {"noise": 10}},
-        {"augmentation": {"mixup": 2}}, {"augmentation": {"mixup": 10}},
-        {"dkd_alpha": 500}, {"dkd_beta": 1000}, {"patience": 5000},
+        {"epochs": 1001},
+        {"epochs": 5000},
+        {"epochs": 10000},
+        {"weight_decay": 1.5},
+        {"weight_decay": 10},
+        {"augmentation": {"noise": 1.5}},
+        {"augmentation": {"noise": 10}},
+        {"augmentation": {"mixup": 2}},
+        {"augmentation": {"mixup": 10}},
+        {"dkd_alpha": 500},
+        {"dkd_beta": 1000},
+        {"patience": 5000},
         {"grad_clip": 0},
     ],
     ids=str,
@@ -205,8 +228,13 @@ def test_the_engine_has_a_loss_function_for_every_loss_name():
 def test_every_error_code_in_the_code_is_in_the_contract():
     code = r'"([a-z_]*[a-z])"'  # a whole literal: not the "invalid_" of "invalid_" + kind
     patterns = [
-        r"EngineError\(\s*" + code, "code=" + code, '"code": ' + code, "code = " + code,
-        r"status, code = \d+, " + code, r"DistilleryError\(\d+, " + code, "default_code=" + code,
+        r"EngineError\(\s*" + code,
+        "code=" + code,
+        '"code": ' + code,
+        "code = " + code,
+        r"status, code = \d+, " + code,
+        r"DistilleryError\(\d+, " + code,
+        "default_code=" + code,
     ]
     found = set()
     for package in ("app", "worker"):
@@ -215,8 +243,16 @@ def test_every_error_code_in_the_code_is_in_the_contract():
             for pattern in patterns:
                 found.update(re.findall(pattern, text))
     # Codes built from a name (app/jobs.py, app/routes/uploads.py, worker/sandbox.py).
-    found |= {"teacher_model_not_found", "student_model_not_found", "train_dataset_not_found",
-              "eval_dataset_not_found", "model_in_use", "dataset_in_use", "invalid_model", "invalid_dataset"}
+    found |= {
+        "teacher_model_not_found",
+        "student_model_not_found",
+        "train_dataset_not_found",
+        "eval_dataset_not_found",
+        "model_in_use",
+        "dataset_in_use",
+        "invalid_model",
+        "invalid_dataset",
+    }
     assert {"non_finite", "cuda_oom", "limit_exceeded", "worker_lost", "input_deleted"} <= found
     assert sorted(found - set(ERROR_CODES)) == []
 

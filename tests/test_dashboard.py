@@ -21,18 +21,30 @@ from tests.support.service import Client, running_service
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def chromium(url: str, tmp: Path, screenshot: Path | None = None, budget_ms: int = 15000,
-             window: str = "1280,1600") -> str:
+def chromium(
+    url: str, tmp: Path, screenshot: Path | None = None, budget_ms: int = 15000, window: str = "1280,1600"
+) -> str:
     """Load `url` in headless Chromium, let its scripts run for `budget_ms` of virtual time; the DOM."""
     if CHROMIUM is None:
         if os.environ.get("CI") == "true":
             pytest.fail("chromium is not installed (CI=true: the dashboard test must not skip)")
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     profile = tmp / f"profile-{os.urandom(4).hex()}"
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
-            f"--virtual-time-budget={budget_ms}", f"--window-size={window}"]
+    args = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        f"--virtual-time-budget={budget_ms}",
+        f"--window-size={window}",
+    ]
     if screenshot is not None:
         args.append(f"--screenshot={screenshot}")
     else:
@@ -58,8 +70,13 @@ def finished(svc, tmp_path_factory) -> tuple[str, dict, dict]:
     teacher = client.ready_upload("models", train_digits_teacher(d))
     train = client.ready_upload("datasets", write_npz(d / "train.npz", x_train, y_train))
     eval_ = client.ready_upload("datasets", write_npz(d / "eval.npz", x_test, y_test))
-    body = {"teacher_id": teacher["id"], "train_dataset_id": train["id"], "eval_dataset_id": eval_["id"],
-            "hyperparameters": {"epochs": 3}, "student": {"architecture": "mlp", "hidden_sizes": [32]}}
+    body = {
+        "teacher_id": teacher["id"],
+        "train_dataset_id": train["id"],
+        "eval_dataset_id": eval_["id"],
+        "hyperparameters": {"epochs": 3},
+        "student": {"architecture": "mlp", "hidden_sizes": [32]},
+    }
     resp = client.http.post("/v1/jobs", json=body)
     assert resp.status_code == 201, resp.text
     job = client.wait_job(resp.json()["id"])
@@ -106,8 +123,10 @@ def test_job_page_shows_the_report(svc, finished, tmp_path):
     assert history and history.group(1).count("<tr>") == 1 + len(report["history"])
     assert "student.pt" in dom
     # The visual report (GET /v1/jobs/{id}/report.html) is embedded, and sized to its content.
-    assert httpx.get(f"{svc.url}/v1/jobs/{job['id']}/report.html",
-                     headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert (
+        httpx.get(f"{svc.url}/v1/jobs/{job['id']}/report.html", headers={"Authorization": f"Bearer {key}"}).status_code
+        == 200
+    )
     frame = re.search(r'<iframe[^>]*id="report-html"[^>]*>', dom, re.S)
     assert frame, dom[-3000:]
     assert "<svg" in html.unescape(re.search(r'srcdoc="([^"]*)"', frame.group(0)).group(1))

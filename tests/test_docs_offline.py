@@ -137,8 +137,12 @@ def test_openapi_declares_bearer_security_and_no_authorization_parameter(openapi
 
 @pytest.mark.parametrize(
     "header, words",
-    [(None, "missing Authorization"), ("Basic dXNlcjpwYXNz", "malformed"), ("Bearer ", "malformed"),
-     ("Bearer dk_wrong", "invalid or revoked")],
+    [
+        (None, "missing Authorization"),
+        ("Basic dXNlcjpwYXNz", "malformed"),
+        ("Bearer ", "malformed"),
+        ("Bearer dk_wrong", "invalid or revoked"),
+    ],
 )
 def test_a_missing_or_bad_key_still_answers_the_401_envelope(env, header, words):
     client, _key = env
@@ -154,8 +158,9 @@ def test_a_missing_or_bad_key_still_answers_the_401_envelope(env, header, words)
 def _examples(node, where: str):
     """(where, subschema, example) for every `example`/`examples` in a schema tree."""
     if isinstance(node, dict):
-        if isinstance(node.get("examples"), list) and ("type" in node or "properties" in node or "$ref" in node
-                                                        or "anyOf" in node or "allOf" in node):
+        if isinstance(node.get("examples"), list) and (
+            "type" in node or "properties" in node or "$ref" in node or "anyOf" in node or "allOf" in node
+        ):
             for i, example in enumerate(node["examples"]):
                 yield f"{where}.examples[{i}]", node, example
         for key, value in node.items():
@@ -241,7 +246,8 @@ def test_well_formed_json_of_the_wrong_shape_is_still_a_422(env):
 
 def test_openapi_declares_the_400_on_every_json_body_operation(openapi):
     json_ops = [
-        (method, path, op) for method, path, op in _operations(openapi)
+        (method, path, op)
+        for method, path, op in _operations(openapi)
         if "application/json" in op.get("requestBody", {}).get("content", {})
     ]
     assert json_ops

@@ -359,10 +359,14 @@ def test_a_pt2_that_unpickles_code_runs_it_only_inside_the_sandbox(svc, client, 
     assert not canary.exists()  # validation ran the payload in its sandbox
     train = _train_upload(client, tmp_path, seed=7)
     wait_bystander = _bystander(svc, tmp_path)
-    resp = client.http.post("/v1/jobs", json={
-        "teacher_id": teacher["id"], "train_dataset_id": train["id"],
-        "hyperparameters": {**HYPER, "augmentation": {"noise": 0.1}},
-    })
+    resp = client.http.post(
+        "/v1/jobs",
+        json={
+            "teacher_id": teacher["id"],
+            "train_dataset_id": train["id"],
+            "hyperparameters": {**HYPER, "augmentation": {"noise": 0.1}},
+        },
+    )
     assert resp.status_code == 201, resp.text
     job = client.wait_job(resp.json()["id"], timeout=300)
     assert wait_bystander() < 60
@@ -434,14 +438,16 @@ def test_deep_json_and_huge_integers_answer_4xx_not_5xx(svc, client, tmp_path):
         assert 400 <= resp.status_code < 500 and resp.json()["error"]["message"], resp.text
     train = _train_upload(client, tmp_path, seed=3)
     good = client.ready_upload("models", save_script(Linear(), tmp_path / "good.pt"))
-    job = client.http.post("/v1/jobs", json={"teacher_id": good["id"], "train_dataset_id": train["id"],
-                                             "hyperparameters": HYPER}).json()
+    job = client.http.post(
+        "/v1/jobs", json={"teacher_id": good["id"], "train_dataset_id": train["id"], "hyperparameters": HYPER}
+    ).json()
     resp = client.http.get(f"/v1/jobs/{job['id']}/events", params={"after": "1e20"})
     assert resp.status_code == 422 and resp.json()["error"]["code"], resp.text
     resp = client.http.get(f"/v1/jobs/{job['id']}/events", params={"after": str(10**20)})
     assert 400 <= resp.status_code < 500, resp.text
-    resp = client.http.get(f"/v1/jobs/{job['id']}/events",
-                           headers={"Accept": "text/event-stream", "Last-Event-ID": str(10**20)})
+    resp = client.http.get(
+        f"/v1/jobs/{job['id']}/events", headers={"Accept": "text/event-stream", "Last-Event-ID": str(10**20)}
+    )
     assert 400 <= resp.status_code < 500, resp.text
     assert client.wait_job(job["id"], timeout=300)["status"] == "succeeded"
 
@@ -477,8 +483,15 @@ def test_a_student_that_copies_the_key_file_is_refused_and_leaks_nothing(svc, cl
     stored = [p for p in _stored_files(svc) if p.suffix == ".pt" and p.read_bytes() == benign.read_bytes()]
     for path in stored:
         path.write_bytes(hostile.read_bytes())
-    resp = client.http.post("/v1/jobs", json={"teacher_id": teacher["id"], "train_dataset_id": train["id"],
-                                              "student": {"model_id": student["id"]}, "hyperparameters": HYPER})
+    resp = client.http.post(
+        "/v1/jobs",
+        json={
+            "teacher_id": teacher["id"],
+            "train_dataset_id": train["id"],
+            "student": {"model_id": student["id"]},
+            "hyperparameters": HYPER,
+        },
+    )
     assert resp.status_code == 201, resp.text
     job = client.wait_job(resp.json()["id"], timeout=300)
     assert job["status"] == "failed" and "from_file" in job["error"]["message"], job

@@ -107,9 +107,7 @@ def test_onnx_teacher_and_csv_data(service, tmp_path):
     # The report's teacher accuracy is the ONNX teacher's own, as onnxruntime computes it.
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     logits = sess.run(None, {sess.get_inputs()[0].name: x_test})[0]
-    assert report["teacher"]["accuracy"] == pytest.approx(
-        float((logits.argmax(1) == y_test).mean()), abs=1e-9
-    )
+    assert report["teacher"]["accuracy"] == pytest.approx(float((logits.argmax(1) == y_test).mean()), abs=1e-9)
 
 
 def test_distillation_works_with_and_without_labels(tmp_path):

@@ -12,9 +12,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def test_200_concurrent_jobs_on_two_workers_all_finish_exactly_once(tmp_path, postgres_url, redis_url):
     env = {"DISTILLERY_MAX_ACTIVE_JOBS_PER_TENANT": "1000", "OMP_NUM_THREADS": "1"}
-    with running_service(
-        tmp_path, database_url=postgres_url, broker_url=redis_url, workers=2, extra_env=env
-    ) as svc:
+    with running_service(tmp_path, database_url=postgres_url, broker_url=redis_url, workers=2, extra_env=env) as svc:
         result = run_load(svc, tiny_inputs(tmp_path / "inputs"), jobs=200)
     assert len(set(result["ids"])) == 200
     assert result["statuses"] == ["succeeded"] * 200

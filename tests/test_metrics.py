@@ -58,8 +58,12 @@ def test_metrics_count_the_jobs_uploads_and_workers(svc, tmp_path):
     assert value(after, "distillery_jobs", status="cancelled") == 2
     assert value(after, "distillery_jobs", status="queued") == 0
     assert value(after, "distillery_jobs", status="running") == 0
-    assert sum(value(after, "distillery_jobs", status=s)
-               for s in ("queued", "running", "succeeded", "failed", "cancelled")) == 3
+    assert (
+        sum(
+            value(after, "distillery_jobs", status=s) for s in ("queued", "running", "succeeded", "failed", "cancelled")
+        )
+        == 3
+    )
 
     # Histograms: the succeeded job started and ended; cancelled jobs that never started have no wait.
     started = 1 + sum(1 for job in cancelled if client.http.get(f"/v1/jobs/{job['id']}").json()["started_at"])

@@ -44,8 +44,16 @@ def _diff(url: str) -> list:
 
 def test_models_have_tables():
     # Guard against an import mistake that would make the comparisons below vacuous.
-    assert {"tenants", "api_keys", "models", "datasets", "jobs", "job_events", "artifacts",
-            "worker_heartbeats"} <= MODEL_TABLES
+    assert {
+        "tenants",
+        "api_keys",
+        "models",
+        "datasets",
+        "jobs",
+        "job_events",
+        "artifacts",
+        "worker_heartbeats",
+    } <= MODEL_TABLES
 
 
 def test_upgrade_downgrade_upgrade(database_url):
@@ -63,7 +71,8 @@ def test_migrations_match_models(database_url):
     upgrade(database_url)
     diff = _diff(database_url)
     assert diff == [], "the migrations and app/models.py disagree; autogenerate would write:\n" + "\n".join(
-        map(repr, diff))
+        map(repr, diff)
+    )
 
 
 def test_drift_is_detected(tmp_path):

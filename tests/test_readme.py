@@ -44,8 +44,15 @@ def run_quickstart(cwd: Path, url: str, timeout: float, **env: str) -> tuple[int
     stdout, stderr, seconds). A run past the timeout is stopped with every process it started."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}, "DISTILLERY_URL": url, **env}
     started = time.monotonic()
-    proc = subprocess.Popen(["bash", "-c", block("quickstart")], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", block("quickstart")],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
         code = proc.returncode
@@ -79,11 +86,17 @@ def test_quickstart_stops_at_once_on_a_wrong_key(tmp_path):
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
     env.update(DISTILLERY_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
-    subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120
+    )
     log = open(tmp_path / "api.log", "wb")  # noqa: SIM115 - closed below
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
-                            str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    api = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -114,8 +127,7 @@ def test_ci_runs_exactly_the_readme_test_command():
         [
             "bash",
             "-c",
-            "awk '/<!-- test-command -->/{f=1; next} f && /^```bash/{g=1; next} g && /^```/{exit} g' "
-            "README.md",
+            "awk '/<!-- test-command -->/{f=1; next} f && /^```bash/{g=1; next} g && /^```/{exit} g' README.md",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -166,20 +178,38 @@ def test_run_command_serves_and_the_quickstart_works_as_written(tmp_path):
         assert student(torch.zeros(2, 64)).shape == (2, 10)
         # The CLI against the same server, on the digits fixture: files in --out, exit 0; a bad teacher fails.
         x_train, y_train, x_test, y_test = digits_arrays()
-        args = ["--train", str(write_npz(tmp_path / "d_train.npz", x_train, y_train)),
-                "--eval", str(write_npz(tmp_path / "d_eval.npz", x_test, y_test)),
-                "--student", "mlp:hidden_sizes=[32]", "--epochs", "40"]
+        args = [
+            "--train",
+            str(write_npz(tmp_path / "d_train.npz", x_train, y_train)),
+            "--eval",
+            str(write_npz(tmp_path / "d_eval.npz", x_test, y_test)),
+            "--student",
+            "mlp:hidden_sizes=[32]",
+            "--epochs",
+            "40",
+        ]
         cli_env = {**env, "DISTILLERY_URL": url, "DISTILLERY_API_KEY": key}
-        run = subprocess.run([".venv/bin/distillery", "run", "--teacher", str(train_digits_teacher(tmp_path)),
-                              *args, "--out", "out"], cwd=tmp_path, env=cli_env, capture_output=True, text=True,
-                             timeout=600)
+        run = subprocess.run(
+            [".venv/bin/distillery", "run", "--teacher", str(train_digits_teacher(tmp_path)), *args, "--out", "out"],
+            cwd=tmp_path,
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         produced = {p.name for p in (tmp_path / "out").iterdir()}
         assert {"student.pt", "manifest.json", "report.json", "report.html"} <= produced, produced
         bad = tmp_path / "bad.pt"
         bad.write_text("not a model")
-        failed = subprocess.run([".venv/bin/distillery", "run", "--teacher", str(bad), *args, "--out", "bad"],
-                                cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=300)
+        failed = subprocess.run(
+            [".venv/bin/distillery", "run", "--teacher", str(bad), *args, "--out", "bad"],
+            cwd=tmp_path,
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert failed.returncode != 0 and "TorchScript" in failed.stdout + failed.stderr
     finally:
         code = stop_up(up, log)

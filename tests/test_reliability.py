@@ -53,9 +53,7 @@ def _events(client: Client, job_id: str) -> list[dict]:
 
 
 def _claims(client: Client, job_id: str) -> int:
-    return sum(
-        1 for e in _events(client, job_id) if e["type"] == "status" and e["data"]["status"] == "running"
-    )
+    return sum(1 for e in _events(client, job_id) if e["type"] == "status" and e["data"]["status"] == "running")
 
 
 def _wait_epoch(client: Client, job_id: str, epoch: int, timeout: float = 120) -> dict:
@@ -79,9 +77,7 @@ def _db(service) -> object:
 def test_a_worker_killed_mid_training_is_resumed_by_another(backend, tmp_path, digits_files):
     with running_service(tmp_path, extra_env=FAST_LEASES, **backend) as svc:
         client = Client(svc.url, svc.new_key("acme"))
-        resp = client.http.post(
-            "/v1/jobs", json={**_inputs(client, digits_files), "hyperparameters": LONG_JOB}
-        )
+        resp = client.http.post("/v1/jobs", json={**_inputs(client, digits_files), "hyperparameters": LONG_JOB})
         job_id = resp.json()["id"]
         _wait_epoch(client, job_id, 3)
         svc.kill_worker("w0", signal.SIGKILL)
@@ -97,18 +93,14 @@ def test_a_worker_killed_mid_training_is_resumed_by_another(backend, tmp_path, d
         names = [a["name"] for a in arts]
         assert names.count("student.pt") == 1 and len(names) == len(set(names))
         with _db(svc).connect() as conn:
-            count = conn.execute(
-                text("SELECT count(*) FROM artifacts WHERE job_id = :j"), {"j": job_id}
-            ).scalar()
+            count = conn.execute(text("SELECT count(*) FROM artifacts WHERE job_id = :j"), {"j": job_id}).scalar()
         assert count == len(names)
 
 
 def test_one_message_delivered_twice_to_two_workers_runs_once(backend, tmp_path, digits_files):
     with running_service(tmp_path, workers=2, **backend) as svc:
         client = Client(svc.url, svc.new_key("acme"))
-        resp = client.http.post(
-            "/v1/jobs", json={**_inputs(client, digits_files), "hyperparameters": {"epochs": 5}}
-        )
+        resp = client.http.post("/v1/jobs", json={**_inputs(client, digits_files), "hyperparameters": {"epochs": 5}})
         job_id = resp.json()["id"]
         celery = make_celery(Settings(data_dir=svc.data_dir, broker_url=backend.get("broker_url")))
         for _ in range(3):
@@ -136,8 +128,7 @@ def test_stale_leases_are_requeued_then_failed_and_late_writes_change_nothing(
             with engine.begin() as conn:
                 conn.execute(
                     text(
-                        "UPDATE jobs SET status='running', attempt=:a, worker_id='ghost', "
-                        "heartbeat_at=:t WHERE id=:j"
+                        "UPDATE jobs SET status='running', attempt=:a, worker_id='ghost', heartbeat_at=:t WHERE id=:j"
                     ),
                     {"a": attempt, "t": _ts(svc, old), "j": job_id},
                 )
@@ -157,9 +148,7 @@ def test_stale_leases_are_requeued_then_failed_and_late_writes_change_nothing(
 
         make_stale(1)
         wait_status("queued")
-        reason = [
-            e for e in _events(client, job_id) if e["data"] and e["data"].get("reason") == "worker_lost"
-        ]
+        reason = [e for e in _events(client, job_id) if e["data"] and e["data"].get("reason") == "worker_lost"]
         assert reason, _events(client, job_id)
         assert lost_attempts() == 1
         # Attempts 2 to 4 were handed back on SIGTERM (no lost worker): attempt 5 dying is the second loss of 3.
@@ -254,9 +243,7 @@ def test_idempotency_key_same_body_same_job_other_body_422_concurrent_one_job(ba
         again = client.http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "k1"})
         assert first.status_code == again.status_code == 201
         assert first.json()["id"] == again.json()["id"]
-        other = client.http.post(
-            "/v1/jobs", json={**body, "baseline": True}, headers={"Idempotency-Key": "k1"}
-        )
+        other = client.http.post("/v1/jobs", json={**body, "baseline": True}, headers={"Idempotency-Key": "k1"})
         assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
         queued_events = [e for e in _events(client, first.json()["id"]) if e["message"] == "job queued"]
         assert len(queued_events) == 1
@@ -280,9 +267,7 @@ def test_idempotency_key_same_body_same_job_other_body_422_concurrent_one_job(ba
 
 
 def test_tenant_cap_answers_429_with_retry_after(tmp_path, digits_files):
-    with running_service(
-        tmp_path, queues="uploads", extra_env={"DISTILLERY_MAX_ACTIVE_JOBS_PER_TENANT": "2"}
-    ) as svc:
+    with running_service(tmp_path, queues="uploads", extra_env={"DISTILLERY_MAX_ACTIVE_JOBS_PER_TENANT": "2"}) as svc:
         client = Client(svc.url, svc.new_key("acme"))
         body = _inputs(client, digits_files)
         assert [client.http.post("/v1/jobs", json=body).status_code for _ in range(2)] == [201, 201]
@@ -405,8 +390,11 @@ def test_a_model_that_never_returns_is_ended_after_a_stop_and_the_worker_goes_on
             assert job["status"] == "failed" and job["error"]["code"] == "timeout", job
             assert "did not return within 3 s" in job["error"]["message"], job
         assert svc.procs["worker-w0"].poll() is None  # the worker lives on...
-        body = {"teacher_id": teacher["id"], "train_dataset_id": train["id"],
-                "hyperparameters": {"epochs": 1, "batch_size": 16}}
+        body = {
+            "teacher_id": teacher["id"],
+            "train_dataset_id": train["id"],
+            "hyperparameters": {"epochs": 1, "batch_size": 16},
+        }
         resp = client.http.post("/v1/jobs", json=body)
         assert client.wait_job(resp.json()["id"], timeout=120)["status"] == "succeeded"  # ...and runs the next job
 

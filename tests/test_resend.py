@@ -100,9 +100,7 @@ def test_a_claimed_upload_is_validated_once(db, monkeypatch):
         assert session.get(Dataset, ids["dataset"]).status == "validating"
         # That validator died: its claim is older than resend_after_s, and the next message takes over.
         session.execute(
-            update(Dataset)
-            .where(Dataset.id == ids["dataset"])
-            .values(claimed_at=utcnow() - timedelta(seconds=120))
+            update(Dataset).where(Dataset.id == ids["dataset"]).values(claimed_at=utcnow() - timedelta(seconds=120))
         )
         session.commit()
     validate.validate("datasets", ids["dataset"])

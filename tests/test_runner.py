@@ -26,9 +26,7 @@ def _queued_job(sessionmaker, tmp_path, **job_fields) -> str:
         session.add(tenant)
         session.flush()  # no ORM relationships: the tenant row must exist before the rows that name it
         model = upload_row(Model, tenant.id, name="t", format="torchscript", status="ready", path="t/teacher.pt")
-        data = upload_row(
-            Dataset, tenant.id, name="d", status="ready", sha256="1" * 64, path="t/data.npz", options={}
-        )
+        data = upload_row(Dataset, tenant.id, name="d", status="ready", sha256="1" * 64, path="t/data.npz", options={})
         job = Job(
             id=new_id("job"),
             tenant_id=tenant.id,
@@ -56,8 +54,13 @@ def _engine_raising(monkeypatch, exc: BaseException) -> dict:
         raise exc
 
     monkeypatch.setattr(distill_module, "_distill", explode)
-    request = {"teacher": "t.pt", "train": {"path": "d.npz", "format": "npz"}, "eval": None,
-               "config": {"batch_size": 4096}, "out_dir": "out"}
+    request = {
+        "teacher": "t.pt",
+        "train": {"path": "d.npz", "format": "npz"},
+        "eval": None,
+        "config": {"batch_size": 4096},
+        "out_dir": "out",
+    }
     return job_child.run_request(request, lambda message: None, job_child.StopFile(None))
 
 

@@ -133,8 +133,9 @@ def test_wall_clock_timeout(tmp_path, train_npz):
 
 def test_teacher_that_allocates_without_bound_is_stopped(tmp_path, train_npz):
     teacher = save_script(AllocatesWithoutBound(), tmp_path / "uploads" / "teacher.pt")
-    outcome, _, _ = run_job_child(tmp_path, teacher, train_npz, SandboxLimits(wall_s=120, cpu_s=120,
-                                                                               memory_bytes=3 * GiB))
+    outcome, _, _ = run_job_child(
+        tmp_path, teacher, train_npz, SandboxLimits(wall_s=120, cpu_s=120, memory_bytes=3 * GiB)
+    )
     problem = outcome.error or outcome.crash
     assert problem["code"] == "sandbox_memory_limit", outcome
 
@@ -190,8 +191,12 @@ def test_a_stop_request_ends_a_stuck_child_after_the_grace_not_its_limits(tmp_pa
     teacher = save_script(LoopsForever(), tmp_path / "uploads" / "teacher.pt")
     start = time.monotonic()
     outcome, _, _ = run_job_child(
-        tmp_path, teacher, train_npz, SandboxLimits(wall_s=300, cpu_s=600),
-        stop_reason=lambda: "cancel" if time.monotonic() - start > 3 else None, grace_s=2,
+        tmp_path,
+        teacher,
+        train_npz,
+        SandboxLimits(wall_s=300, cpu_s=600),
+        stop_reason=lambda: "cancel" if time.monotonic() - start > 3 else None,
+        grace_s=2,
     )
     assert outcome.stuck and outcome.report is None, outcome
     assert time.monotonic() - start < 60
@@ -206,11 +211,24 @@ def test_a_cancelled_child_checkpoints_and_salvages_its_student(tmp_path, train_
         return "cancel" if any(e.type == "metrics" for e in seen) else None
 
     job_dir = tmp_path / "storage" / "t" / "jobs" / "job1"
-    staged = stage(job_dir, 1, teacher, {"path": str(train_npz), "format": "npz"}, None,
-                   {**HYPER, "epochs": 200, "student": {"architecture": "mlp", "hidden_sizes": [8]}}, None,
-                   tmp_path / "cache", {})
-    outcome = Supervisor(staged, SandboxLimits(wall_s=180, cpu_s=600, memory_bytes=6 * GiB), seen.append,
-                         stop_after_first_epoch, grace_s=30).run()
+    staged = stage(
+        job_dir,
+        1,
+        teacher,
+        {"path": str(train_npz), "format": "npz"},
+        None,
+        {**HYPER, "epochs": 200, "student": {"architecture": "mlp", "hidden_sizes": [8]}},
+        None,
+        tmp_path / "cache",
+        {},
+    )
+    outcome = Supervisor(
+        staged,
+        SandboxLimits(wall_s=180, cpu_s=600, memory_bytes=6 * GiB),
+        seen.append,
+        stop_after_first_epoch,
+        grace_s=30,
+    ).run()
     assert outcome.stopped == "cancel" and outcome.salvaged, outcome
     assert (staged.salvage_dir / "checkpoint_student.safetensors").is_file()
     assert list((job_dir / "checkpoints").iterdir())

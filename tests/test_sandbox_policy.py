@@ -78,13 +78,20 @@ def test_a_built_in_student_over_the_parameter_cap_fails_with_the_setting_named(
 
     from worker.engine import DatasetSpec, DistillConfig, EngineError, distill
 
-    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32),
-             y=np.arange(40) % 3)
+    np.savez(
+        tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32), y=np.arange(40) % 3
+    )
     teacher = save_script(Linear(), tmp_path / "t.pt")
     config = DistillConfig.from_dict({"epochs": 1, "student": {"architecture": "mlp", "hidden_sizes": [64]}})
     with pytest.raises(EngineError) as err:
-        distill(str(teacher), DatasetSpec(path=str(tmp_path / "d.npz"), format="npz"), None, config,
-                str(tmp_path / "out"), max_student_parameters=100)
+        distill(
+            str(teacher),
+            DatasetSpec(path=str(tmp_path / "d.npz"), format="npz"),
+            None,
+            config,
+            str(tmp_path / "out"),
+            max_student_parameters=100,
+        )
     assert err.value.code == "limit_exceeded" and "DISTILLERY_MAX_STUDENT_PARAMETERS" in err.value.message
     assert torch.__version__  # torch is this test's only heavy import: the engine ran in this process
 

@@ -42,9 +42,7 @@ def test_api_conforms(live):
         operation = result.ok()
         operations += 1
 
-        @settings(
-            max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
-        )
+        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def check(case):
             for tenant in ("alice", "bob"):

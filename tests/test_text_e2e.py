@@ -46,11 +46,7 @@ def predict(path, x: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore")
         model = torch.jit.load(str(path), map_location="cpu").eval()
     with torch.no_grad():
-        return (
-            torch.cat([model(torch.from_numpy(x[i : i + 256])) for i in range(0, len(x), 256)])
-            .argmax(1)
-            .numpy()
-        )
+        return torch.cat([model(torch.from_numpy(x[i : i + 256])) for i in range(0, len(x), 256)]).argmax(1).numpy()
 
 
 def download(client: Client, job_id: str, name: str, arts: dict, out) -> bytes:
@@ -130,9 +126,7 @@ def test_lstm_teacher_distils_into_a_smaller_lstm_over_http(tmp_path):
     assert report["eval_examples"] == len(y)
     assert student_acc == pytest.approx(report["student"]["accuracy"], abs=1e-9)
     assert teacher_acc == pytest.approx(report["teacher"]["accuracy"], abs=1e-9)
-    assert float(np.mean(student_pred == teacher_pred)) == pytest.approx(
-        report["student"]["agreement"], abs=1e-9
-    )
+    assert float(np.mean(student_pred == teacher_pred)) == pytest.approx(report["student"]["agreement"], abs=1e-9)
     assert student_acc >= 0.95 * teacher_acc, report
 
     # Distillation helped: the same student trained without the teacher agrees with it less often.

@@ -27,8 +27,20 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_ENTRY_POINTS = ("worker.celery_app", "worker.tasks")  # what `celery -A worker.celery_app worker` imports
-LOADER_LIBRARIES = ("torch", "onnx", "onnxruntime", "numpy", "tokenizers", "safetensors", "pickle", "dill",
-                    "joblib", "pyarrow", "PIL", "h5py")
+LOADER_LIBRARIES = (
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "numpy",
+    "tokenizers",
+    "safetensors",
+    "pickle",
+    "dill",
+    "joblib",
+    "pyarrow",
+    "PIL",
+    "h5py",
+)
 CHILD_ONLY = ("worker.engine", "worker.job_child", "worker.inspect_child", "worker.salvage", "worker.onnx_check")
 
 
@@ -127,36 +139,55 @@ def test_every_upload_and_job_runs_with_the_workers_loaders_refused(guarded, tmp
     assert {k: v["format"] for k, v in teachers.items()} == {k: k for k in teachers}
     small = np.random.default_rng(0)
     tiny = client.ready_upload(
-        "datasets", digits.write_npz(tmp_path / "tiny.npz", small.normal(size=(60, 4)).astype(np.float32),
-                                     small.integers(0, 3, 60))
+        "datasets",
+        digits.write_npz(
+            tmp_path / "tiny.npz", small.normal(size=(60, 4)).astype(np.float32), small.integers(0, 3, 60)
+        ),
     )
     linear_teacher = client.ready_upload("models", save_script(Linear(), tmp_path / "linear.pt"))
     student = client.ready_upload("models", save_script(Linear(), tmp_path / "student.pt"))
     fx = text_fixture()
-    text_fields = {"tokenizer": fx["tokenizer"], "text_column": "text", "label_column": "label",
-                   "max_length": fx["max_length"]}
+    text_fields = {
+        "tokenizer": fx["tokenizer"],
+        "text_column": "text",
+        "label_column": "label",
+        "max_length": fx["max_length"],
+    }
     text_train = client.ready_upload("datasets", fx["train"], **text_fields)
     text_teacher = client.ready_upload("models", fx["teacher"])
 
     hyper = {"epochs": 2, "batch_size": 64}
     bodies = {
         "torchscript teacher, augmentation (teacher online)": {
-            "teacher_id": teachers["torchscript"]["id"], "train_dataset_id": train["id"],
+            "teacher_id": teachers["torchscript"]["id"],
+            "train_dataset_id": train["id"],
             "eval_dataset_id": evaluation["id"],
-            "hyperparameters": {**hyper, "augmentation": {"noise": 0.05}}},
+            "hyperparameters": {**hyper, "augmentation": {"noise": 0.05}},
+        },
         "pt2 teacher, augmentation": {
-            "teacher_id": teachers["pt2"]["id"], "train_dataset_id": train["id"],
-            "hyperparameters": {**hyper, "augmentation": {"mixup": 0.2}}},
+            "teacher_id": teachers["pt2"]["id"],
+            "train_dataset_id": train["id"],
+            "hyperparameters": {**hyper, "augmentation": {"mixup": 0.2}},
+        },
         "onnx teacher, onnx and int8 exports, baseline": {
-            "teacher_id": teachers["onnx"]["id"], "train_dataset_id": train["id"], "baseline": True,
-            "export": ["torchscript", "onnx", "int8", "safetensors"], "hyperparameters": hyper},
+            "teacher_id": teachers["onnx"]["id"],
+            "train_dataset_id": train["id"],
+            "baseline": True,
+            "export": ["torchscript", "onnx", "int8", "safetensors"],
+            "hyperparameters": hyper,
+        },
         "uploaded student": {
-            "teacher_id": linear_teacher["id"], "train_dataset_id": tiny["id"],
-            "student": {"model_id": student["id"]}, "hyperparameters": {"epochs": 1, "batch_size": 16}},
+            "teacher_id": linear_teacher["id"],
+            "train_dataset_id": tiny["id"],
+            "student": {"model_id": student["id"]},
+            "hyperparameters": {"epochs": 1, "batch_size": 16},
+        },
         "text with a tokenizer": {
-            "teacher_id": text_teacher["id"], "train_dataset_id": text_train["id"],
+            "teacher_id": text_teacher["id"],
+            "train_dataset_id": text_train["id"],
             "student": {"architecture": "lstm", "embedding_dim": 16, "hidden_dim": 16},
-            "hyperparameters": {"epochs": 1, "batch_size": 64}},
+            "hyperparameters": {"epochs": 1, "batch_size": 64},
+        },
     }
     jobs = {}
     for what, body in bodies.items():
@@ -185,5 +216,10 @@ def test_the_guard_is_not_vacuous(tmp_path):
         "    try:\n        call()\n    except RuntimeError:\n        pass\n"
     )
     subprocess.run([sys.executable, "-c", code, str(mark)], cwd=ROOT, check=True, timeout=120)
-    assert mark.read_text().split() == ["numpy.load", "torch.jit.load", "torch.export.load",
-                                        "onnxruntime.InferenceSession", "tokenizers.Tokenizer.from_file"]
+    assert mark.read_text().split() == [
+        "numpy.load",
+        "torch.jit.load",
+        "torch.export.load",
+        "onnxruntime.InferenceSession",
+        "tokenizers.Tokenizer.from_file",
+    ]

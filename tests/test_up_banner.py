@@ -27,8 +27,13 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def _start(tmp_path: Path, port: int, **extra_env: str) -> tuple[subprocess.Popen, object]:
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed by stop_up
-    up = subprocess.Popen([DISTILLERY, "up", "--port", str(port)], env=_env(tmp_path, **extra_env), stdout=log,
-                          stderr=subprocess.STDOUT, start_new_session=True)
+    up = subprocess.Popen(
+        [DISTILLERY, "up", "--port", str(port)],
+        env=_env(tmp_path, **extra_env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return up, log
 
 
@@ -76,8 +81,17 @@ def test_up_prints_a_short_banner_and_keeps_the_noise_in_log_files(tmp_path):
         assert any(str(data / "api_key") in line for line in banner), output
         workers = [line for line in banner if "workers" in line]
         assert workers and "jobs" in workers[0] and "uploads" in workers[0] and str(data / "logs") in workers[0]
-        for noise in ("alembic", "migrat", "celery", "Celery", "[tasks]", "SecurityWarning", "superuser",
-                      "Uvicorn", "INFO"):
+        for noise in (
+            "alembic",
+            "migrat",
+            "celery",
+            "Celery",
+            "[tasks]",
+            "SecurityWarning",
+            "superuser",
+            "Uvicorn",
+            "INFO",
+        ):
             assert noise not in output, f"{noise!r} in the banner:\n{output}"
         sandbox_warning = [line for line in banner if "WITHOUT A SANDBOX" in line]
         assert bool(sandbox_warning) != _bwrap_works(), output
@@ -106,8 +120,14 @@ def test_up_on_a_taken_port_says_so_before_printing_a_url_or_a_key(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         started = time.monotonic()
-        out = subprocess.run([DISTILLERY, "up", "--port", str(port)], env=_env(tmp_path), capture_output=True,
-                             text=True, timeout=120, start_new_session=True)
+        out = subprocess.run(
+            [DISTILLERY, "up", "--port", str(port)],
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            start_new_session=True,
+        )
         said = (out.stdout + out.stderr).strip()
         assert out.returncode == 1, said
         assert time.monotonic() - started < 30, said
@@ -125,8 +145,13 @@ def test_up_warns_loudly_when_uploads_would_run_without_bubblewrap(tmp_path):
         code = stop_up(up, log)
     assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
     assert "WARNING: bubblewrap (bwrap) is not on PATH: uploads run WITHOUT A SANDBOX" in output, output
-    warning = output[output.index("WARNING"):]
-    for text in ("second tenant", "TorchScript and .pt2", "sandbox_unavailable", "DISTILLERY_ALLOW_UNSANDBOXED=1",
-                 "Install bubblewrap"):
+    warning = output[output.index("WARNING") :]
+    for text in (
+        "second tenant",
+        "TorchScript and .pt2",
+        "sandbox_unavailable",
+        "DISTILLERY_ALLOW_UNSANDBOXED=1",
+        "Install bubblewrap",
+    ):
         assert text in warning, output
     assert_no_leftovers(up)

@@ -58,6 +58,4 @@ def test_512_mib_upload_keeps_api_memory_flat(tmp_path):
             f"API RSS before {before_rss / 1024:.1f} MiB, peak before {before_hwm / 1024:.1f} MiB, "
             f"peak after {after_hwm / 1024:.1f} MiB, growth {growth_mib:.1f} MiB"
         )
-        assert after_hwm - before_hwm < 64 * 1024, (
-            f"peak RSS grew by {(after_hwm - before_hwm) / 1024:.1f} MiB"
-        )
+        assert after_hwm - before_hwm < 64 * 1024, f"peak RSS grew by {(after_hwm - before_hwm) / 1024:.1f} MiB"

@@ -39,8 +39,9 @@ class Receiver:
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 with receiver.lock:
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers.items()),
-                                              "body": body, "at": time.monotonic()})
+                    receiver.requests.append(
+                        {"path": self.path, "headers": dict(self.headers.items()), "body": body, "at": time.monotonic()}
+                    )
                     status = 500 if len(receiver.requests) <= receiver.fail_first else 200
                 self.send_response(status)
                 self.send_header("content-length", "0")
@@ -69,8 +70,11 @@ class Receiver:
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    env = {"DISTILLERY_WEBHOOK_ALLOW_PRIVATE": "true", "DISTILLERY_WEBHOOK_RETRY_BASE_S": "0.3",
-           "DISTILLERY_WEBHOOK_MAX_ATTEMPTS": "4"}
+    env = {
+        "DISTILLERY_WEBHOOK_ALLOW_PRIVATE": "true",
+        "DISTILLERY_WEBHOOK_RETRY_BASE_S": "0.3",
+        "DISTILLERY_WEBHOOK_MAX_ATTEMPTS": "4",
+    }
     with running_service(tmp_path_factory.mktemp("webhooks"), extra_env=env) as service:
         yield service
 
@@ -104,8 +108,9 @@ def _webhook_events(client: Client, job_id: str, count: int, timeout: float = 30
 def test_succeeded_job_is_delivered_signed_after_two_failures(client, inputs):
     receiver = Receiver(fail_first=2)
     try:
-        resp = client.http.post("/v1/jobs", json={**inputs, "hyperparameters": {"epochs": 1},
-                                                  "webhook_url": receiver.url})
+        resp = client.http.post(
+            "/v1/jobs", json={**inputs, "hyperparameters": {"epochs": 1}, "webhook_url": receiver.url}
+        )
         assert resp.status_code == 201, resp.text
         assert resp.json()["webhook_url"] == receiver.url
         job = client.wait_job(resp.json()["id"])
@@ -140,7 +145,10 @@ def test_succeeded_job_is_delivered_signed_after_two_failures(client, inputs):
     # Each attempt is an event of the job.
     events = _webhook_events(client, job["id"], 3)
     assert [(e["data"]["attempt"], e["data"]["status_code"], e["data"]["delivered"]) for e in events] == [
-        (1, 500, False), (2, 500, False), (3, 200, True)]
+        (1, 500, False),
+        (2, 500, False),
+        (3, 200, True),
+    ]
     assert events[0]["level"] == "warning" and events[2]["level"] == "info"
 
 
@@ -160,8 +168,12 @@ def test_a_retry_lost_with_its_worker_is_sent_again(backend, tmp_path):
             x_train, y_train, _, _ = digits_arrays()
             teacher = client.ready_upload("models", train_digits_teacher(tmp_path))
             train = client.ready_upload("datasets", write_npz(tmp_path / "train.npz", x_train, y_train))
-            body = {"teacher_id": teacher["id"], "train_dataset_id": train["id"], "hyperparameters": {"epochs": 1},
-                    "webhook_url": receiver.url}
+            body = {
+                "teacher_id": teacher["id"],
+                "train_dataset_id": train["id"],
+                "hyperparameters": {"epochs": 1},
+                "webhook_url": receiver.url,
+            }
             job = client.wait_job(client.http.post("/v1/jobs", json=body).json()["id"])
             assert job["status"] == "succeeded", job
             first = _webhook_events(client, job["id"], 1)[0]
@@ -177,7 +189,10 @@ def test_a_retry_lost_with_its_worker_is_sent_again(backend, tmp_path):
         receiver.close()
     assert len({d["headers"]["webhook-id"] for d in deliveries}) == 1
     assert [(e["data"]["attempt"], e["data"].get("resent", False), e["data"].get("delivered")) for e in events[:3]] == [
-        (1, False, False), (2, True, None), (2, False, True)]
+        (1, False, False),
+        (2, True, None),
+        (2, False, True),
+    ]
 
 
 def test_cancelled_job_is_delivered_with_the_rotated_secret(svc, client, inputs):
@@ -188,8 +203,9 @@ def test_cancelled_job_is_delivered_with_the_rotated_secret(svc, client, inputs)
     assert client.http.get("/v1/webhooks/secret").json()["secret"] == new
     receiver = Receiver()
     try:
-        resp = client.http.post("/v1/jobs", json={**inputs, "hyperparameters": {"epochs": 200},
-                                                  "webhook_url": receiver.url})
+        resp = client.http.post(
+            "/v1/jobs", json={**inputs, "hyperparameters": {"epochs": 200}, "webhook_url": receiver.url}
+        )
         assert resp.status_code == 201, resp.text
         cancelled = client.http.post(f"/v1/jobs/{resp.json()['id']}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
@@ -220,12 +236,26 @@ def test_private_targets_are_refused_without_the_setting(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
     env.update({"DISTILLERY_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)})
-    run = lambda *a: subprocess.run([sys.executable, "-m", "app.cli", *a], env=env, cwd=ROOT,  # noqa: E731
-                                    capture_output=True, text=True, timeout=120, check=True).stdout
+
+    def run(*a):
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", *a],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+
     key = run("keys", "create", "--tenant", "t").strip().splitlines()[-1]
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-                            "--port", str(port)], env=env, cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"})
         deadline = time.monotonic() + 60
@@ -236,10 +266,15 @@ def test_private_targets_are_refused_without_the_setting(tmp_path):
             except httpx.HTTPError:
                 assert time.monotonic() < deadline, "API did not start"
                 time.sleep(0.3)
-        for url in ("http://127.0.0.1:9/hook", "http://localhost/hook", "http://10.0.0.7/hook",
-                    "http://192.168.1.1/hook", "http://169.254.169.254/latest/meta-data", "http://[::1]/hook"):
-            resp = http.post("/v1/jobs", json={"teacher_id": "mdl_x", "train_dataset_id": "dst_x",
-                                               "webhook_url": url})
+        for url in (
+            "http://127.0.0.1:9/hook",
+            "http://localhost/hook",
+            "http://10.0.0.7/hook",
+            "http://192.168.1.1/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/hook",
+        ):
+            resp = http.post("/v1/jobs", json={"teacher_id": "mdl_x", "train_dataset_id": "dst_x", "webhook_url": url})
             assert resp.status_code == 422, (url, resp.text)
             assert resp.json()["error"]["code"] == "webhook_url_refused", resp.text
     finally:
@@ -256,13 +291,17 @@ def test_delivery_time_check_and_signature_unit():
     # Known-answer check of the signing scheme (Standard Webhooks' reference example).
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     body = b'{"test": 2432232314}'
-    headers = {"webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek", "webhook-timestamp": "1614265330",
-               "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="}
+    headers = {
+        "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "webhook-timestamp": "1614265330",
+        "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    }
     assert verify_webhook(secret, headers, body, now=1614265330) == json.loads(body)
-    assert signed_headers(secret, headers["webhook-id"], body, 1614265330)["webhook-signature"] == \
-        headers["webhook-signature"]
+    assert (
+        signed_headers(secret, headers["webhook-id"], body, 1614265330)["webhook-signature"]
+        == headers["webhook-signature"]
+    )
     with pytest.raises(WebhookVerificationError):
         verify_webhook(secret, {**headers, "webhook-signature": "v1,AAAA"}, body, now=1614265330)
     with pytest.raises(WebhookVerificationError):
         verify_webhook(secret, {k: v for k, v in headers.items() if k != "webhook-id"}, body, now=1614265330)
-

@@ -40,9 +40,7 @@ def beat_once(queues: str = "") -> None:
     with get_sessionmaker()() as session:
         row = session.get(WorkerHeartbeat, WORKER_ID)
         if row is None:
-            session.add(
-                WorkerHeartbeat(id=WORKER_ID, queues=queues, started_at=utcnow(), heartbeat_at=utcnow())
-            )
+            session.add(WorkerHeartbeat(id=WORKER_ID, queues=queues, started_at=utcnow(), heartbeat_at=utcnow()))
         else:
             row.heartbeat_at = utcnow()
         session.commit()

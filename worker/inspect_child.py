@@ -67,8 +67,10 @@ def _error(kind: str, exc: BaseException) -> dict:
 
     if isinstance(exc, MemoryError) or looks_like_out_of_memory(str(exc)):
         # Before any scrubbing or cutting: the allocator's words are often at the end of a long message.
-        return {"code": "sandbox_memory_limit", "message": "opening the file needed more memory than this server "
-                "allows one upload"}
+        return {
+            "code": "sandbox_memory_limit",
+            "message": "opening the file needed more memory than this server allows one upload",
+        }
     if isinstance(exc, _Reported):
         return {"code": exc.error.get("code", f"invalid_{kind[:-1]}"), "message": scrub(exc.error.get("message", ""))}
     if isinstance(exc, EngineError):

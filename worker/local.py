@@ -42,16 +42,12 @@ def add_hyperparameter_flags(p: argparse.ArgumentParser) -> None:
             kind = json.loads  # JSON, e.g. {"token_dropout": 0.2}; null switches augmentation off
         else:
             kind = _value_or_null(hp.type) if hp.nullable else hp.type
-        p.add_argument(
-            flag, dest=hp.name, type=kind, choices=hp.choices or None, default=argparse.SUPPRESS, help=text
-        )
+        p.add_argument(flag, dest=hp.name, type=kind, choices=hp.choices or None, default=argparse.SUPPRESS, help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `distillery distill`."""
-    p = argparse.ArgumentParser(
-        prog="distillery distill", description="Distil a teacher into a student locally."
-    )
+    p = argparse.ArgumentParser(prog="distillery distill", description="Distil a teacher into a student locally.")
     p.add_argument("--teacher", required=True, type=Path, help="TorchScript or ONNX teacher")
     p.add_argument("--train", "--data", dest="train", required=True, type=Path, help="training data")
     p.add_argument("--eval", type=Path, help="eval data (default: a seeded 20%% of train)")

@@ -30,8 +30,14 @@ from worker.validate import data_limits, dataset_spec_options
 
 logger = logging.getLogger(__name__)
 
-ARTIFACT_FORMATS = {".pt": "torchscript", ".pt2": "pt2", ".onnx": "onnx", ".safetensors": "safetensors",
-                    ".json": "json", ".html": "html"}
+ARTIFACT_FORMATS = {
+    ".pt": "torchscript",
+    ".pt2": "pt2",
+    ".onnx": "onnx",
+    ".safetensors": "safetensors",
+    ".json": "json",
+    ".html": "html",
+}
 
 
 class JobRecorder:
@@ -50,8 +56,10 @@ class JobRecorder:
     def fenced_update(self, session, **values) -> bool:
         """Update the job row only while this attempt still owns it."""
         result = session.execute(
-            update(Job).where(Job.id == self.job_id, Job.attempt == self.attempt, Job.status == "running")
-            .values(heartbeat_at=utcnow(), **values))
+            update(Job)
+            .where(Job.id == self.job_id, Job.attempt == self.attempt, Job.status == "running")
+            .values(heartbeat_at=utcnow(), **values)
+        )
         return result.rowcount == 1
 
     def __call__(self, event) -> None:
@@ -104,17 +112,30 @@ def claim(job_id: str) -> Job | None:
     """Compare-and-set queued -> running; None when another delivery or worker already has it."""
     with get_sessionmaker()() as session:
         result = session.execute(
-            update(Job).where(Job.id == job_id, Job.status == "queued")
-            .values(status="running", attempt=Job.attempt + 1, worker_id=WORKER_ID, phase="validating",
-                    started_at=func.coalesce(Job.started_at, utcnow()), heartbeat_at=utcnow()))
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(
+                status="running",
+                attempt=Job.attempt + 1,
+                worker_id=WORKER_ID,
+                phase="validating",
+                started_at=func.coalesce(Job.started_at, utcnow()),
+                heartbeat_at=utcnow(),
+            )
+        )
         if result.rowcount != 1:
             session.rollback()
             return None
         job = session.get(Job, job_id)
         # The worker's name (host:pid) is the operator's business: it goes to the log, not to the user.
         logger.info("job %s running on %s (attempt %d)", job_id, WORKER_ID, job.attempt)
-        add_event(session, job_id, "status", f"job running (attempt {job.attempt})",
-                  {"status": "running", "attempt": job.attempt})
+        add_event(
+            session,
+            job_id,
+            "status",
+            f"job running (attempt {job.attempt})",
+            {"status": "running", "attempt": job.attempt},
+        )
         session.commit()
         return job
 
@@ -207,8 +228,16 @@ def record_artifacts(session, job_id: str, out_dir: Path, storage: LocalStorage)
             break
         kept += 1
         fmt = "int8-onnx" if path.name.endswith(".int8.onnx") else ARTIFACT_FORMATS.get(path.suffix, "file")
-        session.add(Artifact(job_id=job_id, name=path.name, format=fmt, size_bytes=info.st_size,
-                             sha256=sha256_file(path), path=storage.relative(path)))
+        session.add(
+            Artifact(
+                job_id=job_id,
+                name=path.name,
+                format=fmt,
+                size_bytes=info.st_size,
+                sha256=sha256_file(path),
+                path=storage.relative(path),
+            )
+        )
 
 
 def finish(recorder: JobRecorder, status: str, with_session=None, **values) -> bool:
@@ -224,8 +253,14 @@ def finish(recorder: JobRecorder, status: str, with_session=None, **values) -> b
             session.rollback()
             return False
         message = f"job {status}" + (f": {values['error']['message']}" if values.get("error") else "")
-        add_event(session, recorder.job_id, "status", message, {"status": status},
-                  level="error" if status == "failed" else "info")
+        add_event(
+            session,
+            recorder.job_id,
+            "status",
+            message,
+            {"status": status},
+            level="error" if status == "failed" else "info",
+        )
         session.commit()
     notify_job_ended(recorder.job_id)
     return True
@@ -237,9 +272,14 @@ def _hand_back(recorder: JobRecorder) -> None:
         if not recorder.fenced_update(session, status="queued", worker_id=None, enqueued_at=utcnow()):
             session.rollback()
             return
-        add_event(session, recorder.job_id, "status",
-                  "its worker is shutting down; the job was handed back to resume from its checkpoint",
-                  {"status": "queued", "reason": "worker_shutdown", "attempt": recorder.attempt}, level="warning")
+        add_event(
+            session,
+            recorder.job_id,
+            "status",
+            "its worker is shutting down; the job was handed back to resume from its checkpoint",
+            {"status": "queued", "reason": "worker_shutdown", "attempt": recorder.attempt},
+            level="warning",
+        )
         session.commit()
     enqueue_job(recorder.job_id)
 
@@ -251,8 +291,13 @@ def _record_salvage(recorder: JobRecorder, salvage_dir: Path, storage: LocalStor
         if row is None or row.status != "cancelled" or row.attempt != recorder.attempt:
             return
         record_artifacts(session, recorder.job_id, salvage_dir, storage)
-        add_event(session, recorder.job_id, "artifact", "the last checkpoint's student weights were kept as "
-                  "checkpoint_student.safetensors", {"artifact": "checkpoint_student.safetensors"})
+        add_event(
+            session,
+            recorder.job_id,
+            "artifact",
+            "the last checkpoint's student weights were kept as checkpoint_student.safetensors",
+            {"artifact": "checkpoint_student.safetensors"},
+        )
         session.commit()
 
 
@@ -288,14 +333,25 @@ def run(job_id: str) -> None:
             return
         gpu = host_has_gpu() and not str(job.hyperparameters.get("device") or "").startswith("cpu")
         limits = job_limits(_wall_s(job, settings), settings.job_memory_bytes, gpu)
-        supervisor = Supervisor(staged, limits, emit=recorder, stop_reason=lambda: _child_stop_reason(recorder),
-                                grace_s=settings.stuck_job_grace_s)
+        supervisor = Supervisor(
+            staged,
+            limits,
+            emit=recorder,
+            stop_reason=lambda: _child_stop_reason(recorder),
+            grace_s=settings.stuck_job_grace_s,
+        )
         outcome = supervisor.run()
         _record_outcome(job, recorder, outcome, staged, storage)
     except Exception:
         logger.exception("job %s: the worker failed while supervising it", job_id)
-        finish(recorder, "failed", error={"code": "internal", "message": "the worker failed unexpectedly; "
-                                          "the operator's logs have the details"})
+        finish(
+            recorder,
+            "failed",
+            error={
+                "code": "internal",
+                "message": "the worker failed unexpectedly; the operator's logs have the details",
+            },
+        )
     finally:
         stop.set()
 
@@ -311,8 +367,10 @@ def _wall_s(job: Job, settings) -> float:
 def _record_outcome(job: Job, recorder: JobRecorder, outcome: Outcome, staged, storage: LocalStorage) -> None:
     """Record how the child ended: succeeded, failed, handed back, cancelled (with its salvage) or timed out."""
     grace = get_settings().stuck_job_grace_s
-    stuck = (f"its model code did not return within {grace:g} s of being asked to stop "
-             "(DISTILLERY_STUCK_JOB_GRACE_S), so its process was ended")
+    stuck = (
+        f"its model code did not return within {grace:g} s of being asked to stop "
+        "(DISTILLERY_STUCK_JOB_GRACE_S), so its process was ended"
+    )
     if outcome.report is not None:
         report = {**outcome.report, "job_id": job.id}
 
@@ -342,13 +400,22 @@ def _record_outcome(job: Job, recorder: JobRecorder, outcome: Outcome, staged, s
         logger.info("job %s stopped: cancelled or no longer ours", job.id)
         if outcome.stuck:
             with get_sessionmaker()() as session:
-                add_event(session, job.id, "status", f"the job was cancelled, and {stuck}", {"reason": "stuck"},
-                          level="warning")
+                add_event(
+                    session,
+                    job.id,
+                    "status",
+                    f"the job was cancelled, and {stuck}",
+                    {"reason": "stuck"},
+                    level="warning",
+                )
                 session.commit()
         if outcome.salvaged:
             _record_salvage(recorder, staged.salvage_dir, storage)
     elif outcome.error is not None:
         finish(recorder, "failed", error=outcome.error)
     else:
-        finish(recorder, "failed", error=outcome.crash or {"code": "sandbox_crash", "message": "the job ended "
-                                                           "without an answer"})
+        finish(
+            recorder,
+            "failed",
+            error=outcome.crash or {"code": "sandbox_crash", "message": "the job ended without an answer"},
+        )

@@ -54,9 +54,18 @@ logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]  # the project: app/, contract/ and worker/ live here
 CODE_DIRS = ("app", "contract", "worker")
-ENV_PASSTHROUGH = ("LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "TZ",
-                   # Where a GPU image keeps the driver's libraries (NVIDIA's container toolkit sets these).
-                   "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES")
+ENV_PASSTHROUGH = (
+    "LANG",
+    "LC_ALL",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+    "TZ",
+    # Where a GPU image keeps the driver's libraries (NVIDIA's container toolkit sets these).
+    "LD_LIBRARY_PATH",
+    "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_DRIVER_CAPABILITIES",
+)
 GiB = 1024**3
 
 
@@ -360,8 +369,15 @@ class SandboxedProcess:
     the child cannot see (RLIMIT_FSIZE bounds it) and only its tail is read.
     """
 
-    def __init__(self, proc: subprocess.Popen, stderr_file, cgroup: Path | None, mechanism: str,
-                 capped: str | None, limits: SandboxLimits):
+    def __init__(
+        self,
+        proc: subprocess.Popen,
+        stderr_file,
+        cgroup: Path | None,
+        mechanism: str,
+        capped: str | None,
+        limits: SandboxLimits,
+    ):
         self.proc, self.stderr_file, self.cgroup = proc, stderr_file, cgroup
         self.mechanism, self.memory_capped_by, self.limits = mechanism, capped, limits
         self.started = time.monotonic()
@@ -435,8 +451,15 @@ class SandboxedProcess:
 
     def result(self, stdout_lines: list[str], timed_out: bool) -> SandboxResult:
         """A SandboxResult of the finished child."""
-        return SandboxResult(self.proc.returncode, "\n".join(stdout_lines), self.stderr_tail(), timed_out,
-                             self.mechanism, self.memory_capped_by, self.limits)
+        return SandboxResult(
+            self.proc.returncode,
+            "\n".join(stdout_lines),
+            self.stderr_tail(),
+            timed_out,
+            self.mechanism,
+            self.memory_capped_by,
+            self.limits,
+        )
 
 
 def spawn_sandboxed(
@@ -543,8 +566,9 @@ def run_sandboxed(
     if stopped:
         raise SandboxError("stopped", "the sandboxed run was stopped because the job was cancelled or handed back")
     if result.returncode != 0:
-        logger.info("sandboxed %s exited with %s (%s): %s", module, result.returncode, result.mechanism,
-                    result.stderr[-2000:])
+        logger.info(
+            "sandboxed %s exited with %s (%s): %s", module, result.returncode, result.mechanism, result.stderr[-2000:]
+        )
     return result
 
 
@@ -574,8 +598,14 @@ def _remove_cgroup(group: Path) -> None:
 # --- uses ---------------------------------------------------------------------------------------------
 
 
-def inspect_sandboxed(kind: str, path: Path, workdir: Path, options: dict | None = None,
-                      limits: SandboxLimits | None = None, extra_files: dict[str, Path] | None = None) -> dict:
+def inspect_sandboxed(
+    kind: str,
+    path: Path,
+    workdir: Path,
+    options: dict | None = None,
+    limits: SandboxLimits | None = None,
+    extra_files: dict[str, Path] | None = None,
+) -> dict:
     """Open an upload in the sandbox; {"info": ...} or {"error": {"code", "message"}}.
 
     `workdir` is a fresh, empty folder: the only one the child sees; the file (and `extra_files`, by name, e.g. a

@@ -28,8 +28,11 @@ def code_bearing_refusal(what: str) -> dict | None:
     if mechanism == "bwrap":
         return None
     if get_settings().allow_unsandboxed:
-        logger.warning("no bubblewrap sandbox (%s): %s runs unsandboxed because DISTILLERY_ALLOW_UNSANDBOXED is set",
-                       mechanism, what)
+        logger.warning(
+            "no bubblewrap sandbox (%s): %s runs unsandboxed because DISTILLERY_ALLOW_UNSANDBOXED is set",
+            mechanism,
+            what,
+        )
         return None
     with get_sessionmaker()() as session:
         tenants = session.scalar(select(func.count()).select_from(Tenant)) or 0

@@ -141,8 +141,9 @@ def host_has_gpu() -> bool:
 
 def job_limits(wall_s: float, memory_bytes: int, gpu: bool) -> SandboxLimits:
     """The job child's limits: its wall clock, CPU time to match, memory; DISTILLERY_SANDBOX_* may lower them."""
-    base = SandboxLimits(wall_s=wall_s, cpu_s=int(wall_s * (os.cpu_count() or 1)) + 60,
-                         memory_bytes=memory_bytes, gpu=gpu)
+    base = SandboxLimits(
+        wall_s=wall_s, cpu_s=int(wall_s * (os.cpu_count() or 1)) + 60, memory_bytes=memory_bytes, gpu=gpu
+    )
     limits = limits_from_env(base)
     limits.wall_s = min(limits.wall_s, wall_s)
     return limits
@@ -151,8 +152,15 @@ def job_limits(wall_s: float, memory_bytes: int, gpu: bool) -> SandboxLimits:
 class Supervisor:
     """Runs one staged job child to its end; `should_stop()` says when to ask it to stop, and why."""
 
-    def __init__(self, staged: StagedJob, limits: SandboxLimits, emit: Callable[[ChildEvent], None],
-                 stop_reason: Callable[[], str | None], grace_s: float, mechanism: str | None = None):
+    def __init__(
+        self,
+        staged: StagedJob,
+        limits: SandboxLimits,
+        emit: Callable[[ChildEvent], None],
+        stop_reason: Callable[[], str | None],
+        grace_s: float,
+        mechanism: str | None = None,
+    ):
         self.staged, self.limits, self.emit, self.stop_reason = staged, limits, emit, stop_reason
         self.grace_s, self.mechanism = grace_s, mechanism
         self.events = 0
@@ -213,7 +221,7 @@ class Supervisor:
             return
         if not isinstance(message, dict) or len(message) != 1:
             return
-        (kind, body), = message.items()
+        ((kind, body),) = message.items()
         if kind == "event":
             event = self._event(body)
             if event is not None:
@@ -265,5 +273,7 @@ class Supervisor:
             problem = problem or {"code": "sandbox_crash", "message": "the job ended without an answer"}
             outcome.crash = scrub_error(problem, default_code="sandbox_crash")
         if outcome.timed_out:
-            outcome.crash = {"code": "sandbox_timeout",
-                             "message": f"the job ran longer than its {self.limits.wall_s:g} s and was stopped"}
+            outcome.crash = {
+                "code": "sandbox_timeout",
+                "message": f"the job ran longer than its {self.limits.wall_s:g} s and was stopped",
+            }

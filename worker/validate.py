@@ -30,8 +30,12 @@ def dataset_spec_options(row: Dataset, storage: LocalStorage) -> dict:
     options = dict(row.options or {})
     tokenizer = options.pop("tokenizer_path", None)
     options.pop("tokenizer_sha256", None)
-    return {"format": row.format, "sha256": row.sha256,
-            "tokenizer_path": str(storage.path(tokenizer)) if tokenizer else None, **options}
+    return {
+        "format": row.format,
+        "sha256": row.sha256,
+        "tokenizer_path": str(storage.path(tokenizer)) if tokenizer else None,
+        **options,
+    }
 
 
 def data_limits(settings: Settings) -> dict:
@@ -48,8 +52,9 @@ def data_limits(settings: Settings) -> dict:
 def validation_limits(settings: Settings) -> SandboxLimits:
     """One validation child's limits: the per-upload wall clock, CPU time to match, the memory cap."""
     wall = settings.validation_timeout_s
-    limits = limits_from_env(SandboxLimits(wall_s=wall, cpu_s=int(wall * 2) + 10,
-                                           memory_bytes=settings.validation_memory_bytes))
+    limits = limits_from_env(
+        SandboxLimits(wall_s=wall, cpu_s=int(wall * 2) + 10, memory_bytes=settings.validation_memory_bytes)
+    )
     limits.wall_s = min(limits.wall_s, wall)
     return limits
 
@@ -69,8 +74,9 @@ def inspect_upload(kind: str, row, storage: LocalStorage, settings: Settings) ->
     storage.tmp_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"validate-{row.id}-", dir=storage.tmp_dir))
     try:
-        return inspect_sandboxed(kind, storage.path(row.path), workdir, options, validation_limits(settings),
-                                 extra_files=extra)
+        return inspect_sandboxed(
+            kind, storage.path(row.path), workdir, options, validation_limits(settings), extra_files=extra
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -98,8 +104,11 @@ def validate(kind: str, obj_id: str) -> None:
         session.refresh(row)
         session.expunge(row)
     result = inspect_upload(kind, row, storage, get_settings())
-    values = ({"status": "ready", "info": result["info"], "error": None} if "info" in result
-              else {"status": "invalid", "error": result["error"]})
+    values = (
+        {"status": "ready", "info": result["info"], "error": None}
+        if "info" in result
+        else {"status": "invalid", "error": result["error"]}
+    )
     with get_sessionmaker()() as session:
         session.execute(update(cls).where(cls.id == obj_id, cls.status == "validating").values(**values))
         session.commit()

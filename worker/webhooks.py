@@ -74,18 +74,26 @@ def deliver(job_id: str, event_type: str, msg_id: str, attempt: int) -> Outcome:
     try:
         check_target(url, settings.webhook_allow_private)
     except WebhookTargetError as exc:
-        _record(job_id, f"webhook not sent: {exc}", {**info, "delivered": False, "error": str(exc)},
-                "warning")
+        _record(job_id, f"webhook not sent: {exc}", {**info, "delivered": False, "error": str(exc)}, "warning")
         return "gave_up"
     error = None
     try:
         # No redirects: a 3xx to an internal address must not be followed.
-        resp = httpx.post(url, content=body, headers=signed_headers(secret, msg_id, body),
-                          timeout=settings.webhook_timeout_s, follow_redirects=False)
+        resp = httpx.post(
+            url,
+            content=body,
+            headers=signed_headers(secret, msg_id, body),
+            timeout=settings.webhook_timeout_s,
+            follow_redirects=False,
+        )
         info["status_code"] = resp.status_code
         if 200 <= resp.status_code < 300:
-            _record(job_id, f"webhook {event_type} delivered (attempt {attempt}, HTTP {resp.status_code})",
-                    {**info, "delivered": True}, "info")
+            _record(
+                job_id,
+                f"webhook {event_type} delivered (attempt {attempt}, HTTP {resp.status_code})",
+                {**info, "delivered": True},
+                "info",
+            )
             return "delivered"
         error = f"HTTP {resp.status_code}"
     except httpx.HTTPError as exc:
@@ -94,8 +102,7 @@ def deliver(job_id: str, event_type: str, msg_id: str, attempt: int) -> Outcome:
         message = f"webhook {event_type} failed (attempt {attempt}, {error}); giving up"
     else:
         info["retry_in_s"] = retry_delay(attempt)
-        message = (f"webhook {event_type} failed (attempt {attempt}, {error}); "
-                   f"retrying in {info['retry_in_s']:g} s")
+        message = f"webhook {event_type} failed (attempt {attempt}, {error}); retrying in {info['retry_in_s']:g} s"
     _record(job_id, message, {**info, "delivered": False, "error": error}, "warning")
     logger.info("job %s: %s", job_id, message)
     return "gave_up" if last else "retry"

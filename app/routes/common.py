@@ -29,14 +29,10 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         429: "Too many jobs",
         503: "Not ready",
     }
-    return {
-        code: {"model": ErrorResponse, "description": text.get(code, "Error")} for code in (401, 422, *codes)
-    }
+    return {code: {"model": ErrorResponse, "description": text.get(code, "Error")} for code in (401, 422, *codes)}
 
 
-def paginate(
-    session: Session, query: Select, id_column, limit: int, after: str | None
-) -> tuple[list, str | None]:
+def paginate(session: Session, query: Select, id_column, limit: int, after: str | None) -> tuple[list, str | None]:
     """Newest first: ids are time-ordered, so `after` means ids smaller than it."""
     if after:
         query = query.where(id_column < after)

@@ -86,9 +86,7 @@ def parse_options(form: ReceivedForm) -> dict:
             raise Unprocessable("image_size must be HxW with each side between 1 and 4096")
         options["image_size"] = size
     if options.get("text_column") and "tokenizer" not in form.files:
-        raise Unprocessable(
-            "text_column needs a tokenizer: send tokenizer.json as the 'tokenizer' file field"
-        )
+        raise Unprocessable("text_column needs a tokenizer: send tokenizer.json as the 'tokenizer' file field")
     return options
 
 
@@ -101,9 +99,7 @@ def parse_options(form: ReceivedForm) -> dict:
     summary="Upload a dataset",
     operation_id="datasets_create",
 )
-async def upload_dataset(
-    request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep
-) -> Dataset:
+async def upload_dataset(request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep) -> Dataset:
     """Stream a dataset (and optional tokenizer) to the store; a worker validates it."""
     storage, form = await uploads.receive(request, settings, {"file", "tokenizer"})
     try:
@@ -156,9 +152,7 @@ def get_dataset(dataset: DatasetDep) -> Dataset:
     summary="Delete a dataset",
     operation_id="datasets_delete",
 )
-def delete_dataset(
-    dataset: DatasetDep, session: SessionDep, tenant: TenantDep, settings: SettingsDep
-) -> Response:
+def delete_dataset(dataset: DatasetDep, session: SessionDep, tenant: TenantDep, settings: SettingsDep) -> Response:
     """Delete a dataset and its files; 409 while a queued or running job uses it."""
     uploads.refuse_if_in_use(session, tenant, dataset.id, "dataset")
     session.delete(dataset)

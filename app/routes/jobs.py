@@ -57,9 +57,7 @@ def list_jobs(
     return {"data": rows, "next_after": next_after}
 
 
-@router.get(
-    "/{job_id}", response_model=JobPublic, responses=errors(404), summary="Get a job", operation_id="jobs_get"
-)
+@router.get("/{job_id}", response_model=JobPublic, responses=errors(404), summary="Get a job", operation_id="jobs_get")
 async def get_job(job: PolledJobDep) -> Job:
     """One job with its progress and latest metrics."""
     return job  # loaded and detached by the dependency; serialising it needs no database
@@ -185,8 +183,7 @@ def download_artifact(job: JobDep, name: str, session: SessionDep, settings: Set
         raise NotFound(f"job {job.id} has no artifact named {name!r}")
     path = LocalStorage.from_settings(settings).path(row.path)
     if not path.is_file():
-        raise NotFound(f"the file of artifact {name!r} of job {job.id} is no longer stored",
-                       code="artifact_gone")
+        raise NotFound(f"the file of artifact {name!r} of job {job.id} is no longer stored", code="artifact_gone")
     return FileResponse(
         path,
         filename=row.name,

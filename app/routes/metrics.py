@@ -39,8 +39,9 @@ QUEUE_WAIT_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 2
 RUN_BUCKETS = (1, 5, 10, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600)
 
 
-def _histogram(name: str, doc: str, samples: dict[tuple[str, ...], list[float]], buckets: tuple,
-               labels: list[str]) -> HistogramMetricFamily:
+def _histogram(
+    name: str, doc: str, samples: dict[tuple[str, ...], list[float]], buckets: tuple, labels: list[str]
+) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, doc, labels=labels)
     for label_values, values in samples.items():
         cumulative = [(str(b), sum(1 for v in values if v <= b)) for b in buckets]
@@ -57,13 +58,18 @@ class DatabaseCollector:
         now = utcnow()
         with get_sessionmaker()() as session:
             by_status = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-            timings = session.execute(select(Job.status, Job.created_at, Job.started_at, Job.finished_at)
-                                      .where(Job.started_at.is_not(None))).all()
-            uploads = {kind: session.execute(select(cls.status, func.count(), func.coalesce(func.sum(
-                cls.size_bytes), 0)).group_by(cls.status)).all() for kind, cls in (("model", Model),
-                                                                                    ("dataset", Dataset))}
-            workers = session.execute(select(WorkerHeartbeat.id, WorkerHeartbeat.queues,
-                                             WorkerHeartbeat.heartbeat_at)).all()
+            timings = session.execute(
+                select(Job.status, Job.created_at, Job.started_at, Job.finished_at).where(Job.started_at.is_not(None))
+            ).all()
+            uploads = {
+                kind: session.execute(
+                    select(cls.status, func.count(), func.coalesce(func.sum(cls.size_bytes), 0)).group_by(cls.status)
+                ).all()
+                for kind, cls in (("model", Model), ("dataset", Dataset))
+            }
+            workers = session.execute(
+                select(WorkerHeartbeat.id, WorkerHeartbeat.queues, WorkerHeartbeat.heartbeat_at)
+            ).all()
 
         jobs = GaugeMetricFamily("distillery_jobs", "Jobs by status.", labels=["status"])
         for status in sorted(set(JOB_STATUSES) | set(by_status)):
@@ -76,14 +82,24 @@ class DatabaseCollector:
             waits[()].append(max(0.0, (started_at - created_at).total_seconds()))
             if finished_at is not None and status in TERMINAL:
                 runs[(status,)].append(max(0.0, (finished_at - started_at).total_seconds()))
-        yield _histogram("distillery_job_queue_wait_seconds",
-                         "Seconds from a job's creation to its first start.", waits, QUEUE_WAIT_BUCKETS, [])
-        yield _histogram("distillery_job_run_seconds",
-                         "Seconds from a job's first start to its end, by outcome.", runs, RUN_BUCKETS,
-                         ["status"])
+        yield _histogram(
+            "distillery_job_queue_wait_seconds",
+            "Seconds from a job's creation to its first start.",
+            waits,
+            QUEUE_WAIT_BUCKETS,
+            [],
+        )
+        yield _histogram(
+            "distillery_job_run_seconds",
+            "Seconds from a job's first start to its end, by outcome.",
+            runs,
+            RUN_BUCKETS,
+            ["status"],
+        )
 
-        counts = GaugeMetricFamily("distillery_uploads", "Uploaded models and datasets by status.",
-                                   labels=["kind", "status"])
+        counts = GaugeMetricFamily(
+            "distillery_uploads", "Uploaded models and datasets by status.", labels=["kind", "status"]
+        )
         sizes = GaugeMetricFamily("distillery_upload_bytes", "Bytes of uploads stored now.", labels=["kind"])
         for kind, rows in uploads.items():
             for status, count, _size in rows:
@@ -93,23 +109,36 @@ class DatabaseCollector:
         yield sizes
 
         cutoff = now - timedelta(seconds=settings.worker_heartbeat_timeout_s)
-        ages = GaugeMetricFamily("distillery_worker_last_heartbeat_age_seconds",
-                                 "Seconds since each worker's last heartbeat.", labels=["worker", "queues"])
+        ages = GaugeMetricFamily(
+            "distillery_worker_last_heartbeat_age_seconds",
+            "Seconds since each worker's last heartbeat.",
+            labels=["worker", "queues"],
+        )
         for worker_id, queues, beat in workers:
             ages.add_metric([worker_id, queues or ""], max(0.0, (now - beat).total_seconds()))
         fresh = sum(1 for _w, _q, beat in workers if beat >= cutoff)
-        yield GaugeMetricFamily("distillery_workers_fresh", "Workers with a fresh heartbeat.",
-                                value=fresh)
+        yield GaugeMetricFamily("distillery_workers_fresh", "Workers with a fresh heartbeat.", value=fresh)
         yield ages
         newest = max((beat for _w, _q, beat in workers), default=None)
-        yield GaugeMetricFamily("distillery_worker_heartbeat_age_seconds",
-                                "Seconds since the newest heartbeat of any worker (+Inf when there is none).",
-                                value=(now - newest).total_seconds() if newest else math.inf)
+        yield GaugeMetricFamily(
+            "distillery_worker_heartbeat_age_seconds",
+            "Seconds since the newest heartbeat of any worker (+Inf when there is none).",
+            value=(now - newest).total_seconds() if newest else math.inf,
+        )
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics", operation_id="metrics_get",
-            responses={200: {"description": "Prometheus text exposition format", "content": {
-                CONTENT_TYPE_LATEST: {"example": 'distillery_jobs{status="queued"} 3.0'}}}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    operation_id="metrics_get",
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {CONTENT_TYPE_LATEST: {"example": 'distillery_jobs{status="queued"} 3.0'}},
+        }
+    },
+)
 def metrics() -> Response:
     """Jobs by status, queue wait and run time histograms, uploads, worker heartbeats (from the database)."""
     registry = CollectorRegistry(auto_describe=False)

@@ -35,9 +35,7 @@ UPLOAD_BODY = multipart_openapi(
     summary="Upload a model",
     operation_id="models_create",
 )
-async def upload_model(
-    request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep
-) -> Model:
+async def upload_model(request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep) -> Model:
     """Stream a model file to the store; a worker validates it (`validating -> ready | invalid`)."""
     storage, form = await uploads.receive(request, settings, {"file"})
     try:
@@ -50,9 +48,7 @@ async def upload_model(
     return row
 
 
-@router.get(
-    "", response_model=Page[ModelPublic], responses=errors(), summary="List models", operation_id="models_list"
-)
+@router.get("", response_model=Page[ModelPublic], responses=errors(), summary="List models", operation_id="models_list")
 def list_models(
     session: SessionDep,
     tenant: TenantDep,
@@ -60,9 +56,7 @@ def list_models(
     after: Annotated[str | None, Query(max_length=MAX_CURSOR)] = None,
 ) -> dict:
     """The tenant's models, newest first."""
-    rows, next_after = paginate(
-        session, select(Model).where(Model.tenant_id == tenant.id), Model.id, limit, after
-    )
+    rows, next_after = paginate(session, select(Model).where(Model.tenant_id == tenant.id), Model.id, limit, after)
     return {"data": rows, "next_after": next_after}
 
 

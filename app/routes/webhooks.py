@@ -28,8 +28,13 @@ def get_secret(session: SessionDep, tenant: TenantDep) -> WebhookSecret:
     return WebhookSecret(secret=tenant_secret(session, tenant))
 
 
-@router.post("/secret/rotate", response_model=WebhookSecret, responses=errors(),
-             summary="Rotate the webhook signing secret", operation_id="webhooks_secret_rotate")
+@router.post(
+    "/secret/rotate",
+    response_model=WebhookSecret,
+    responses=errors(),
+    summary="Rotate the webhook signing secret",
+    operation_id="webhooks_secret_rotate",
+)
 def post_rotate(session: SessionDep, tenant: TenantDep) -> WebhookSecret:
     """Replace the secret; every delivery from now on, retries included, is signed with the new one."""
     return WebhookSecret(secret=rotate_secret(session, tenant))

@@ -42,18 +42,14 @@ def main() -> None:
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    print(
-        f"command: {' '.join([Path(sys.executable).name, '-m', 'tests.benchmarks.bench_load', *sys.argv[1:]])}"
-    )
+    print(f"command: {' '.join([Path(sys.executable).name, '-m', 'tests.benchmarks.bench_load', *sys.argv[1:]])}")
     print(f"jobs {args.jobs}, workers 2 (solo pool), PostgreSQL + Redis, 1-epoch jobs on 256 rows")
     print(
         f"succeeded {result['statuses'].count('succeeded')}/{args.jobs}; claims per job "
         f"{sorted(set(result['claims']))}; attempts {sorted(set(result['attempts']))}"
     )
     print(f"wall {result['elapsed_s']:.1f} s; {result['jobs_per_minute']:.1f} jobs/min")
-    print(
-        f"submit -> finish: median {result['turnaround_median_s']:.1f} s, p95 {result['turnaround_p95_s']:.1f} s"
-    )
+    print(f"submit -> finish: median {result['turnaround_median_s']:.1f} s, p95 {result['turnaround_p95_s']:.1f} s")
 
 
 if __name__ == "__main__":

@@ -143,8 +143,7 @@ def measure_queue_latency(client: Client, body: dict, jobs: int, poll_s: float) 
             started = parse_ts(job["started_at"])
             started_ms.append((started - t_wall) * 1000)
             server_ms.append((started - parse_ts(job["created_at"])) * 1000)
-    return {"poll": poll_ms, "started_at": started_ms, "server": server_ms, "missed": missed,
-            "statuses": statuses}
+    return {"poll": poll_ms, "started_at": started_ms, "server": server_ms, "missed": missed, "statuses": statuses}
 
 
 def throughput(url: str, path: str, headers: dict, requests: int, threads: int) -> float:
@@ -177,8 +176,12 @@ def throughput(url: str, path: str, headers: dict, requests: int, threads: int) 
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip() or "?"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or "?"
+        )
     except Exception:
         return "?"
 
@@ -198,15 +201,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="distillery-bench-") as tmp_name:
         tmp = Path(tmp_name)
         teacher_path, data_path = make_inputs(tmp)
-        with _backends(args.embedded) as (db_url, broker_url), \
-                running_service(tmp / "svc", database_url=db_url, broker_url=broker_url, workers=1) as svc:
+        with (
+            _backends(args.embedded) as (db_url, broker_url),
+            running_service(tmp / "svc", database_url=db_url, broker_url=broker_url, workers=1) as svc,
+        ):
             client = Client(svc.url, svc.new_key("bench"))
             teacher = client.ready_upload("models", teacher_path)
             train = client.ready_upload("datasets", data_path)
-            body = {"teacher_id": teacher["id"], "train_dataset_id": train["id"],
-                    "student": {"architecture": "mlp", "hidden_sizes": [16]},
-                    "hyperparameters": {"epochs": 1, "batch_size": 64},
-                    "export": [f for f in args.export.split(",") if f]}
+            body = {
+                "teacher_id": teacher["id"],
+                "train_dataset_id": train["id"],
+                "student": {"architecture": "mlp", "hidden_sizes": [16]},
+                "hyperparameters": {"epochs": 1, "batch_size": 64},
+                "export": [f for f in args.export.split(",") if f],
+            }
             # One job first, not counted: imports and caches in the worker are paid once.
             warm = client.http.post("/v1/jobs", json=body)
             warm.raise_for_status()
@@ -221,27 +229,37 @@ def main(argv: list[str] | None = None) -> int:
             headers = {"Authorization": client.http.headers["Authorization"]}
             rates = {}
             for threads in (1, args.threads):
-                for name, path, hdrs in (("GET /v1/jobs/{id}", f"/v1/jobs/{job_id}", headers),
-                                         ("GET /healthz", "/healthz", {})):
+                for name, path, hdrs in (
+                    ("GET /v1/jobs/{id}", f"/v1/jobs/{job_id}", headers),
+                    ("GET /healthz", "/healthz", {}),
+                ):
                     rates[(name, threads)] = throughput(svc.url, path, hdrs, args.requests, threads)
 
     print()
     print("Distillery service benchmark")
     print(f"command:  {command}")
     print(f"backend:  {backend}; 1 worker (solo pool); API: 1 uvicorn process")
-    print(f"machine:  {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, "
-          f"commit {git_commit()}; client, API, worker and databases share the CPUs")
+    print(
+        f"machine:  {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, "
+        f"commit {git_commit()}; client, API, worker and databases share the CPUs"
+    )
     print()
-    print(f"Queue latency, {args.jobs} sequential one-epoch jobs (worker idle before each POST), "
-          f"{jobs_s:.1f} s in all; statuses: {lat['statuses']}")
+    print(
+        f"Queue latency, {args.jobs} sequential one-epoch jobs (worker idle before each POST), "
+        f"{jobs_s:.1f} s in all; statuses: {lat['statuses']}"
+    )
     print(f"  {'measure':<46}{'n':>5}{'median ms':>11}{'p95 ms':>9}{'min ms':>9}{'max ms':>9}")
-    rows = [(f"POST response -> first GET 'running' (poll {args.poll_ms:g} ms)", lat["poll"]),
-            ("POST response -> started_at (same clock)", lat["started_at"]),
-            ("created_at -> started_at (server clock only)", lat["server"])]
+    rows = [
+        (f"POST response -> first GET 'running' (poll {args.poll_ms:g} ms)", lat["poll"]),
+        ("POST response -> started_at (same clock)", lat["started_at"]),
+        ("created_at -> started_at (server clock only)", lat["server"]),
+    ]
     for label, values in rows:
         if values:
-            print(f"  {label:<46}{len(values):>5}{statistics.median(values):>11.1f}{pct(values, 95):>9.1f}"
-                  f"{min(values):>9.1f}{max(values):>9.1f}")
+            print(
+                f"  {label:<46}{len(values):>5}{statistics.median(values):>11.1f}{pct(values, 95):>9.1f}"
+                f"{min(values):>9.1f}{max(values):>9.1f}"
+            )
         else:
             print(f"  {label:<46}{0:>5}")
     if lat["missed"]:

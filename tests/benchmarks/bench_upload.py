@@ -32,9 +32,7 @@ def main() -> None:
         with running_service(tmp, extra_env={"DISTILLERY_MAX_UPLOAD_BYTES": str(size + 1024**2)}) as svc:
             key = svc.new_key("bench")
             pid = svc.procs["api"].pid
-            with httpx.Client(
-                base_url=svc.url, headers={"Authorization": f"Bearer {key}"}, timeout=3600
-            ) as http:
+            with httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {key}"}, timeout=3600) as http:
                 http.get("/v1/models")
                 rss0, hwm0 = vm_kib(pid, "VmRSS"), vm_kib(pid, "VmHWM")
                 start = time.perf_counter()

@@ -25,14 +25,27 @@ from worker.engine import DatasetSpec, DistillConfig, distill  # noqa: E402
 from worker.sandbox import GiB, SandboxLimits, configured_mechanism  # noqa: E402
 from worker.supervisor import Supervisor, host_has_gpu, stage  # noqa: E402
 
-HYPER = {"epochs": 10, "batch_size": 64, "learning_rate": 3e-3, "student": {"architecture": "mlp",
-                                                                              "hidden_sizes": [32]}}
+HYPER = {
+    "epochs": 10,
+    "batch_size": 64,
+    "learning_rate": 3e-3,
+    "student": {"architecture": "mlp", "hidden_sizes": [32]},
+}
 
 
 def through_child(tmp: Path, name: str, teacher: Path, train: Path, test: Path, config: dict, gpu: bool) -> dict:
     """Run one job through the child; its outcome, events' phases and wall time."""
-    staged = stage(tmp / name, 1, teacher, {"path": str(train), "format": "npz"},
-                   {"path": str(test), "format": "npz"}, config, None, tmp / f"{name}-cache", {})
+    staged = stage(
+        tmp / name,
+        1,
+        teacher,
+        {"path": str(train), "format": "npz"},
+        {"path": str(test), "format": "npz"},
+        config,
+        None,
+        tmp / f"{name}-cache",
+        {},
+    )
     events: list = []
     limits = SandboxLimits(wall_s=600, cpu_s=None, memory_bytes=32 * GiB, gpu=gpu)
     started = time.perf_counter()
@@ -61,21 +74,42 @@ def main() -> int:
         report = outcome.report or {}
         good = outcome.report is not None and str(report.get("device", "")).startswith(args.device)
         ok &= good
-        rows.append((f"child, {name}", run["wall_s"], report.get("device"), (report.get("student") or {})
-                     .get("accuracy"), (report.get("teacher") or {}).get("accuracy")))
+        rows.append(
+            (
+                f"child, {name}",
+                run["wall_s"],
+                report.get("device"),
+                (report.get("student") or {}).get("accuracy"),
+                (report.get("teacher") or {}).get("accuracy"),
+            )
+        )
         if not good:
             print(f"{name}: FAILED {outcome.error or outcome.crash}", flush=True)
         print(f"{name}: phases {run['phases']}", flush=True)
     started = time.perf_counter()
     config = DistillConfig.from_dict({**HYPER, "device": args.device})
-    report = distill(str(teacher), DatasetSpec(path=str(train), format="npz"),
-                     DatasetSpec(path=str(test), format="npz"), config, str(tmp / "in-process"))
-    rows.append(("in-process distill(), plain", time.perf_counter() - started, report["device"],
-                 report["student"]["accuracy"], report["teacher"]["accuracy"]))
+    report = distill(
+        str(teacher),
+        DatasetSpec(path=str(train), format="npz"),
+        DatasetSpec(path=str(test), format="npz"),
+        config,
+        str(tmp / "in-process"),
+    )
+    rows.append(
+        (
+            "in-process distill(), plain",
+            time.perf_counter() - started,
+            report["device"],
+            report["student"]["accuracy"],
+            report["teacher"]["accuracy"],
+        )
+    )
     print(f"{'way':32} {'wall s':>8}  {'device':28} {'student acc':>11} {'teacher acc':>11}")
     for way, wall, device, acc, tacc in rows:
-        print(f"{way:32} {wall:8.2f}  {str(device):28} {acc if acc is None else f'{acc:.4f}':>11} "
-              f"{tacc if tacc is None else f'{tacc:.4f}':>11}")
+        print(
+            f"{way:32} {wall:8.2f}  {str(device):28} {acc if acc is None else f'{acc:.4f}':>11} "
+            f"{tacc if tacc is None else f'{tacc:.4f}':>11}"
+        )
     print(f"ratio child / in-process (plain, wall incl. the child's start): {rows[0][1] / rows[2][1]:.2f}")
     print(json.dumps({"ok": ok}))
     return 0 if ok else 1

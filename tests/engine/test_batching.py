@@ -82,10 +82,7 @@ def test_bidirectional_lstm_and_float_data_are_never_trimmed():
     model = build_text_student({"architecture": "lstm", "bidirectional": True}, [8], 2, 10)
     assert trim_margin(model, torch.zeros(2, 8, dtype=torch.long), 0) is None
     uni = build_text_student({"architecture": "lstm"}, [8], 2, 10)
-    assert (
-        trim_margin(uni, torch.zeros(2, 8), 0) is None
-        and trim_margin(uni, torch.zeros(2, 8).long(), None) is None
-    )
+    assert trim_margin(uni, torch.zeros(2, 8), 0) is None and trim_margin(uni, torch.zeros(2, 8).long(), None) is None
 
 
 def test_fetch_gathers_rows_and_columns():

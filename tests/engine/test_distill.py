@@ -53,7 +53,7 @@ def test_report_has_the_design_keys_and_matches_report_json(full_run):
     assert json.loads((out / "report.json").read_text()) == report
     assert report["eval_examples"] == 450 and report["classes"] == [str(i) for i in range(10)]
     on_gpu = torch.cuda.is_available()  # the engine picks CUDA when there is one (the GPU check runs this file)
-    assert (report["device"].startswith("cuda") if on_gpu else report["device"] == "cpu"), report["device"]
+    assert report["device"].startswith("cuda") if on_gpu else report["device"] == "cpu", report["device"]
     assert report["teacher_outputs_cache"] is None
     for side in ("teacher", "student"):
         assert set(report[side]["latency_ms"]) == {"batch_1", "batch_64"}

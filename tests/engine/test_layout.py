@@ -25,7 +25,8 @@ def test_training_runs_nhwc_and_hands_back_contiguous_weights():
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     conv.register_forward_pre_hook(
         lambda module, args: seen.append(
-            module.training and args[0].is_contiguous(memory_format=torch.channels_last)
+            module.training
+            and args[0].is_contiguous(memory_format=torch.channels_last)
             and module.weight.is_contiguous(memory_format=torch.channels_last)
         )
     )

@@ -79,9 +79,7 @@ def hand_dkd(student, teacher, target, temperature, a, b):
     ps, pt = softmax(student, temperature), softmax(teacher, temperature)
     tckd = kl([pt[target], 1 - pt[target]], [ps[target], 1 - ps[target]])
     rest = [i for i in range(len(student)) if i != target]
-    nckd = kl(
-        softmax([teacher[i] for i in rest], temperature), softmax([student[i] for i in rest], temperature)
-    )
+    nckd = kl(softmax([teacher[i] for i in rest], temperature), softmax([student[i] for i in rest], temperature))
     return temperature**2 * (a * tckd + b * nckd)
 
 

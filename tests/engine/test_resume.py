@@ -59,9 +59,7 @@ def stop_after(calls: int):
 
 @pytest.mark.parametrize("augment", [False, True])
 @pytest.mark.parametrize("stop_at_call", [10, 14])  # mid-epoch 2, and exactly at the end of epoch 2
-def test_resumed_run_is_bitwise_equal_to_uninterrupted_run(
-    tmp_path, teacher_path, small_spec, augment, stop_at_call
-):
+def test_resumed_run_is_bitwise_equal_to_uninterrupted_run(tmp_path, teacher_path, small_spec, augment, stop_at_call):
     config = make_config(augment)
     reference = distill(teacher_path, small_spec, None, config, str(tmp_path / "ref"))
 
@@ -99,9 +97,7 @@ def test_resumed_run_is_bitwise_equal_to_uninterrupted_run(
 
 def test_finished_checkpoint_is_reused_without_training(tmp_path, teacher_path, small_spec):
     config = make_config(False)
-    first = distill(
-        teacher_path, small_spec, None, config, str(tmp_path / "a"), checkpoint_dir=str(tmp_path / "c")
-    )
+    first = distill(teacher_path, small_spec, None, config, str(tmp_path / "a"), checkpoint_dir=str(tmp_path / "c"))
     calls = []
     second = distill(
         teacher_path,

@@ -113,16 +113,19 @@ def test_labels_missing(tmp_path, tok):
         load_text_table(_spec(p, tokenizer_path=tok, label_column="label"))
 
 
-@pytest.mark.parametrize("content,kw,match", [
-    ("body,label\nhi,a\n", {}, r"text column 'text' not found.*\['body', 'label'\]"),
-    ("text,label\nhi,a\n", {"text_column": "body"}, r"'body' not found"),
-    ("text,label\nhi,a\n", {"tokenizer_path": None}, "tokenizer"),
-    ("", {}, "empty"),
-    ("text,label\n", {}, "no rows"),
-    ("text,label\nhi,a,extra\n", {}, "3 fields"),
-    ("text,label\nhi,a\n", {"max_length": 0}, "max_length"),
-    ("text,label\nhi,\n", {}, "empty in row 1"),
-])
+@pytest.mark.parametrize(
+    "content,kw,match",
+    [
+        ("body,label\nhi,a\n", {}, r"text column 'text' not found.*\['body', 'label'\]"),
+        ("text,label\nhi,a\n", {"text_column": "body"}, r"'body' not found"),
+        ("text,label\nhi,a\n", {"tokenizer_path": None}, "tokenizer"),
+        ("", {}, "empty"),
+        ("text,label\n", {}, "no rows"),
+        ("text,label\nhi,a,extra\n", {}, "3 fields"),
+        ("text,label\nhi,a\n", {"max_length": 0}, "max_length"),
+        ("text,label\nhi,\n", {}, "empty in row 1"),
+    ],
+)
 def test_dataset_errors(tmp_path, tok, content, kw, match):
     p = _csv(tmp_path, content)
     with pytest.raises(TextDatasetError, match=match) as err:
@@ -167,8 +170,16 @@ def test_pretokenised_parquet(tmp_path, tok):
     x, y, classes = load_text_table(_spec(p, "parquet", max_length=3, tokenizer_path=tok))
     assert x.tolist() == [[2, 3, 0], [4, 4, 4]] and y.tolist() == [1, 0] and classes == ["0", "1"]
     info = text_info(_spec(p, "parquet", max_length=3, tokenizer_path=tok))
-    assert info == {"rows": 2, "columns": ["input_ids", "label"], "max_length": 3, "vocab_size": 5,
-                    "pad_id": 0, "mean_length": 2.5, "has_labels": True, "classes": ["0", "1"]}
+    assert info == {
+        "rows": 2,
+        "columns": ["input_ids", "label"],
+        "max_length": 3,
+        "vocab_size": 5,
+        "pad_id": 0,
+        "mean_length": 2.5,
+        "has_labels": True,
+        "classes": ["0", "1"],
+    }
     pq.write_table(pa.table({"input_ids": [[2, 9]]}), p)
     with pytest.raises(TextDatasetError, match="id 9"):
         load_text_table(_spec(p, "parquet", tokenizer_path=tok))
@@ -228,16 +239,19 @@ def test_lstm_ignores_padding():
     torch.testing.assert_close(model(x[:1, :5]), model(x[:1]))
 
 
-@pytest.mark.parametrize("spec,match", [
-    ({"architecture": "transformer", "d_model": 30, "heads": 4}, "divisible"),
-    ({"architecture": "lstm", "hidden": 3}, "unknown lstm parameter"),
-    ({"architecture": "rnn"}, "unknown text architecture"),
-    ({"architecture": "textcnn", "kernel_sizes": [3, 40]}, "longer than max_length"),
-    ({"architecture": "textcnn", "kernel_sizes": []}, "kernel_sizes"),
-    ({"architecture": "lstm", "dropout": 1.5}, "dropout"),
-    ({"architecture": "lstm", "hidden_dim": 0}, "hidden_dim"),
-    ({"architecture": "lstm", "pad_id": 60}, "pad_id"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ({"architecture": "transformer", "d_model": 30, "heads": 4}, "divisible"),
+        ({"architecture": "lstm", "hidden": 3}, "unknown lstm parameter"),
+        ({"architecture": "rnn"}, "unknown text architecture"),
+        ({"architecture": "textcnn", "kernel_sizes": [3, 40]}, "longer than max_length"),
+        ({"architecture": "textcnn", "kernel_sizes": []}, "kernel_sizes"),
+        ({"architecture": "lstm", "dropout": 1.5}, "dropout"),
+        ({"architecture": "lstm", "hidden_dim": 0}, "hidden_dim"),
+        ({"architecture": "lstm", "pad_id": 60}, "pad_id"),
+    ],
+)
 def test_student_bad_params(spec, match):
     with pytest.raises(ValueError, match=match):
         build_text_student(spec, [16], 10, 50)
@@ -254,8 +268,14 @@ def test_lstm_onnx_matches_torch(tmp_path):
     path = tmp_path / "lstm.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (_ids(),), str(path), input_names=["input_ids"], output_names=["logits"],
-                          dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.onnx.export(
+            model,
+            (_ids(),),
+            str(path),
+            input_names=["input_ids"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+        )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = _ids(3)
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
@@ -272,8 +292,7 @@ def test_lstm_teacher_fixture():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         teacher = torch.jit.load(str(f["teacher"]))
-    spec = _spec(f["eval"], tokenizer_path=str(f["tokenizer"]), max_length=f["max_length"],
-                 classes=info["classes"])
+    spec = _spec(f["eval"], tokenizer_path=str(f["tokenizer"]), max_length=f["max_length"], classes=info["classes"])
     x, y, classes = load_text_table(spec)
     assert classes == f["classes"] and x.shape[1] == 32
     with torch.no_grad():

@@ -91,9 +91,7 @@ def text_files(tmp_path_factory):
 
 
 def spec(path, tokenizer, **kw) -> DatasetSpec:
-    return DatasetSpec(
-        str(path), "csv", text_column="text", tokenizer_path=str(tokenizer), max_length=12, **kw
-    )
+    return DatasetSpec(str(path), "csv", text_column="text", tokenizer_path=str(tokenizer), max_length=12, **kw)
 
 
 def text_config(**overrides) -> DistillConfig:
@@ -194,9 +192,7 @@ def test_text_students_refuse_float_features():
         ("text,label\nthe,up\n", {"max_length": 0}, "max_length"),
     ],
 )
-def test_text_dataset_errors_are_invalid_dataset_in_load_and_inspect(
-    tmp_path, text_files, content, kw, match
-):
+def test_text_dataset_errors_are_invalid_dataset_in_load_and_inspect(tmp_path, text_files, content, kw, match):
     path = tmp_path / "bad.csv"
     path.write_text(content)
     options = {"text_column": "text", "tokenizer_path": str(text_files["tokenizer"]), "max_length": 12, **kw}

@@ -130,9 +130,7 @@ def write_npz(path: str | Path, x: np.ndarray, y: np.ndarray | None = None) -> P
     return Path(path)
 
 
-def write_csv(
-    path: str | Path, x: np.ndarray, y: np.ndarray | None = None, label_column: str = "label"
-) -> Path:
+def write_csv(path: str | Path, x: np.ndarray, y: np.ndarray | None = None, label_column: str = "label") -> Path:
     """Write feature columns f0..fN (and the label column when y is given) to a CSV file."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)

@@ -17,8 +17,10 @@ def main() -> int:
         request = json.load(fh)
     config = request["config"]
     if config.get("mode") == "crash":
-        sys.stderr.write('Traceback (most recent call last):\n  File "/srv/distillery/secret/engine.py", line 1\n'
-                         "ZeroDivisionError: division by zero\n")
+        sys.stderr.write(
+            'Traceback (most recent call last):\n  File "/srv/distillery/secret/engine.py", line 1\n'
+            "ZeroDivisionError: division by zero\n"
+        )
         return 3
     out = request["out_dir"]
     os.symlink(config["target"], os.path.join(out, "stolen.json"))

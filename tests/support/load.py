@@ -46,9 +46,7 @@ def run_load(service: Service, files: dict[str, Path], jobs: int = 200, threads:
     start = time.time()
     with ThreadPoolExecutor(threads) as pool:
         responses = list(pool.map(lambda _: client.http.post("/v1/jobs", json=body), range(jobs)))
-    assert all(r.status_code == 201 for r in responses), [r.text for r in responses if r.status_code != 201][
-        :3
-    ]
+    assert all(r.status_code == 201 for r in responses), [r.text for r in responses if r.status_code != 201][:3]
     ids = [r.json()["id"] for r in responses]
     finished = [client.wait_job(job_id, timeout=1800) for job_id in ids]
     elapsed = time.time() - start

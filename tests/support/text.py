@@ -19,8 +19,7 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-CLASSES = ["sports", "politics", "science", "music", "food",
-           "travel", "finance", "health", "weather", "technology"]
+CLASSES = ["sports", "politics", "science", "music", "food", "travel", "finance", "health", "weather", "technology"]
 _KEYWORDS = {
     "sports": "goal match team score coach league player stadium referee season tournament striker",
     "politics": "election vote senate minister policy campaign parliament ballot law party debate governor",
@@ -33,10 +32,12 @@ _KEYWORDS = {
     "weather": "rain storm forecast sunny cloud snow thunder humidity wind temperature frost breeze",
     "technology": "software computer robot chip internet app server code laptop network database gadget",
 }
-_FILLER = ("the a an of to in on for with and but or is was are were this that it its at by from as be "
-           "have has had will would can could very really quite just some many more most other new "
-           "old good great small big today yesterday people time year way day thing man woman world "
-           "life part place week case point group number fact report story news").split()
+_FILLER = (
+    "the a an of to in on for with and but or is was are were this that it its at by from as be "
+    "have has had will would can could very really quite just some many more most other new "
+    "old good great small big today yesterday people time year way day thing man woman world "
+    "life part place week case point group number fact report story news"
+).split()
 MAX_LENGTH = 32
 
 
@@ -101,15 +102,22 @@ def make_text_fixture(out_dir: str | Path, n_train: int = 3000, n_eval: int = 60
     _write_csv(out / "train.csv", train)
     _write_csv(out / "eval.csv", evals)
     build_tokenizer([t for t, _ in train], out / "tokenizer.json")
-    return {"dir": out, "train": out / "train.csv", "eval": out / "eval.csv",
-            "tokenizer": out / "tokenizer.json", "classes": sorted(CLASSES), "max_length": MAX_LENGTH}
+    return {
+        "dir": out,
+        "train": out / "train.csv",
+        "eval": out / "eval.csv",
+        "tokenizer": out / "tokenizer.json",
+        "classes": sorted(CLASSES),
+        "max_length": MAX_LENGTH,
+    }
 
 
 class LSTMTeacher(nn.Module):
     """Bidirectional LSTM over token ids with masked mean+max pooling."""
 
-    def __init__(self, vocab_size: int, num_classes: int, embedding_dim: int = 128,
-                 hidden_dim: int = 192, pad_id: int = 0):
+    def __init__(
+        self, vocab_size: int, num_classes: int, embedding_dim: int = 128, hidden_dim: int = 192, pad_id: int = 0
+    ):
         super().__init__()
         self.pad_id = pad_id
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
@@ -125,12 +133,20 @@ class LSTMTeacher(nn.Module):
 
 
 def _spec(path: Path, tokenizer: Path, classes=None) -> SimpleNamespace:
-    return SimpleNamespace(path=str(path), format="csv", label_column=None, text_column=None,
-                           tokenizer_path=str(tokenizer), max_length=MAX_LENGTH, classes=classes)
+    return SimpleNamespace(
+        path=str(path),
+        format="csv",
+        label_column=None,
+        text_column=None,
+        tokenizer_path=str(tokenizer),
+        max_length=MAX_LENGTH,
+        classes=classes,
+    )
 
 
-def _fit(model: LSTMTeacher, opt, xt: torch.Tensor, yt: torch.Tensor, epochs: int, batch_size: int,
-         gen: torch.Generator) -> None:
+def _fit(
+    model: LSTMTeacher, opt, xt: torch.Tensor, yt: torch.Tensor, epochs: int, batch_size: int, gen: torch.Generator
+) -> None:
     model.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
@@ -141,8 +157,14 @@ def _fit(model: LSTMTeacher, opt, xt: torch.Tensor, yt: torch.Tensor, epochs: in
             opt.step()
 
 
-def train_lstm_teacher(out_dir: str | Path, epochs: int = 4, seed: int = 0, embedding_dim: int = 128,
-                       hidden_dim: int = 192, batch_size: int = 64) -> Path:
+def train_lstm_teacher(
+    out_dir: str | Path,
+    epochs: int = 4,
+    seed: int = 0,
+    embedding_dim: int = 128,
+    hidden_dim: int = 192,
+    batch_size: int = 64,
+) -> Path:
     """Train the LSTM teacher on the fixture in out_dir and save TorchScript teacher.pt (+ teacher.json)."""
     from worker.engine.text import load_text_table, pad_id_of
 
@@ -172,8 +194,13 @@ def train_lstm_teacher(out_dir: str | Path, epochs: int = 4, seed: int = 0, embe
     with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; it stays an accepted format
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.trace(model, torch.from_numpy(x[:2])), str(path))
-    info = {"eval_accuracy": acc, "num_parameters": params, "train_seconds": time.monotonic() - start,
-            "classes": classes, "max_length": MAX_LENGTH}
+    info = {
+        "eval_accuracy": acc,
+        "num_parameters": params,
+        "train_seconds": time.monotonic() - start,
+        "classes": classes,
+        "max_length": MAX_LENGTH,
+    }
     (out / "teacher.json").write_text(json.dumps(info))
     logger.info("LSTM teacher: accuracy %.3f, %d parameters", acc, params)
     return path

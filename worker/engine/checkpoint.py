@@ -29,9 +29,7 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     return tensors, state["param_groups"]
 
 
-def restore_optimizer(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]
-) -> None:
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
     """Inverse of optimizer_tensors."""
     state: dict[int, dict] = {}
     for key, value in tensors.items():
@@ -110,4 +108,3 @@ def load_checkpoint(directory: str | None) -> tuple[dict[str, torch.Tensor], dic
         )
         return None
     return load_file(tensor_path), meta
-

@@ -107,9 +107,7 @@ def onnx_session(path: str):
 def run_onnx(session, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Logits of an ONNX model over x, in batches."""
     name = session.get_inputs()[0].name
-    return np.concatenate(
-        [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-    )
+    return np.concatenate([session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
 
 
 def export_pt2(model: nn.Module, example: torch.Tensor, out_dir: str) -> str:

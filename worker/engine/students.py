@@ -63,9 +63,7 @@ def _positive_ints(spec: dict, key: str, default: list[int]) -> list[int]:
         or not value
         or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65536 for v in value)
     ):
-        raise EngineError(
-            "invalid_student", f"{key} must be a non-empty list of positive integers, got {value!r}"
-        )
+        raise EngineError("invalid_student", f"{key} must be a non-empty list of positive integers, got {value!r}")
     return value
 
 
@@ -81,8 +79,7 @@ def _check_keys(spec: dict, allowed: set[str]) -> None:
     if unknown:
         raise EngineError(
             "invalid_student",
-            f"unknown student setting(s) {unknown} for "
-            f"{spec.get('architecture')!r}; known: {sorted(allowed)}",
+            f"unknown student setting(s) {unknown} for {spec.get('architecture')!r}; known: {sorted(allowed)}",
         )
 
 

@@ -37,8 +37,7 @@ def check_teacher(teacher: Teacher, x: np.ndarray, num_label_classes: int | None
     if logits.shape[0] != sample.shape[0]:
         raise EngineError(
             "input_mismatch",
-            f"the teacher returned {logits.shape[0]} rows for "
-            f"{sample.shape[0]} examples of shape {list(x.shape[1:])}",
+            f"the teacher returned {logits.shape[0]} rows for {sample.shape[0]} examples of shape {list(x.shape[1:])}",
         )
     width = int(logits.shape[1])
     if num_label_classes is not None and width < num_label_classes:
@@ -85,9 +84,7 @@ def _first_rows_error(teacher: Teacher, x: np.ndarray, exc: Exception) -> Engine
 
 
 @torch.no_grad()
-def compute_teacher_outputs(
-    teacher: Teacher, x: np.ndarray, batch_size: int = INFERENCE_BATCH
-) -> torch.Tensor:
+def compute_teacher_outputs(teacher: Teacher, x: np.ndarray, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
     """Teacher logits for every row of x, on the CPU, as float32 [N, C]."""
     parts = []
     for start in range(0, len(x), batch_size):
@@ -118,9 +115,7 @@ def preprocessing(spec: DatasetSpec, input_shape: list[int], input_dtype: str) -
 
 def cache_key(teacher_sha256: str, dataset_sha256: str, preprocessing: dict) -> str:
     """Key of cached teacher outputs: the teacher file, the dataset file and how it was read."""
-    blob = json.dumps(
-        {"teacher": teacher_sha256, "dataset": dataset_sha256, "pre": preprocessing}, sort_keys=True
-    )
+    blob = json.dumps({"teacher": teacher_sha256, "dataset": dataset_sha256, "pre": preprocessing}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

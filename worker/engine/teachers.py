@@ -153,9 +153,7 @@ class Teacher:
             if node.op == "placeholder" and node.name in signature.user_inputs
         ]
         if len(values) != 1:
-            raise EngineError(
-                "invalid_model", f"the .pt2 program takes {len(values)} inputs; one tensor is supported"
-            )
+            raise EngineError("invalid_model", f"the .pt2 program takes {len(values)} inputs; one tensor is supported")
         value = values[0]
         if isinstance(value, torch.Tensor):
             self.input_shape = [d if isinstance(d, int) else None for d in value.shape]
@@ -194,8 +192,11 @@ class Teacher:
                     raise
                 # A traced module can hold tensors made on the CPU at trace time (an LSTM's zero state):
                 # it runs only where it was traced. Run it there; the student still trains on the GPU.
-                logger.warning("the TorchScript teacher does not run on %s (%s); running it on the CPU",
-                               self.device, str(exc).strip().splitlines()[-1][:200])
+                logger.warning(
+                    "the TorchScript teacher does not run on %s (%s); running it on the CPU",
+                    self.device,
+                    str(exc).strip().splitlines()[-1][:200],
+                )
                 self.device = "cpu"
                 self._load_torchscript()
                 return _as_logits(self.module(x.to(self.device)))
@@ -230,9 +231,7 @@ def _as_logits(out) -> torch.Tensor:
         out = out[0]
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise EngineError(
-            "invalid_model", f"the model must return logits of shape [batch, classes], got {shape}"
-        )
+        raise EngineError("invalid_model", f"the model must return logits of shape [batch, classes], got {shape}")
     return out.float()
 
 

@@ -40,7 +40,6 @@ class LSTMStudent(nn.Module):
     (never trim) for a bidirectional one, whose backward pass starts in the padding.
     """
 
-
     def __init__(
         self,
         vocab_size: int,
@@ -91,7 +90,6 @@ class TextCNNStudent(nn.Module):
     A window that starts on a real token may reach max(kernel_sizes) - 1 columns into the padding.
     """
 
-
     def __init__(
         self,
         vocab_size: int,
@@ -132,9 +130,7 @@ class _EncoderBlock(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
         self.norm2 = nn.LayerNorm(d_model)
-        self.ff = nn.Sequential(
-            nn.Linear(d_model, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model)
-        )
+        self.ff = nn.Sequential(nn.Linear(d_model, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, h: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
@@ -150,7 +146,6 @@ class _EncoderBlock(nn.Module):
 class TransformerStudent(nn.Module):
     """Small transformer encoder: learned positions, padding mask, masked mean pool (pad keys masked,
     so trailing padding can be trimmed: length_margin 0)."""
-
 
     def __init__(
         self,

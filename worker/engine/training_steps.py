@@ -126,9 +126,7 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_fraction: float) -
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, split: Split, device: str, batch_size: int = 1024
-) -> tuple[float | None, float | None]:
+def evaluate(model: nn.Module, split: Split, device: str, batch_size: int = 1024) -> tuple[float | None, float | None]:
     """(accuracy, agreement with the teacher's argmax) of `model` on `split`; None where not measurable."""
     model.eval()
     preds = torch.cat(
@@ -142,9 +140,7 @@ def evaluate(
     return accuracy, agreement
 
 
-def progress_event(
-    epoch: int, epochs: int, step: int, total_steps: int, epoch_end: bool = False
-) -> ProgressEvent:
+def progress_event(epoch: int, epochs: int, step: int, total_steps: int, epoch_end: bool = False) -> ProgressEvent:
     fraction = step / total_steps if total_steps else 1.0
     data = {
         "epoch": epoch + 1,
