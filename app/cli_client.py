@@ -31,8 +31,8 @@ from rich.progress import (
 from rich.table import Table
 
 from app.client import TERMINAL, Distillery, DistilleryError, Event, Job
-from app.schemas import Hyperparameters, StudentSpec
-from app.student_syntax import parse_student
+from contract.student_syntax import parse_student
+from contract.wire import Hyperparameters, StudentSpec
 
 out = Console()  # results (tables, JSON) on stdout
 err = Console(stderr=True)  # progress and messages on stderr, so that stdout stays parseable

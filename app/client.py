@@ -27,9 +27,9 @@ from typing import Any, BinaryIO
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from app.schemas import ArtifactPublic, DatasetPublic, EventPublic, JobPublic, ModelPublic
-from app.student_syntax import parse_student
 from contract import TERMINAL
+from contract.student_syntax import parse_student
+from contract.wire import ArtifactPublic, DatasetPublic, EventPublic, JobPublic, ModelPublic
 
 __all__ = [
     "Distillery",

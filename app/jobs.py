@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 from app.errors import Conflict, NotFound, TooManyRequests, Unprocessable
 from app.models import Dataset, Job, JobEvent, Model, Tenant, new_id, utcnow
 from app.queue import enqueue_job
-from app.schemas import JobCreate
 from app.settings import get_settings
 from app.webhooks import WebhookTargetError, check_target, notify_job_ended
 from contract import ACTIVE, TERMINAL
+from contract.wire import JobCreate
 
 logger = logging.getLogger(__name__)
 

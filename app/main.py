@@ -13,10 +13,10 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from app import schemas
 from app.errors import install_handlers
 from app.logredact import install_log_redaction
 from app.routes import dashboard, datasets, health, jobs, metrics, models, report_html, webhooks
+from contract import wire as schemas
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _install_docs(app: FastAPI) -> None:
 
 
 def _schema_examples() -> dict[str, list]:
-    """The examples each wire model of app.schemas declares, by its OpenAPI component name."""
+    """The examples each wire model of contract.wire declares, by its OpenAPI component name."""
     found = {}
     for name, model in vars(schemas).items():
         if isinstance(model, type) and issubclass(model, BaseModel):

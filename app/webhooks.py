@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from app.models import Tenant
+from contract.wire import webhook_url_problem
 
 logger = logging.getLogger(__name__)
 
@@ -146,11 +147,9 @@ def _refused_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 def check_url_shape(url: str) -> None:
     """http(s) with a host and no credentials; raises WebhookTargetError."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookTargetError("webhook_url must be an http:// or https:// URL with a host")
-    if parts.username or parts.password:
-        raise WebhookTargetError("webhook_url must not carry credentials; the signature authenticates the sender")
+    problem = webhook_url_problem(url)
+    if problem:
+        raise WebhookTargetError(problem)
 
 
 def check_target(url: str, allow_private: bool) -> list[str]:

@@ -9,6 +9,9 @@ CLIs all read the one definition (DESIGN.md, "Layout"):
     jobs             job and upload statuses, phases, ACTIVE / TERMINAL
     errors           every error code a client can meet
     bounds           numeric ranges with open or closed ends
+    wire             the HTTP API's request and response shapes (pydantic; the server and the client SDK share them;
+                     not imported here, so the engine never loads pydantic through the contract)
+    student_syntax   the CLI's `lstm:hidden_dim=32` shorthand for a student spec
 """
 
 from contract.bounds import Bounds

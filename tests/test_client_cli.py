@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 from app.cli import app as cli_app
 from app.client import Distillery, DistilleryError, _parse_sse
 from app.report_html import fmt, render_report_html
-from app.schemas import StudentSpec
-from app.student_syntax import parse_student
+from contract.student_syntax import parse_student
+from contract.wire import StudentSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 

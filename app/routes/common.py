@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
-from app.schemas import ErrorResponse
+from contract.wire import ErrorResponse
 
 MAX_LIMIT = 100
 # The largest integer the databases store (SQL BIGINT): integer query and header values are bounded by it,

@@ -14,10 +14,10 @@ from app.errors import Unprocessable
 from app.models import Dataset
 from app.routes import uploads
 from app.routes.common import MAX_CURSOR, MAX_LIMIT, errors, paginate
-from app.schemas import DatasetPublic, Page
 from app.sniff import sniff_dataset
 from app.storage import LocalStorage
 from app.uploads import ReceivedForm, multipart_openapi
+from contract.wire import DatasetPublic, Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 from app.deps import SessionDep, SettingsDep
 from app.models import WorkerHeartbeat, utcnow
 from app.queue import broker_reachable
-from app.schemas import Health
+from contract.wire import Health
 
 router = APIRouter(tags=["health"])
 

@@ -16,8 +16,8 @@ from app.errors import NotFound
 from app.jobs import TERMINAL, cancel_job, create_job
 from app.models import Artifact, Job, JobEvent
 from app.routes.common import MAX_CURSOR, MAX_INT, MAX_LIMIT, errors, paginate
-from app.schemas import ArtifactsPage, EventPublic, EventsPage, JobCreate, JobPublic, Page
 from app.storage import LocalStorage
+from contract.wire import ArtifactsPage, EventPublic, EventsPage, JobCreate, JobPublic, Page
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]

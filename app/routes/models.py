@@ -12,10 +12,10 @@ from app.deps import ModelDep, SessionDep, SettingsDep, TenantDep
 from app.models import Model
 from app.routes import uploads
 from app.routes.common import MAX_CURSOR, MAX_LIMIT, errors, paginate
-from app.schemas import ModelPublic, Page
 from app.sniff import sniff_model
 from app.storage import LocalStorage
 from app.uploads import multipart_openapi
+from contract.wire import ModelPublic, Page
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -15,7 +15,7 @@ from app.errors import NotFound
 from app.models import Artifact
 from app.report_html import render_report_html
 from app.routes.common import errors
-from app.schemas import ArtifactPublic, JobPublic
+from contract.wire import ArtifactPublic, JobPublic
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

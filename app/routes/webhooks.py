@@ -6,8 +6,8 @@ from fastapi import APIRouter
 
 from app.deps import SessionDep, TenantDep
 from app.routes.common import errors
-from app.schemas import WebhookSecret
 from app.webhooks import rotate_secret, tenant_secret
+from contract.wire import WebhookSecret
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_serializer, field_validator, model_validator
 
@@ -21,6 +22,16 @@ from contract import (
 )
 
 T = TypeVar("T")
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """What is wrong with a webhook URL's shape (http(s), a host, no credentials), or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "webhook_url must be an http:// or https:// URL with a host"
+    if parts.username or parts.password:
+        return "webhook_url must not carry credentials; the signature authenticates the sender"
+    return None
 
 
 class ErrorDetail(BaseModel):
@@ -213,9 +224,9 @@ class JobCreate(BaseModel):
     @classmethod
     def _webhook_shape(cls, value: str | None) -> str | None:
         if value is not None:
-            from app.webhooks import check_url_shape
-
-            check_url_shape(value)
+            problem = webhook_url_problem(value)
+            if problem:
+                raise ValueError(problem)
         return value
 
     @field_validator("export")
