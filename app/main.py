@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from app.errors import install_handlers
 from app.logredact import install_log_redaction
-from app.routes import dashboard, datasets, health, jobs, metrics, models, report_html, webhooks
+from app.routes import dashboard, datasets, health, jobs, metrics, models, reports, webhooks
 from contract import wire as schemas
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def create_app() -> FastAPI:
         datasets.router,
         jobs.router,
         webhooks.router,
-        report_html.router,
+        reports.router,
         metrics.router,
         dashboard.router,
     )

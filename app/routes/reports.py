@@ -13,14 +13,14 @@ from sqlalchemy import select
 from app.deps import JobDep, SessionDep
 from app.errors import NotFound
 from app.models import Artifact
-from app.report_html import render_report_html
 from app.routes.common import errors
 from contract.wire import ArtifactPublic, JobPublic
+from htmlreport import render_report_html
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-# The page is inline CSS and inline SVG only (app/report_html.py): no script runs, nothing loads, no form
+# The page is inline CSS and inline SVG only (the htmlreport package): no script runs, nothing loads, no form
 # posts, no site frames it, and `sandbox` gives it an opaque origin (no access to this origin's storage).
 REPORT_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; "
