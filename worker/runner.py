@@ -76,7 +76,9 @@ class JobRecorder:
             self.last_progress = now
             self.pending_progress = None
         elif event.type == "metrics":
-            values["metrics"] = {k: event.data.get(k) for k in ("train_loss", "eval_accuracy", "eval_agreement")}
+            values["metrics"] = {
+                k: event.data.get(k) for k in ("train_loss", "validation_accuracy", "validation_agreement")
+            }
             if self.pending_progress is not None:  # epoch ends always carry the latest progress
                 values["progress"], self.pending_progress = self.pending_progress, None
         level = "warning" if event.type == "warning" else "info"
@@ -379,7 +381,7 @@ def _record_outcome(job: Job, recorder: JobRecorder, outcome: Outcome, staged, s
             record_artifacts(session, job.id, staged.out_dir, storage)
             history = report.get("history") or [{}]
             last = history[-1] if isinstance(history, list) and history and isinstance(history[-1], dict) else {}
-            metrics = {k: last.get(k) for k in ("train_loss", "eval_accuracy", "eval_agreement")}
+            metrics = {k: last.get(k) for k in ("train_loss", "validation_accuracy", "validation_agreement")}
             # The row holds the last progress the recorder wrote; the claim-time copy in `job` is stale.
             latest = session.get(Job, job.id)
             progress = {**((latest.progress if latest else None) or {}), "fraction": 1.0}

@@ -215,7 +215,7 @@ REPORT_EXAMPLE = {
     "compression_ratio": 124.5,
     "speedup": {"batch_1": 8.0, "batch_64": 30.5},
     "teacher_outputs_cache": "miss",
-    "history": [{"epoch": 1, "train_loss": 2.1, "eval_accuracy": 0.71, "eval_agreement": 0.72}],
+    "history": [{"epoch": 1, "train_loss": 2.1, "validation_accuracy": 0.71, "validation_agreement": 0.72}],
 }
 
 

@@ -58,7 +58,7 @@ def test_report_has_the_design_keys_and_matches_report_json(full_run):
     for side in ("teacher", "student"):
         assert set(report[side]["latency_ms"]) == {"batch_1", "batch_64"}
         assert report[side]["size_bytes"] > 0
-    assert set(report["history"][0]) == {"epoch", "train_loss", "eval_accuracy", "eval_agreement"}
+    assert set(report["history"][0]) == {"epoch", "train_loss", "validation_accuracy", "validation_agreement"}
     assert len(report["history"]) == 30 and 1 <= report["best_epoch"] <= 30
 
 
@@ -142,7 +142,7 @@ def test_unlabeled_training_data_still_distils_well(tmp_path, teacher_path, data
     assert report["baseline"] is None
     warnings = [e.message for e in events if e.type == "warning"]
     assert any("no labels" in w for w in warnings) and any("baseline" in w for w in warnings)
-    assert report["history"][0]["eval_accuracy"] is None and report["history"][0]["eval_agreement"] is not None
+    assert report["history"][0]["validation_accuracy"] is None and report["history"][0]["validation_agreement"] is not None
 
 
 def test_onnx_teacher_distils_and_holds_out_eval_from_train(tmp_path, train_spec):

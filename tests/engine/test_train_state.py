@@ -39,7 +39,7 @@ def _mid_epoch_state(model: nn.Module) -> TrainState:
     perm = torch.randperm(10, generator=generator)
     state = TrainState.start(model)
     state.epoch, state.step, state.global_step = 2, 3, 13
-    state.history = [{"epoch": 1, "train_loss": 0.5, "eval_accuracy": 0.75, "eval_agreement": 0.5}]
+    state.history = [{"epoch": 1, "train_loss": 0.5, "validation_accuracy": 0.75, "validation_agreement": 0.5}]
     state.best_metric, state.best_tiebreak, state.best_epoch, state.bad_epochs = 0.75, 0.5, 1, 1
     state.generator, state.perm, state.loss_sum = generator, perm, torch.tensor(1.25)
     return state

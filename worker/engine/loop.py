@@ -1,7 +1,8 @@
 """The training loop: one student, AdamW + warmup/cosine, checkpoints each epoch, resumable bitwise.
 
 Best-epoch choice and early stopping use a validation slice held out of the training data; the
-history's eval_accuracy / eval_agreement are measured on that slice, never on the report's eval split.
+history's validation_accuracy / validation_agreement are measured on that slice, never on the report's
+eval split.
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ def train_student(
     while state.epoch < config.epochs and not state.finished:
         train_loss = run_epoch(state, model, forward, optimizer, batches, config, alpha, should_stop, save, clock)
         accuracy, agreement = evaluate(model, val, device)
-        row = dict(epoch=state.epoch + 1, train_loss=train_loss, eval_accuracy=accuracy, eval_agreement=agreement)
+        row = dict(
+            epoch=state.epoch + 1, train_loss=train_loss, validation_accuracy=accuracy, validation_agreement=agreement
+        )
         if end_epoch(state, model, row, select_by, config):
             message = f"early stop: no better validation {select_by} for {state.bad_epochs} epochs"
             emit(ProgressEvent("info", message, {"epoch": state.epoch}))
@@ -222,7 +225,7 @@ def check_finite(train_loss: float, teacher_finite: bool, weights_finite: bool, 
 def end_epoch(state: TrainState, model: nn.Module, row: dict, select_by: str, config: DistillConfig) -> bool:
     """Record the finished epoch: history, best weights, patience. True when patience has run out."""
     state.history.append(row)
-    accuracy, agreement = row["eval_accuracy"], row["eval_agreement"]
+    accuracy, agreement = row["validation_accuracy"], row["validation_agreement"]
     metric = accuracy if select_by == "accuracy" else agreement
     tiebreak = (agreement if select_by == "accuracy" else None) or 0.0
     improved = metric is not None and (state.best_metric is None or metric > state.best_metric)
