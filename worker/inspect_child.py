@@ -39,7 +39,7 @@ def main() -> int:
 
 
 def _inspect(kind: str, path: str, options: dict) -> dict | None:
-    from worker.engine import DatasetSpec, inspect_dataset, inspect_model
+    from worker.engine import DatasetSpec, EngineError, inspect_dataset, inspect_model
     from worker.engine.limits import DataLimits
     from worker.onnx_check import external_data_problem
 
@@ -50,7 +50,44 @@ def _inspect(kind: str, path: str, options: dict) -> dict | None:
         return inspect_model(path)
     options = dict(options or {})
     limits = DataLimits.from_dict(options.pop("limits", None))
-    return inspect_dataset(DatasetSpec(path=path, **options), limits)
+    spec = DatasetSpec(path=path, **options)
+    try:
+        info = inspect_dataset(spec, limits)
+    except EngineError as exc:
+        hints = _refusal_hints(spec) if exc.code == "invalid_dataset" else []
+        if hints:
+            raise _Reported({"code": exc.code, "message": "; ".join([exc.message, *hints])}) from None
+        raise
+    return {**info, **_describe_columns(spec, info)}
+
+
+def _describe_columns(spec, info: dict) -> dict:
+    """The info's `schema` (columns with their kind) and `warnings`, for a table; never fails the validation."""
+    from worker.engine.columns import TABLE_FORMATS, sample_table
+    from worker.engine.dataset_hints import dataset_warnings
+
+    if spec.format not in TABLE_FORMATS:
+        return {"warnings": []}
+    try:
+        sample = sample_table(spec.path, spec.format)
+    except Exception:  # noqa: BLE001 - the dataset loaded; a description that cannot be made is only left out
+        logging.getLogger(__name__).warning("could not describe the columns", exc_info=True)
+        return {"warnings": []}
+    return {"schema": sample.schema(), "warnings": dataset_warnings(sample, info, spec.label_column, spec.text_column)}
+
+
+def _refusal_hints(spec) -> list[str]:
+    """What to change when a table is refused: the columns that look like labels or text, if any."""
+    from worker.engine.columns import TABLE_FORMATS, sample_table
+    from worker.engine.dataset_hints import refusal_hints
+
+    if spec.format not in TABLE_FORMATS:
+        return []
+    try:
+        sample = sample_table(spec.path, spec.format)
+    except Exception:  # noqa: BLE001 - the refusal stands without hints
+        return []
+    return refusal_hints(sample, spec.label_column, spec.text_column)
 
 
 class _Reported(Exception):
