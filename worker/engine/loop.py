@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from worker.engine import checkpoint as ckpt
+from worker.engine.augmented_cache import AugmentedOutputs
 from worker.engine.config import DistillConfig, ProgressEvent
 from worker.engine.errors import EngineError
 from worker.engine.losses import distillation_loss
@@ -57,6 +58,7 @@ def train_student(
     report_progress: bool = True,
     pad_id: int | None = None,
     mask_id: int | None = None,
+    augmented: AugmentedOutputs | None = None,
 ) -> TrainResult:
     """Train `model` in place and leave it holding the best epoch's weights."""
     emit = progress if (progress and report_progress) else (lambda event: None)
@@ -77,6 +79,7 @@ def train_student(
         pad_id=pad_id,
         mask_id=mask_id,
         channels_last=channels_last,
+        augmented=augmented,
     )
     clock = ProgressClock(emit, config.epochs, config.epochs * batches.per_epoch)
     select_by = "accuracy" if val.y is not None else "agreement"
@@ -148,6 +151,7 @@ def run_epoch(
     if state.step == 0:
         state.generator, state.perm = batches.shuffle(state.epoch)
         state.loss_sum = torch.zeros((), device=batches.device)
+    batches.begin_epoch(state.epoch, state.perm)
     # Indices live beside the data: no host-to-device copy (and no implicit sync) per step.
     perm_on_storage = state.perm.to(batches.train.x.device)
     # Like loss_sum, kept on the device and read once, at the end of the epoch.
@@ -158,11 +162,12 @@ def run_epoch(
             where = f"stopped at epoch {state.epoch + 1}, step {state.step}; a checkpoint was saved"
             raise EngineError("cancelled", where if save(state) else "stopped on request")
         rows = slice(state.step * config.batch_size, (state.step + 1) * config.batch_size)
-        x, y, teacher_logits = batches.batch(state.perm[rows], perm_on_storage[rows], state.generator)
+        x, y, teacher_logits = batches.batch(state.perm[rows], perm_on_storage[rows], state.generator, state.step)
         if config.augmenting:
             teacher_finite &= torch.isfinite(teacher_logits).all()
         lr = lr_at(state.global_step, clock.total_steps, config.learning_rate, config.warmup_fraction)
-        loss = train_step(model, forward, optimizer, x, y, teacher_logits, lr, config, alpha)
+        progress = state.global_step / max(1, clock.total_steps)  # the paper's DKD warms up over training
+        loss = train_step(model, forward, optimizer, x, y, teacher_logits, lr, config, alpha, progress)
         # Accumulate on the device: reading .item() every step would synchronise the GPU.
         state.loss_sum += loss.detach() * len(x)
         state.step += 1
@@ -186,6 +191,7 @@ def train_step(
     lr: float,
     config: DistillConfig,
     alpha: float,
+    progress: float = 1.0,
 ) -> torch.Tensor:
     """One optimizer step on one batch; returns the loss, still on the device."""
     for group in optimizer.param_groups:
@@ -201,6 +207,7 @@ def train_step(
         alpha,
         config.dkd_alpha,
         config.dkd_beta,
+        progress,
     )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from contract.losses import DKD_WARMUP_FRACTION
 from worker.engine.errors import EngineError
 
 
@@ -107,12 +108,37 @@ def _log_target_vs_rest(logits: torch.Tensor, target_mask: torch.Tensor) -> torc
     return torch.stack([log_target, log_rest], dim=1) - log_total[:, None]
 
 
-# name -> loss(student_logits, teacher_logits, targets, temperature, alpha, dkd_alpha, dkd_beta); each entry
-# passes on the settings its loss uses.
+def dkd_paper_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor | None,
+    temperature: float,
+    dkd_alpha: float = 1.0,
+    dkd_beta: float = 8.0,
+    progress: float = 1.0,
+) -> torch.Tensor:
+    """DKD with the recipe of Zhao et al. (CVPR 2022): CE(s, y) at weight 1 + warm-up * DKD.
+
+    The warm-up factor min(1, progress / DKD_WARMUP_FRACTION) ramps DKD in over the first part of training
+    (`progress`: the fraction of training steps done), as the paper's min(epoch / 20, 1) does over 240 epochs;
+    without the ramp, DKD's large early gradients (beta 8, T^2) swamp the hard labels. Without labels only DKD.
+    """
+    warm = min(1.0, max(progress, 0.0) / DKD_WARMUP_FRACTION)
+    dkd = dkd_loss(student_logits, teacher_logits, targets, temperature, 1.0, dkd_alpha, dkd_beta)
+    return _hard_target_term(student_logits, targets) + warm * dkd
+
+
+# name -> loss(student_logits, teacher_logits, targets, temperature, alpha, dkd_alpha, dkd_beta, progress); each
+# entry passes on the settings its loss uses. `progress` is the fraction of training steps done.
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "kl": lambda s, t, y, temperature, alpha, dkd_alpha, dkd_beta: kd_loss(s, t, y, temperature, alpha),
-    "mse": lambda s, t, y, temperature, alpha, dkd_alpha, dkd_beta: mse_loss(s, t, y, alpha),
-    "dkd": dkd_loss,
+    "kl": lambda s, t, y, temperature, alpha, dkd_alpha, dkd_beta, progress: kd_loss(s, t, y, temperature, alpha),
+    "mse": lambda s, t, y, temperature, alpha, dkd_alpha, dkd_beta, progress: mse_loss(s, t, y, alpha),
+    "dkd": lambda s, t, y, temperature, alpha, dkd_alpha, dkd_beta, progress: dkd_loss(
+        s, t, y, temperature, alpha, dkd_alpha, dkd_beta
+    ),
+    "dkd_paper": lambda s, t, y, temperature, alpha, dkd_alpha, dkd_beta, progress: dkd_paper_loss(
+        s, t, y, temperature, dkd_alpha, dkd_beta, progress
+    ),
 }
 
 
@@ -125,9 +151,10 @@ def distillation_loss(
     alpha: float,
     dkd_alpha: float = 1.0,
     dkd_beta: float = 8.0,
+    progress: float = 1.0,
 ) -> torch.Tensor:
-    """The loss named in the configuration ("kl", "mse" or "dkd"); an unknown name is invalid_config."""
+    """The loss named in the configuration (contract.LOSSES); an unknown name is invalid_config."""
     loss = LOSSES.get(name)
     if loss is None:
         raise EngineError("invalid_config", f"unknown loss {name!r}; known: {sorted(LOSSES)}")
-    return loss(student_logits, teacher_logits, targets, temperature, alpha, dkd_alpha, dkd_beta)
+    return loss(student_logits, teacher_logits, targets, temperature, alpha, dkd_alpha, dkd_beta, progress)

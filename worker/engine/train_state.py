@@ -84,7 +84,7 @@ class TrainState:
             epoch=meta["epoch"],
             step=meta["step"],
             global_step=meta["global_step"],
-            history=meta["history"],
+            history=[_renamed(row) for row in meta["history"]],
             best_metric=meta["best_metric"],
             best_tiebreak=meta.get("best_tiebreak", 0.0),  # absent from checkpoints of older versions
             best_epoch=meta["best_epoch"],
@@ -97,6 +97,12 @@ class TrainState:
             state.generator.set_state(tensors["generator"])
             state.perm, state.loss_sum = tensors["perm"], tensors["loss_sum"].to(device)
         return state
+
+
+def _renamed(row: dict) -> dict:
+    # Checkpoints written before the rename name the validation slice's numbers eval_accuracy / eval_agreement.
+    old = {"eval_accuracy": "validation_accuracy", "eval_agreement": "validation_agreement"}
+    return {old.get(k, k): v for k, v in row.items()}
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
