@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -106,11 +107,14 @@ class _Upload:
 
 class Model(_Upload, Base):
     __tablename__ = "models"
+    # Uploads are content-addressed per tenant: a re-upload of the same bytes finds the existing row by this index.
+    __table_args__ = (Index("ix_models_tenant_id_sha256", "tenant_id", "sha256"),)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
 
 
 class Dataset(_Upload, Base):
     __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_tenant_id_sha256", "tenant_id", "sha256"),)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     # label_column, text_column, max_length, classes, tokenizer path and sha256
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
