@@ -95,22 +95,34 @@ def parse_options(form: ReceivedForm) -> dict:
     status_code=201,
     response_model=DatasetPublic,
     openapi_extra=UPLOAD_BODY,
-    responses=errors(413),
+    responses={**errors(413), **uploads.reused_response(DatasetPublic)},
     summary="Upload a dataset",
     operation_id="datasets_create",
 )
-async def upload_dataset(request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep) -> Dataset:
-    """Stream a dataset (and optional tokenizer) to the store; a worker validates it."""
+async def upload_dataset(
+    request: Request, response: Response, tenant: TenantDep, session: SessionDep, settings: SettingsDep
+) -> Dataset:
+    """Stream a dataset (and optional tokenizer) to the store; a worker validates it.
+
+    The same bytes, tokenizer and options as a ready or validating dataset of the tenant answer 200 with it."""
     storage, form = await uploads.receive(request, settings, {"file", "tokenizer"})
     try:
+        upload = form.files["file"]
         options = parse_options(form)
-        fmt = await run_in_threadpool(sniff_dataset, form.files["file"].path, options)
+        fmt = await run_in_threadpool(sniff_dataset, upload.path, options)
+        tok = form.files.get("tokenizer")
+        if tok is not None:
+            options["tokenizer_sha256"] = tok.sha256
+        found = await run_in_threadpool(uploads.find_reusable, session, Dataset, tenant, upload.sha256, fmt, options)
+        if found is not None:
+            form.cleanup()
+            response.status_code = 200
+            return found
         row = Dataset(**uploads.new_upload_fields(form, tenant, "dst", fmt), options=options)
-        if "tokenizer" in form.files:
-            tok = form.files["tokenizer"]
+        if tok is not None:
             rel = f"{storage.upload_dir(tenant.id, 'datasets', row.id)}/tokenizer.json"
             storage.put(tok.path, rel)
-            row.options = {**options, "tokenizer_path": rel, "tokenizer_sha256": tok.sha256}
+            row.options = {**options, "tokenizer_path": rel}
     except Exception:
         form.cleanup()
         raise

@@ -31,15 +31,25 @@ UPLOAD_BODY = multipart_openapi(
     status_code=201,
     response_model=ModelPublic,
     openapi_extra=UPLOAD_BODY,
-    responses=errors(413),
+    responses={**errors(413), **uploads.reused_response(ModelPublic)},
     summary="Upload a model",
     operation_id="models_create",
 )
-async def upload_model(request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep) -> Model:
-    """Stream a model file to the store; a worker validates it (`validating -> ready | invalid`)."""
+async def upload_model(
+    request: Request, response: Response, tenant: TenantDep, session: SessionDep, settings: SettingsDep
+) -> Model:
+    """Stream a model file to the store; a worker validates it (`validating -> ready | invalid`).
+
+    The same bytes as a ready or validating model of the tenant answer 200 with that model (content-addressed)."""
     storage, form = await uploads.receive(request, settings, {"file"})
     try:
-        fmt = await run_in_threadpool(sniff_model, form.files["file"].path)
+        upload = form.files["file"]
+        fmt = await run_in_threadpool(sniff_model, upload.path)
+        existing = await run_in_threadpool(uploads.find_reusable, session, Model, tenant, upload.sha256, fmt)
+        if existing is not None:
+            form.cleanup()
+            response.status_code = 200
+            return existing
         row = Model(**uploads.new_upload_fields(form, tenant, "mdl", fmt))
     except Exception:
         form.cleanup()

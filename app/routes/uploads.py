@@ -10,12 +10,12 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import Conflict, Unprocessable
-from app.jobs import ACTIVE
 from app.models import Dataset, Job, Model, Tenant, new_id
 from app.queue import enqueue_validation
 from app.settings import Settings
 from app.storage import LocalStorage
 from app.uploads import ReceivedForm, receive_form
+from contract import ACTIVE
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,50 @@ def new_upload_fields(form: ReceivedForm, tenant: Tenant, prefix: str, fmt: str)
         "sha256": upload.sha256,
         "path": "",
     }
+
+
+REUSED_DESCRIPTION = (
+    "The same bytes (sha256) with the same options were already uploaded by this tenant and are ready or still "
+    "validating: the answer is that existing object (its id and name), and nothing new is stored. An invalid or "
+    "deleted earlier upload does not count, and another tenant's never does."
+)
+
+
+def reused_response(model: type) -> dict:
+    """The OpenAPI declaration of the 200 a content-addressed upload answers with an existing object."""
+    return {200: {"model": model, "description": REUSED_DESCRIPTION}}
+
+
+# An earlier upload in one of these states is reused for the same bytes and options; an invalid one is not.
+REUSABLE_STATUSES = ("validating", "ready")
+# Options that differ between two uploads of the same content (where the copy is stored), not in what it means.
+PER_ROW_OPTIONS = ("tokenizer_path",)
+
+
+def _same_options(stored: dict | None, options: dict | None) -> bool:
+    def meaning(opts: dict | None) -> dict:
+        return {k: v for k, v in (opts or {}).items() if k not in PER_ROW_OPTIONS}
+
+    return meaning(stored) == meaning(options)
+
+
+def find_reusable(session: Session, cls: type, tenant: Tenant, sha256: str, fmt: str, options: dict | None = None):
+    """The tenant's newest upload of the same bytes and options that is ready or still validating, or None.
+
+    Uploads are content-addressed per tenant: a re-upload answers with that object instead of storing a copy.
+    Another tenant's upload of the same bytes is never found (tenants never see each other's data).
+    """
+    query = (
+        select(cls)
+        .where(cls.tenant_id == tenant.id, cls.sha256 == sha256, cls.format == fmt)
+        .where(cls.status.in_(REUSABLE_STATUSES))
+        .order_by(cls.id.desc())
+    )
+    for row in session.scalars(query):
+        if cls is not Dataset or _same_options(row.options, options):
+            logger.info("%s %s has the same content and options: reused instead of a new upload", cls.__name__, row.id)
+            return row
+    return None
 
 
 def refuse_if_in_use(session: Session, tenant: Tenant, obj_id: str, what: str) -> None:
