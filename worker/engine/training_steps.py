@@ -15,6 +15,7 @@ from worker.engine.batching import batch_width, bucket_by_length, fetch, trim_ma
 from worker.engine.config import DistillConfig, ProgressEvent
 
 if TYPE_CHECKING:
+    from worker.engine.augmented_cache import AugmentedOutputs
     from worker.engine.loop import Split
 
 PROGRESS_EVERY_S = 1.0
@@ -59,8 +60,10 @@ class Batches:
         pad_id: int | None,
         mask_id: int | None,
         channels_last: bool,
+        augmented: AugmentedOutputs | None = None,
     ):
         self.train, self.config, self.device, self.teacher = train, config, device, teacher
+        self.augmented = augmented  # the auto recipe's cache of teacher outputs on augmented batches
         self.num_classes, self.pad_id, self.mask_id, self.channels_last = num_classes, pad_id, mask_id, channels_last
         self.rows = len(train.x)
         self.per_epoch = math.ceil(self.rows / config.batch_size)
@@ -77,10 +80,16 @@ class Batches:
             perm = bucket_by_length(perm, self.lengths, self.config.batch_size, generator)
         return generator, perm
 
+    def begin_epoch(self, epoch: int, perm: torch.Tensor) -> None:
+        """Tell the augmented-output cache which epoch (and order of rows) the next batches belong to."""
+        if self.augmented is not None and self.config.augmenting:
+            self.augmented.begin_epoch(epoch, perm, self.per_epoch)
+
     def batch(
-        self, index: torch.Tensor, stored: torch.Tensor, generator: torch.Generator
+        self, index: torch.Tensor, stored: torch.Tensor, generator: torch.Generator, step: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(x, y, teacher logits) of rows `index` (`stored`: the same indices where the data lives)."""
+        """(x, y, teacher logits) of rows `index`, batch `step` of the epoch (`stored`: the indices where the
+        data lives)."""
         train, device = self.train, self.device
         width = None if self.lengths is None else batch_width(self.lengths, index, self.margin, self.full_width)
         y = None if train.y is None else fetch(train.y, stored, device)
@@ -88,7 +97,11 @@ class Batches:
             x = fetch(train.x, stored, device)
             settings = self.config.augmentation
             x, y = augment_batch(x, y, self.num_classes, settings, generator, self.pad_id or 0, self.mask_id)
-            teacher_logits = self.teacher(x).to(device)  # the teacher sees the same augmented batch, full width
+            # The teacher sees the same augmented batch, full width (through the cache when there is one).
+            if self.augmented is not None:
+                teacher_logits = self.augmented(step, x).to(device)
+            else:
+                teacher_logits = self.teacher(x).to(device)
             if width is not None:
                 x = x[:, :width]
         else:
