@@ -9,7 +9,7 @@ and `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, k
 (`whsec_<base64 key>`; GET /v1/webhooks/secret, `distillery webhooks secret`).
 
 A receiver checks a delivery with `verify_webhook(secret, headers, body)`. The sending happens in the worker
-(worker/webhooks.py); this module holds what both sides share, and never imports torch.
+(worker/webhook_delivery.py); this module holds what both sides share, and never imports torch.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from app.models import Tenant
+from contract import TERMINAL
 from contract.wire import webhook_url_problem
 
 logger = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ def delivery_ids(job_id: str, status: str) -> tuple[str, str]:
 def notify_job_ended(job_id: str) -> None:
     """Queue the job's webhook delivery if it names a webhook_url and has ended; never raises.
 
-    Called once where a job reaches succeeded, failed or cancelled (worker/runner.py, app/jobs.py).
+    Called once where a job reaches succeeded, failed or cancelled (app/lifecycle/, which owns those changes).
     """
     try:
         from app.db import get_sessionmaker
@@ -206,7 +207,7 @@ def notify_job_ended(job_id: str) -> None:
 
         with get_sessionmaker()() as session:
             job = session.get(Job, job_id)
-            if job is None or not job.webhook_url or job.status not in ("succeeded", "failed", "cancelled"):
+            if job is None or not job.webhook_url or job.status not in TERMINAL:
                 return
             event_type, msg_id = delivery_ids(job_id, job.status)
         enqueue_webhook(job_id, event_type, msg_id)

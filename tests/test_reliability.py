@@ -167,10 +167,10 @@ def test_stale_leases_are_requeued_then_failed_and_late_writes_change_nothing(
         for cached in (get_settings, get_engine, get_sessionmaker):
             cached.cache_clear()
         try:
-            from worker.runner import JobRecorder, finish
+            from app.lifecycle import Lease, finish
 
-            assert finish(JobRecorder(job_id, 1), "succeeded") is False
-            assert finish(JobRecorder(job_id, 6), "succeeded") is False  # failed jobs stay failed
+            assert finish(Lease(job_id, 1), "succeeded") is False
+            assert finish(Lease(job_id, 6), "succeeded") is False  # failed jobs stay failed
         finally:
             for cached in (get_settings, get_engine, get_sessionmaker):
                 cached.cache_clear()

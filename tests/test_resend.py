@@ -51,6 +51,7 @@ def _rows(sessionmaker) -> dict[str, str]:
 
 def test_many_reapers_resend_each_message_once(db, monkeypatch):
     import worker.reaper as reaper
+    from app import queue
 
     ids = _rows(db)
     sent: list[tuple[str, str]] = []
@@ -60,8 +61,9 @@ def test_many_reapers_resend_each_message_once(db, monkeypatch):
         with lock:
             sent.append(item)
 
-    monkeypatch.setattr(reaper, "enqueue_job", lambda job_id: record("jobs", job_id))
-    monkeypatch.setattr(reaper, "enqueue_validation", lambda kind, obj_id: record(kind, obj_id))
+    # The lifecycle (jobs) and the reaper (uploads) both send through app.queue.
+    monkeypatch.setattr(queue, "enqueue_job", lambda job_id: record("jobs", job_id))
+    monkeypatch.setattr(queue, "enqueue_validation", lambda kind, obj_id: record(kind, obj_id))
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
 

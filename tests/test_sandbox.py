@@ -1,4 +1,4 @@
-"""worker/sandbox.py and the job child: a whole job runs sandboxed; hostile models end only their own child."""
+"""worker/sandbox/ and the job child: a whole job runs sandboxed; hostile models end only their own child."""
 
 from __future__ import annotations
 
@@ -177,9 +177,9 @@ def test_data_that_does_not_fit_the_teacher_is_input_mismatch(tmp_path):
 
 def test_private_tmp_is_mounted_before_the_binds(tmp_path):
     """A venv or job folder under /tmp (a CI clone) must stay visible: the tmpfs goes under the binds."""
-    from worker.sandbox import _bwrap_command
+    from worker.sandbox import bwrap_command
 
-    cmd = _bwrap_command(["python3"], tmp_path, SandboxLimits(), {})
+    cmd = bwrap_command(["python3"], tmp_path, SandboxLimits(), {})
     tmpfs = cmd.index("--tmpfs")
     binds = [i for i, arg in enumerate(cmd) if arg in ("--ro-bind", "--bind")]
     assert binds and tmpfs < min(binds)

@@ -98,7 +98,7 @@ def test_a_built_in_student_over_the_parameter_cap_fails_with_the_setting_named(
 
 def test_an_uploaded_student_over_the_parameter_cap_is_a_422(db, monkeypatch):
     from app.errors import Unprocessable
-    from app.jobs import _check_student_size
+    from app.job_inputs import check_student_size as _check_student_size
     from app.settings import get_settings
 
     monkeypatch.setenv("DISTILLERY_MAX_STUDENT_PARAMETERS", "1000")

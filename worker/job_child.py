@@ -1,6 +1,6 @@
 """The job child: one sandboxed process per job runs the whole engine, and is the only process that opens uploads.
 
-`python -m worker.job_child REQUEST_JSON`, started by worker/supervisor.py inside the sandbox (worker/sandbox.py):
+`python -m worker.job_child REQUEST_JSON`, started by worker/supervisor.py inside the sandbox (worker/sandbox/):
 it sees its job folder (read-write), its inputs (read-only, bound into that folder) and its tenant's
 teacher-outputs cache, nothing else of the data dir, no network, no settings and no credentials. It loads the
 teacher, computes or reuses its outputs, trains (augmentation and the teacher online included, uploaded students

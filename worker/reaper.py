@@ -8,7 +8,8 @@
   duplicate a no-op.
 - A finished job's webhook whose pending retry (or first send) was lost is sent again.
 - With a retention setting, files of jobs that ended long ago are removed.
-Every change is a compare-and-set on the row, so several workers reaping at once do each thing once.
+Every change is a compare-and-set on the row, so several workers reaping at once do each thing once; what
+changes a job's state is app/lifecycle/'s (fail_or_requeue_lost, resend_queued).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from datetime import timedelta
 
 from sqlalchemy import and_, delete, or_, select, update
 
+from app import queue
 from app.db import get_sessionmaker
-from app.jobs import TERMINAL, add_event
+from app.lifecycle import fail_or_requeue_lost, record_event, resend_queued
 from app.models import Artifact, Dataset, Job, Model, utcnow
-from app.queue import enqueue_job, enqueue_validation, enqueue_webhook
 from app.settings import get_settings
 from app.storage import LocalStorage
 from app.webhooks import delivery_ids
+from contract import TERMINAL
 
 logger = logging.getLogger(__name__)
 
@@ -34,53 +36,7 @@ def reap_stale_leases() -> list[str]:
     """Requeue or fail running jobs whose heartbeat is older than the lease; returns the requeued ids."""
     settings = get_settings()
     cutoff = utcnow() - timedelta(seconds=settings.lease_timeout_s)
-    requeued = []
-    with get_sessionmaker()() as session:
-        stale = session.execute(
-            select(Job.id, Job.attempt, Job.lost_attempts, Job.worker_id).where(
-                Job.status == "running", Job.heartbeat_at < cutoff
-            )
-        ).all()
-        for job_id, attempt, lost_before, worker_id in stale:
-            lost = lost_before + 1
-            fence = (
-                Job.id == job_id,
-                Job.attempt == attempt,
-                Job.status == "running",
-                Job.heartbeat_at < cutoff,
-            )
-            if lost >= settings.max_attempts:
-                error = {
-                    "code": "worker_lost",
-                    "message": f"the worker running attempt {attempt} stopped answering; {lost} workers died "
-                    f"running this job, and {settings.max_attempts} is the limit (DISTILLERY_MAX_ATTEMPTS)",
-                }
-                values = {
-                    "status": "failed",
-                    "phase": None,
-                    "finished_at": utcnow(),
-                    "error": error,
-                    "lost_attempts": lost,
-                }
-                message, data = "job failed: " + error["message"], {"status": "failed"}
-            else:
-                values = {"status": "queued", "worker_id": None, "enqueued_at": utcnow(), "lost_attempts": lost}
-                message = (
-                    f"its worker stopped answering during attempt {attempt}; "
-                    "job requeued to resume from its last checkpoint"
-                )
-                logger.warning("job %s: worker %s stopped answering", job_id, worker_id)
-                data = {"status": "queued", "reason": "worker_lost", "attempt": attempt, "lost_attempts": lost}
-            if session.execute(update(Job).where(*fence).values(**values)).rowcount != 1:
-                session.rollback()
-                continue
-            add_event(session, job_id, "status", message, data, level="warning")
-            session.commit()
-            logger.warning("job %s: %s", job_id, message)
-            if values["status"] == "queued":
-                requeued.append(job_id)
-    for job_id in requeued:
-        enqueue_job(job_id)
+    requeued, _failed = fail_or_requeue_lost(cutoff, settings.max_attempts)
     return requeued
 
 
@@ -91,15 +47,9 @@ def resend_lost_messages() -> None:
     once, one sends, and the next re-send waits another resend_after_s.
     """
     cutoff = utcnow() - timedelta(seconds=get_settings().resend_after_s)
-    jobs: list[str] = []
+    resend_queued(cutoff)
     uploads: list[tuple[str, str]] = []
     with get_sessionmaker()() as session:
-        stale = session.execute(select(Job.id, Job.enqueued_at).where(Job.status == "queued", Job.enqueued_at < cutoff))
-        for job_id, sent in stale.all():
-            swap = update(Job).where(Job.id == job_id, Job.status == "queued", Job.enqueued_at == sent)
-            if session.execute(swap.values(enqueued_at=utcnow())).rowcount == 1:
-                jobs.append(job_id)
-        session.commit()
         for kind, cls in (("models", Model), ("datasets", Dataset)):
             never_resent = and_(cls.enqueued_at.is_(None), cls.created_at < cutoff)
             stale = session.execute(
@@ -113,12 +63,9 @@ def resend_lost_messages() -> None:
                 if session.execute(swap.values(enqueued_at=utcnow())).rowcount == 1:
                     uploads.append((kind, obj_id))
             session.commit()
-    for job_id in jobs:
-        logger.info("re-sending queued job %s", job_id)
-        enqueue_job(job_id)
     for kind, obj_id in uploads:
         logger.info("re-sending the validation of %s %s", kind, obj_id)
-        enqueue_validation(kind, obj_id)
+        queue.enqueue_validation(kind, obj_id)
 
 
 def resend_stalled_webhooks() -> list[str]:
@@ -130,7 +77,7 @@ def resend_stalled_webhooks() -> list[str]:
     no attempt for resend_after_s after one was due is queued again from the next attempt number. Receivers
     deduplicate by webhook-id (at-least-once delivery), and a worker skips a delivery that already arrived.
     """
-    from worker.webhooks import retry_delay, webhook_attempts
+    from worker.webhook_delivery import retry_delay, webhook_attempts
 
     settings = get_settings()
     now, wait = utcnow(), timedelta(seconds=settings.resend_after_s)
@@ -159,7 +106,7 @@ def resend_stalled_webhooks() -> list[str]:
                 due_at = last["created_at"] + timedelta(seconds=last.get("retry_in_s") or 0)
             if due_at > now - wait or next_attempt > attempts_max:
                 continue
-            add_event(
+            record_event(
                 session,
                 job_id,
                 "webhook",
@@ -172,7 +119,7 @@ def resend_stalled_webhooks() -> list[str]:
             due.append((job_id, event_type, msg_id, next_attempt))
     for job_id, event_type, msg_id, attempt in due:
         logger.warning("re-sending webhook %s of job %s (attempt %d)", event_type, job_id, attempt)
-        enqueue_webhook(job_id, event_type, msg_id, first_attempt=attempt)
+        queue.enqueue_webhook(job_id, event_type, msg_id, first_attempt=attempt)
     return [d[0] for d in due]
 
 
@@ -191,7 +138,7 @@ def apply_retention() -> int:
         ).all()
         for job_id, tenant_id in old:
             session.execute(delete(Artifact).where(Artifact.job_id == job_id))
-            add_event(session, job_id, "retention", f"files removed after {settings.retention_days} days")
+            record_event(session, job_id, "retention", f"files removed after {settings.retention_days} days")
             session.commit()
             storage.remove_tree(storage.relative(storage.job_dir(tenant_id, job_id)))
     return len(old)

@@ -32,7 +32,7 @@ def run_job(job_id: str) -> None:
 @celery.task(name=DELIVER_WEBHOOK, bind=True, max_retries=None, time_limit=300, soft_time_limit=240)
 def deliver_webhook(self, job_id: str, event_type: str, msg_id: str, first_attempt: int = 1) -> None:
     """POST a finished job's signed webhook; a failed attempt is retried with exponential backoff."""
-    from worker.webhooks import deliver, retry_delay
+    from worker.webhook_delivery import deliver, retry_delay
 
     # first_attempt > 1: the reaper re-sent a delivery whose retry was lost with its worker.
     attempt = first_attempt + self.request.retries

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
@@ -13,14 +13,14 @@ from sqlalchemy import select
 from app.db import get_sessionmaker
 from app.deps import JobDep, PolledJobDep, SessionDep, SettingsDep, TenantDep
 from app.errors import NotFound
-from app.jobs import TERMINAL, cancel_job, create_job
+from app.lifecycle import cancel_job, create_job
 from app.models import Artifact, Job, JobEvent
 from app.routes.common import MAX_CURSOR, MAX_INT, MAX_LIMIT, errors, paginate
 from app.storage import LocalStorage
+from contract import TERMINAL, JobStatus
 from contract.wire import ArtifactsPage, EventPublic, EventsPage, JobCreate, JobPublic, Page
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 @router.post(

@@ -17,11 +17,11 @@ import httpx
 from sqlalchemy import select
 
 from app.db import get_sessionmaker
-from app.jobs import add_event
+from app.lifecycle import record_event_now
 from app.models import Job, JobEvent, Tenant
-from app.schemas import JobPublic
 from app.settings import get_settings
 from app.webhooks import WebhookTargetError, check_target, signed_headers, tenant_secret
+from contract.wire import JobPublic
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ def webhook_attempts(session, job_id: str) -> list[dict]:
 
 
 def _record(job_id: str, message: str, data: dict, level: str) -> None:
-    with get_sessionmaker()() as session:
-        add_event(session, job_id, "webhook", message, data, level=level)
-        session.commit()
+    record_event_now(job_id, "webhook", message, data, level=level)
 
 
 def deliver(job_id: str, event_type: str, msg_id: str, attempt: int) -> Outcome:

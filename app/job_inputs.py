@@ -1,0 +1,133 @@
+"""The checks behind POST /v1/jobs that read the job's inputs: they exist, are ready, and fit each other."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, NotFound, Unprocessable
+from app.models import Dataset, Model, Tenant
+from app.settings import get_settings
+from app.webhooks import WebhookTargetError, check_target
+from contract import TEXT_ARCHITECTURES
+from contract.wire import JobCreate
+
+logger = logging.getLogger(__name__)
+
+TOKEN_DTYPES = ("int64", "int32")
+
+
+def ready_input(session: Session, cls: type, obj_id: str, tenant: Tenant, what: str):
+    """The tenant's upload `obj_id` once validated: 404 if not the tenant's, 409 while validating, 422 if invalid."""
+    row = session.get(cls, obj_id)
+    if row is None or row.tenant_id != tenant.id:
+        raise NotFound(f"no {what} with id {obj_id!r}", code=f"{what.replace(' ', '_')}_not_found")
+    if row.status == "validating":
+        raise Conflict(
+            f"{what} {obj_id} is still being validated; retry when its status is ready",
+            code="input_not_ready",
+        )
+    if row.status == "invalid":
+        message = (row.error or {}).get("message", "it failed validation")
+        raise Unprocessable(f"{what} {obj_id} is invalid: {message}", code="invalid_input")
+    return row
+
+
+def _shapes_fit(expected: list, actual: list) -> bool:
+    """Whether an example's shape fits a model's per-example input shape."""
+    return len(expected) == len(actual) and all(
+        not isinstance(e, int) or e <= 0 or e == a for e, a in zip(expected, actual, strict=True)
+    )
+
+
+def _check_teacher_fit(t_info: dict, d_info: dict) -> None:
+    d_input = (d_info.get("input") or {}).get("shape")
+    t_input = (t_info.get("input") or {}).get("shape")
+    # Both shapes are per example (no batch axis); a None or named axis fits any size.
+    if t_input and d_input and not _shapes_fit(t_input, d_input):
+        raise Unprocessable(
+            f"the teacher takes inputs of shape {t_input} but the dataset's examples have shape {d_input}",
+            code="input_mismatch",
+        )
+    t_classes, d_classes = t_info.get("num_classes"), d_info.get("num_classes")
+    if t_classes and d_classes and d_classes > t_classes:
+        raise Unprocessable(
+            f"the teacher outputs {t_classes} classes but the dataset has {d_classes} labels",
+            code="class_mismatch",
+        )
+
+
+def _check_eval_fit(e_info: dict, d_info: dict) -> None:
+    e_input = (e_info.get("input") or {}).get("shape")
+    d_input = (d_info.get("input") or {}).get("shape")
+    if e_input and d_input and e_input != d_input:
+        raise Unprocessable(
+            f"eval examples have shape {e_input} but training examples have {d_input}",
+            code="input_mismatch",
+        )
+    if not e_info.get("has_labels", True):
+        raise Unprocessable(
+            "the eval dataset has no labels; the report's accuracies need them", code="eval_without_labels"
+        )
+
+
+def _check_student_fit(body: JobCreate, d_info: dict) -> None:
+    arch = body.student.architecture
+    d_input = (d_info.get("input") or {}).get("shape")
+    if arch == "cnn" and d_input is not None and len(d_input) != 3:
+        raise Unprocessable(
+            f"the cnn student needs examples shaped [C, H, W]; these are {d_input}", code="invalid_student"
+        )
+    if arch in TEXT_ARCHITECTURES and d_info.get("input", {}).get("dtype", "int64") not in TOKEN_DTYPES:
+        raise Unprocessable(
+            f"the {arch} student needs token ids; this dataset holds {d_info['input']['dtype']}",
+            code="invalid_student",
+        )
+    if body.baseline and not d_info.get("has_labels", True):
+        raise Unprocessable(
+            "baseline needs labels in the training data (it trains without the teacher)",
+            code="baseline_without_labels",
+        )
+
+
+def check_fit(body: JobCreate, teacher: Model, train: Dataset, eval_: Dataset | None) -> None:
+    """Refuse jobs that can never run, from what validation recorded about the inputs."""
+    d_info = train.info or {}
+    _check_teacher_fit(teacher.info or {}, d_info)
+    if eval_ is not None:
+        _check_eval_fit(eval_.info or {}, d_info)
+    _check_student_fit(body, d_info)
+
+
+def check_student_size(student: Model) -> None:
+    """Refuse an uploaded student larger than the server's cap (built-in students are checked by the engine)."""
+    cap = get_settings().max_student_parameters
+    count = (student.info or {}).get("num_parameters")
+    if isinstance(count, int) and count > cap:
+        raise Unprocessable(
+            f"the uploaded student has {count:,} parameters, more than this server's cap of {cap:,} "
+            "(DISTILLERY_MAX_STUDENT_PARAMETERS); upload a smaller student",
+            code="limit_exceeded",
+        )
+
+
+def check_webhook(url: str) -> None:
+    """Refuse a webhook_url on a loopback, private or link-local address (unless settings allow it)."""
+    try:
+        check_target(url, get_settings().webhook_allow_private)
+    except WebhookTargetError as exc:
+        raise Unprocessable(str(exc), code="webhook_url_refused") from exc
+
+
+def job_inputs(session: Session, tenant: Tenant, body: JobCreate) -> tuple[Model, Dataset, Dataset | None]:
+    """The job's teacher, train and eval rows, each ready and the tenant's, and fitting each other."""
+    teacher = ready_input(session, Model, body.teacher_id, tenant, "teacher model")
+    train = ready_input(session, Dataset, body.train_dataset_id, tenant, "train dataset")
+    eval_ = (
+        ready_input(session, Dataset, body.eval_dataset_id, tenant, "eval dataset") if body.eval_dataset_id else None
+    )
+    if body.student.model_id:
+        check_student_size(ready_input(session, Model, body.student.model_id, tenant, "student model"))
+    check_fit(body, teacher, train, eval_)
+    return teacher, train, eval_
