@@ -11,6 +11,8 @@ FROM python:3.12-slim
 
 ARG TORCH_VARIANT=cpu
 ARG TORCH_SPEC="torch>=2.4"
+# The service's packages (FastAPI, SQLAlchemy, Celery, torch...): the base install is only the client and the CLI.
+ARG EXTRAS=server
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -32,9 +34,12 @@ COPY pyproject.toml README.md* ./
 COPY app ./app
 COPY contract ./contract
 COPY worker ./worker
+COPY distillery_client ./distillery_client
+COPY distillery_cli ./distillery_cli
+COPY htmlreport ./htmlreport
 COPY migrations ./migrations
 # Editable: app/migrate.py finds migrations/ beside the app package, which a site-packages install lacks.
-RUN pip install -e . \
+RUN pip install -e ".[${EXTRAS}]" \
     && useradd --system --create-home --uid 10001 distillery \
     && mkdir -p /data/storage \
     && chown -R distillery:distillery /data

@@ -464,7 +464,7 @@ def test_an_api_key_in_a_request_never_reaches_the_log(tmp_path, how):
     if how == "uvicorn":
         argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
     else:
-        argv = [sys.executable, "-m", "app.cli", "api", "--data-dir", str(data_dir), "--port", str(port)]
+        argv = [sys.executable, "-m", "distillery_cli", "api", "--data-dir", str(data_dir), "--port", str(port)]
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)

@@ -20,11 +20,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import app as cli_app
-from app.client import Distillery, DistilleryError, _parse_sse
-from app.report_html import fmt, render_report_html
 from contract.student_syntax import parse_student
 from contract.wire import StudentSpec
+from distillery_cli.cli import app as cli_app
+from distillery_client import Distillery, DistilleryError
+from distillery_client.sse import parse_sse
+from htmlreport import fmt, render_report_html
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,6 +167,8 @@ def test_api_errors_become_distillery_error_and_uploads_stream_with_progress(tmp
     seen = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models" and request.method == "GET":  # the key check before the upload
+            return httpx.Response(200, json={"data": [], "next_after": None})
         if request.url.path == "/v1/models":
             body = request.read()
             seen["size"] = len(body)
@@ -198,7 +201,7 @@ def test_client_reads_url_and_key_from_the_environment(monkeypatch):
 
 def test_the_client_cli_and_report_never_import_torch():
     code = (
-        "import sys, app.cli, app.cli_client, app.client, app.report_html, app.routes.report_html, app.main; "
+        "import sys, distillery_cli.cli, distillery_client, htmlreport, app.routes.reports, app.main; "
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
@@ -216,7 +219,7 @@ def test_sse_parser_skips_comments_and_keeps_ids():
         "data: {}",
         "",
     ]
-    assert list(_parse_sse(lines)) == [("progress", 7, '{"a": 1}'), ("end", None, "{}")]
+    assert list(parse_sse(lines)) == [("progress", 7, '{"a": 1}'), ("end", None, "{}")]
 
 
 # -- integration: one embedded service for the module --------------------------------------------------------
@@ -251,7 +254,7 @@ def digits_files(tmp_path_factory):
 def _cli(svc, key, *args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
     env = {**svc.env, "DISTILLERY_URL": svc.url, "DISTILLERY_API_KEY": key, "COLUMNS": "160"}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "distillery_cli", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -511,7 +514,7 @@ def test_wait_follows_the_stream_and_ctrl_c_can_cancel_the_job(svc, key, digits_
         [
             sys.executable,
             "-m",
-            "app.cli",
+            "distillery_cli",
             "run",
             "--teacher",
             str(digits_files["teacher"]),

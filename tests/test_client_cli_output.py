@@ -16,9 +16,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-import app.cli_client as cli_client
-from app.cli import app as cli_app
-from app.client import Distillery, Event
+from distillery_cli import downloads, job_commands, options, upload_commands
+from distillery_cli.cli import app as cli_app
+from distillery_cli.progress import JobProgress
+from distillery_cli.tables import report_table
+from distillery_client import Distillery, Event
 
 NOW = "2026-11-30T12:00:00Z"
 
@@ -85,6 +87,8 @@ class FakeService:
         if request.method == "POST" and path in ("/v1/models", "/v1/datasets"):
             request.read()
             return httpx.Response(201, json=self._upload(path.rsplit("/", 1)[1]))
+        if request.method == "GET" and path in ("/v1/models", "/v1/datasets"):  # the CLI's key check
+            return httpx.Response(200, json={"data": [], "next_after": None})
         parts = path.strip("/").split("/")
         if parts[:2] == ["v1", "jobs"] and len(parts) >= 3:
             job_id = parts[2]
@@ -121,11 +125,12 @@ class FakeService:
 def fake(monkeypatch):
     service = FakeService()
     monkeypatch.setattr(
-        cli_client,
-        "_client",
+        options,
+        "make_client",
         lambda url, key: Distillery("http://fake", "k", transport=httpx.MockTransport(service.handler)),
     )
-    monkeypatch.setattr(cli_client, "out", Console(width=250))
+    for module in (downloads, job_commands, upload_commands):
+        monkeypatch.setattr(module, "out", Console(width=250))
     return service
 
 
@@ -186,7 +191,7 @@ def _event(i: int, type_: str, message: str, data: dict | None) -> Event:
 def _progress_lines(events: list[Event], width: int = 80) -> list[str]:
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
-    with cli_client.JobProgress(console) as view:
+    with JobProgress(console) as view:
         for event in events:
             view(event)
     return [line for line in buffer.getvalue().splitlines() if line.strip()]
@@ -258,7 +263,7 @@ def test_models_and_datasets_list_print_a_short_summary_of_the_info(fake, monkey
         return httpx.Response(200, json={"data": [row], "has_more": False, "next_after": None})
 
     monkeypatch.setattr(
-        cli_client, "_client", lambda url, key: Distillery("http://fake", "k", transport=httpx.MockTransport(handler))
+        options, "make_client", lambda url, key: Distillery("http://fake", "k", transport=httpx.MockTransport(handler))
     )
     datasets = _invoke("datasets", "list")
     assert datasets.exit_code == 0, datasets.output
@@ -271,7 +276,7 @@ def test_models_and_datasets_list_print_a_short_summary_of_the_info(fake, monkey
 def test_ratios_print_with_one_decimal():
     report = {**REPORT, "speedup": {"batch_1": 10.5}, "teacher": {"latency_ms": {"batch_1": 2.0}}}
     buffer = io.StringIO()
-    Console(file=buffer, width=200, color_system=None).print(cli_client.report_table(report))
+    Console(file=buffer, width=200, color_system=None).print(report_table(report))
     text = buffer.getvalue()
     assert "86.6×" in text and "10.5×" in text, text
     assert "86.56" not in text and "10.50" not in text

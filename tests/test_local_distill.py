@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _distill(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "distill", *args],
+        [sys.executable, "-m", "distillery_cli", "distill", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -87,7 +87,12 @@ def test_quickstart_stops_at_once_on_a_wrong_key(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
     env.update(DISTILLERY_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
     subprocess.run(
-        [sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120
+        [sys.executable, "-m", "distillery_cli", "migrate"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     log = open(tmp_path / "api.log", "wb")  # noqa: SIM115 - closed below
     api = subprocess.Popen(

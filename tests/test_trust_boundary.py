@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.cli import worker_argv
+from distillery_cli.server_commands import worker_argv
 from tests.support import digits
 from tests.support.hostile import Linear, save_script
 from tests.support.service import Client, running_service

@@ -239,7 +239,7 @@ def test_private_targets_are_refused_without_the_setting(tmp_path):
 
     def run(*a):
         return subprocess.run(
-            [sys.executable, "-m", "app.cli", *a],
+            [sys.executable, "-m", "distillery_cli", *a],
             env=env,
             cwd=ROOT,
             capture_output=True,

@@ -9,9 +9,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from app.sniff import sniff_dataset
-from app.student_syntax import parse_student
-from contract import DEFAULT_EXPORTS, EXPORT_FORMATS, HYPERPARAMETERS_BY_NAME
+from contract import DEFAULT_EXPORTS, EXPORT_FORMATS, HYPERPARAMETERS_BY_NAME, validate_hyperparameters
+from contract.student_syntax import parse_student
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,69 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class BadConfiguration(ValueError):
+    """A configuration `distill` refuses before any heavy work; the message is one line for the user."""
+
+
+def _pydantic_text(exc: Exception) -> str:
+    """A validation error as 'architecture must be one of ...', without pydantic's wording."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    texts = []
+    for e in errors():
+        loc = ".".join(map(str, e["loc"]))
+        msg = str(e["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        texts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(texts)
+
+
+def _check_student(text: str) -> dict:
+    from pydantic import TypeAdapter
+
+    from contract.wire import StudentSpec
+
+    try:
+        spec = parse_student(text)
+        adapter = TypeAdapter(StudentSpec)
+        adapter.validate_python(spec)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise BadConfiguration(f"--student: {_pydantic_text(exc)}") from None
+    if spec.get("model_id"):
+        raise BadConfiguration("--student: a local run takes a built-in architecture, not a model_id")
+    return spec
+
+
+def _check_files(args: argparse.Namespace) -> None:
+    for flag, path in (("--teacher", args.teacher), ("--train", args.train), ("--eval", args.eval)):
+        if path is not None and not path.is_file():
+            raise BadConfiguration(f"{flag}: no file at {path}")
+    if args.tokenizer is not None and not args.tokenizer.is_file():
+        raise BadConfiguration(f"--tokenizer: no file at {args.tokenizer}")
+    if args.out.exists() and not args.out.is_dir():
+        raise BadConfiguration(f"--out: {args.out} exists and is not a folder")
+
+
+def check_configuration(args: argparse.Namespace) -> dict:
+    """The whole configuration, checked before any heavy work (no torch, no file read): the student spec and the
+    hyperparameters as the API checks them, the export formats and the files. Raises BadConfiguration."""
+    hyper = {name: getattr(args, name) for name in HYPERPARAMETERS if hasattr(args, name)}
+    try:
+        validate_hyperparameters(hyper)
+    except ValueError as exc:
+        name = getattr(exc, "name", None)
+        raise BadConfiguration(f"--{name.replace('_', '-')}: {exc}" if name else str(exc)) from None
+    export = [e.strip() for e in args.export.split(",") if e.strip()]
+    unknown = [e for e in export if e not in EXPORT_FORMATS]
+    if unknown:
+        raise BadConfiguration(f"--export: unknown format(s) {', '.join(unknown)}; known: {', '.join(EXPORT_FORMATS)}")
+    student = _check_student(args.student)
+    _check_files(args)
+    return {**hyper, "student": student, "export": export, "baseline": args.baseline}
+
+
 def _spec(path: Path, args: argparse.Namespace):
+    from app.sniff import sniff_dataset
     from worker.engine import DatasetSpec
 
     options = {
@@ -92,40 +153,18 @@ def _spec(path: Path, args: argparse.Namespace):
 
 def main(argv: list[str]) -> int:
     """Run one local distillation; returns the exit code."""
-    from app.errors import ApiError
-    from worker.engine import DistillConfig, EngineError, distill
-
     args = build_parser().parse_args(argv)
+    try:  # before the engine (and torch) is even imported: a bad configuration fails at once
+        configuration = check_configuration(args)
+    except BadConfiguration as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app.errors import ApiError
+    from worker.engine import EngineError
+
     try:
-        hyper = {name: getattr(args, name) for name in HYPERPARAMETERS if hasattr(args, name)}
-        config = DistillConfig.from_dict(
-            {
-                **hyper,
-                "student": parse_student(args.student),
-                "export": [e.strip() for e in args.export.split(",") if e.strip()],
-                "baseline": args.baseline,
-            }
-        )
-        train = _spec(args.train, args)
-        eval_ = _spec(args.eval, args) if args.eval else None
-        args.out.mkdir(parents=True, exist_ok=True)
-
-        def show(event) -> None:
-            if event.type != "progress":
-                logger.info("%s: %s", event.type, event.message)
-
-        report = distill(
-            str(args.teacher),
-            train,
-            eval_,
-            config,
-            str(args.out),
-            progress=show,
-            checkpoint_dir=str(args.out / ".checkpoints"),
-        )
-        # The checkpoints let an interrupted run resume; once it has finished, --out holds only the artifacts.
-        shutil.rmtree(args.out / ".checkpoints", ignore_errors=True)
+        report = _distill(args, configuration)
     except (EngineError, ApiError, ValueError) as exc:
         sys.stderr.write(f"error: {getattr(exc, 'message', exc)}\n")
         return 2
@@ -135,3 +174,30 @@ def main(argv: list[str]) -> int:
         f"{teacher['accuracy']}; {report['compression_ratio']:.1f}x fewer parameters; files in {args.out}\n"
     )
     return 0
+
+
+def _distill(args: argparse.Namespace, configuration: dict) -> dict:
+    """Read the data, distil, and leave only the artifacts in --out."""
+    from worker.engine import DistillConfig, distill
+
+    config = DistillConfig.from_dict(configuration)
+    train = _spec(args.train, args)
+    eval_ = _spec(args.eval, args) if args.eval else None
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def show(event) -> None:
+        if event.type != "progress":
+            logger.info("%s: %s", event.type, event.message)
+
+    report = distill(
+        str(args.teacher),
+        train,
+        eval_,
+        config,
+        str(args.out),
+        progress=show,
+        checkpoint_dir=str(args.out / ".checkpoints"),
+    )
+    # The checkpoints let an interrupted run resume; once it has finished, --out holds only the artifacts.
+    shutil.rmtree(args.out / ".checkpoints", ignore_errors=True)
+    return report

@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from distillery_cli.server_commands import configure
+from distillery_cli.server_extra import server_module
+
 webhooks_app = typer.Typer(help="Webhooks (Standard Webhooks signatures).", no_args_is_help=True)
 
 
@@ -17,17 +20,14 @@ def secret(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder (see `up`)")] = None,
 ) -> None:
     """Print the tenant's webhook signing secret (whsec_...); --rotate makes a new one first."""
-    from sqlalchemy import select
-
-    from app.cli import _configure
-    from app.db import get_sessionmaker
+    configure(data_dir, "webhooks secret")
+    sqlalchemy = server_module("sqlalchemy", "webhooks secret")
+    db, webhooks = server_module("app.db", "webhooks secret"), server_module("app.webhooks", "webhooks secret")
     from app.models import Tenant
-    from app.webhooks import rotate_secret, tenant_secret
 
-    _configure(data_dir)
-    with get_sessionmaker()() as session:
-        row = session.scalar(select(Tenant).where(Tenant.name == tenant))
+    with db.get_sessionmaker()() as session:
+        row = session.scalar(sqlalchemy.select(Tenant).where(Tenant.name == tenant))
         if row is None:
             typer.echo(f"no tenant named {tenant!r} (create one with `distillery keys create --tenant NAME`)", err=True)
             raise typer.Exit(1)
-        typer.echo(rotate_secret(session, row) if rotate else tenant_secret(session, row))
+        typer.echo(webhooks.rotate_secret(session, row) if rotate else webhooks.tenant_secret(session, row))
