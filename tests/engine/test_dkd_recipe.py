@@ -56,6 +56,6 @@ def test_dkd_paper_warmup_reaches_the_student_through_the_loop(monkeypatch, tmp_
         return real(s, t, y, temperature, alpha, dkd_alpha, dkd_beta, progress)
 
     monkeypatch.setitem(engine_losses.LOSSES, "dkd_paper", spy)
-    config = DistillConfig(epochs=2, loss="dkd_paper", export=["torchscript"])
+    config = DistillConfig(epochs=2, loss="dkd_paper", export=["torchscript"], recipe="plain")
     distill(teacher_path, train_spec, None, config, str(tmp_path))
     assert seen[0] == 0.0 and seen[-1] > 0.9 and seen == sorted(seen)

@@ -11,6 +11,7 @@ import numpy as np
 from worker.engine.config import DatasetSpec, DistillConfig
 from worker.engine.data import LoadedDataset, file_sha256, load_dataset
 from worker.engine.errors import EngineError
+from worker.engine.fit_check import probe_teacher
 from worker.engine.limits import DataLimits
 from worker.engine.teacher_outputs import check_teacher
 from worker.engine.teachers import Teacher, load_teacher
@@ -73,6 +74,7 @@ def prepare(
             )
     label_classes = [d.num_classes for d in (train, evaluation) if d is not None and d.y is not None]
     num_label_classes = max(label_classes) if label_classes else None
+    probe_teacher(teacher, train, train_spec)  # the teacher's first call: a misfit is told in the data's terms
     num_classes = check_teacher(teacher, train.x, num_label_classes)
     classes = list(train.classes or [])
     if evaluation is not None and evaluation.classes and len(evaluation.classes) > len(classes):

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
+
+from worker.engine.latency import ratios
 
 REPORT_KEYS = (
     "job_id",
@@ -30,28 +29,6 @@ REPORT_KEYS = (
     "teacher_outputs_cache",
     "history",
 )
-
-
-@torch.no_grad()
-def latency_ms(
-    run: Callable[[torch.Tensor], object], example: torch.Tensor, batch: int, warmup: int = 3, runs: int = 15
-) -> float:
-    """Median wall time in milliseconds of `run` on a batch of `batch` rows, after warmup."""
-    reps = max(1, -(-batch // len(example)))
-    x = example.repeat(reps, *([1] * (example.ndim - 1)))[:batch].contiguous()
-    for _ in range(warmup):
-        run(x)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run(x)
-        times.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(times), 4)
-
-
-def latencies(run: Callable[[torch.Tensor], object], example: torch.Tensor) -> dict:
-    """Latency at batch 1 and batch 64."""
-    return {"batch_1": latency_ms(run, example, 1), "batch_64": latency_ms(run, example, 64)}
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray | None) -> float | None:
@@ -100,12 +77,13 @@ def build_report(
         "student": student,
         "baseline": baseline,
         "compression_ratio": ratio(teacher["num_parameters"], student["num_parameters"]),
-        "speedup": {
-            k: ratio((teacher["latency_ms"] or {}).get(k), student["latency_ms"][k]) for k in ("batch_1", "batch_64")
-        },
+        # Both sides measured in the same job, on the same input, device kind and runtime (see latency.py).
+        "speedup": ratios(teacher.get("latency_ms"), student.get("latency_ms")),
         "teacher_outputs_cache": teacher_outputs_cache,
         "history": history,
     }
+    if teacher.get("latency_ms_cuda") and student.get("latency_ms_cuda"):
+        report["speedup_cuda"] = ratios(teacher["latency_ms_cuda"], student["latency_ms_cuda"])
     report.update(extra)
     return report
 
