@@ -14,6 +14,7 @@ import torch
 
 from worker.engine.config import DatasetSpec
 from worker.engine.data import DEFAULT_LABEL_COLUMN, LoadedDataset
+from worker.engine.dataset_hints import LABEL_NAMES
 from worker.engine.errors import EngineError
 from worker.engine.limits import short_list
 from worker.engine.teachers import Teacher
@@ -111,9 +112,15 @@ def _likely_fix(want: int, have: int, data: LoadedDataset, spec: DatasetSpec) ->
     columns = data.columns
     if have == want + 1 and data.y is None and columns is not None:
         label = spec.label_column or DEFAULT_LABEL_COLUMN
+        likely = next((c for c in columns if c.strip().lower() in LABEL_NAMES), None)
+        if likely is not None:
+            return (
+                f"no column is named {label!r}, so every column was read as a feature: is the label column named "
+                f"{likely!r}? pass label_column={likely!r}"
+            )
         return (
             f"no column is named {label!r}, so every column was read as a feature; is the label one of "
-            f"{short_list(columns)} (e.g. 'target')? pass label_column"
+            f"{short_list(columns)}? pass label_column"
         )
     if have > want and columns is not None:
         return f"drop the {have - want} extra column(s) (an index or id column?) from {short_list(columns)}"
