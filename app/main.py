@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from app.errors import install_handlers
 from app.logredact import install_log_redaction
+from app.openapi_links import add_links
 from app.routes import dashboard, datasets, health, jobs, metrics, models, reports, webhooks
 from contract import wire as schemas
 
@@ -54,8 +55,8 @@ def _schema_examples() -> dict[str, list]:
     return found
 
 
-def _keep_nulls_in_examples(app: FastAPI, routers: tuple[APIRouter, ...]) -> None:
-    """Publish the examples as written, nulls included.
+def _finish_openapi(app: FastAPI, routers: tuple[APIRouter, ...]) -> None:
+    """Publish the examples as written, nulls included, and the links between operations.
 
     FastAPI drops every None from the OpenAPI document, the examples' nulls too: JobPublic's example lost its
     required `eval_dataset_id`, `error` and `finished_at` and no longer validated against its own schema, and
@@ -67,6 +68,7 @@ def _keep_nulls_in_examples(app: FastAPI, routers: tuple[APIRouter, ...]) -> Non
         if app.openapi_schema is not None:
             return app.openapi_schema
         document = build()
+        add_links(document)
         components = document.get("components", {}).get("schemas", {})
         for name, examples in _schema_examples().items():
             if name in components:
@@ -101,6 +103,9 @@ def create_app() -> FastAPI:
         # ReDoc, which would stay blank offline, is left out.
         docs_url=None,
         redoc_url=None,
+        # One schema per shape, named as in contract.wire: a generated client gets `StudentSpec`, not
+        # `StudentSpec-Input` and `StudentSpec-Output` (their serialised form only drops nulls).
+        separate_input_output_schemas=False,
     )
     install_handlers(app)
     _install_docs(app)
@@ -116,7 +121,7 @@ def create_app() -> FastAPI:
     )
     for router in routers:
         app.include_router(router)
-    _keep_nulls_in_examples(app, routers)
+    _finish_openapi(app, routers)
     return app
 
 

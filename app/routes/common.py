@@ -1,9 +1,10 @@
-"""Helpers shared by the v1 routes: pagination and the declared error responses."""
+"""Helpers shared by the v1 routes: pagination, cursors and the declared responses."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Header, Query
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,43 @@ MAX_LIMIT = 100
 MAX_INT = 2**63 - 1
 # Resource ids are at most 40 characters; a longer `after` cursor cannot name one.
 MAX_CURSOR = 64
+
+# Every cursor is a string (`next_after` of any page); an event cursor is an event id, so digits only, and at
+# most 18 of them stay below MAX_INT.
+EventCursor = Annotated[
+    str, Query(pattern=r"^[0-9]{1,18}$", description="Only events with a larger id (a page's `next_after`)")
+]
+LastEventId = Annotated[
+    int | None,
+    Header(ge=0, le=MAX_INT, description="Server-sent events: resume after this event id (overrides `after`)"),
+]
+
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}}
+
+ARTIFACT_RESPONSE: dict[str, Any] = {
+    "description": "The file's bytes",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    "headers": {
+        "X-Checksum-Sha256": {
+            "description": "The file's sha256 (hex), as listed by jobs_artifacts_list",
+            "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        },
+        "Content-Disposition": {"description": "attachment; filename=<name>", "schema": {"type": "string"}},
+    },
+}
+
+EVENT_STREAM_RESPONSE: dict[str, Any] = {
+    "description": "Server-sent events: `id:` the event id, `event:` its type, `data:` the event (EventPublic) as "
+    "JSON; `: keep-alive` comments while nothing happens, and a last `event: end` once the job has ended. "
+    "Reconnect with `Last-Event-ID` to resume.",
+    "content": {
+        "text/event-stream": {
+            "schema": {"type": "string"},
+            "example": 'id: 42\nevent: metrics\ndata: {"id": 42, "type": "metrics", "level": "info", ...}\n\n'
+            "event: end\ndata: {}\n\n",
+        }
+    },
+}
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -29,7 +67,12 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         429: "Too many jobs",
         503: "Not ready",
     }
-    return {code: {"model": ErrorResponse, "description": text.get(code, "Error")} for code in (401, 422, *codes)}
+    declared: dict[int | str, dict[str, Any]] = {}
+    for code in (401, 422, *codes):
+        declared[code] = {"model": ErrorResponse, "description": text.get(code, "Error")}
+        if code == 429:
+            declared[code]["headers"] = RETRY_AFTER
+    return declared
 
 
 def paginate(session: Session, query: Select, id_column, limit: int, after: str | None) -> tuple[list, str | None]:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from sqlalchemy import select
 
 from app.db import get_sessionmaker
@@ -15,10 +14,19 @@ from app.deps import JobDep, PolledJobDep, SessionDep, SettingsDep, TenantDep
 from app.errors import NotFound
 from app.lifecycle import cancel_job, create_job
 from app.models import Artifact, Job, JobEvent
-from app.routes.common import MAX_CURSOR, MAX_INT, MAX_LIMIT, errors, paginate
+from app.routes.common import (
+    ARTIFACT_RESPONSE,
+    EVENT_STREAM_RESPONSE,
+    MAX_CURSOR,
+    MAX_LIMIT,
+    EventCursor,
+    LastEventId,
+    errors,
+    paginate,
+)
 from app.storage import LocalStorage
 from contract import TERMINAL, JobStatus
-from contract.wire import ArtifactsPage, EventPublic, EventsPage, JobCreate, JobPublic, Page
+from contract.wire import ArtifactsPage, EventPublic, EventsPage, JobCreate, JobPublic, Page, Report
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -115,39 +123,52 @@ async def _event_stream(job_id: str, after: int):
     "/{job_id}/events",
     response_model=EventsPage,
     responses=errors(404),
-    summary="A job's events (JSON, or live as server-sent events)",
+    summary="A job's events",
     operation_id="jobs_events_list",
 )
 def get_events(
     request: Request,
     job: JobDep,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0, le=MAX_INT, description="Only events with a larger id")] = 0,
+    after: EventCursor = "0",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    last_event_id: Annotated[
-        int | None,
-        Header(ge=0, le=MAX_INT, description="Server-sent events: resume after this event id (overrides `after`)"),
-    ] = None,
+    last_event_id: LastEventId = None,
 ):
-    """Events in order; with `Accept: text/event-stream` they stream live until the job ends."""
+    """Events in order, a page at a time (live: jobs_events_stream; `Accept: text/event-stream` here too)."""
     if "text/event-stream" in request.headers.get("accept", ""):
-        # Both values are bounded by the schema: a bad one answered 422 before the stream's 200.
-        start = last_event_id if last_event_id is not None else after
-        return StreamingResponse(
-            _event_stream(job.id, start),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return _stream(job.id, after, last_event_id)
     rows = list(
         session.scalars(
             select(JobEvent)
-            .where(JobEvent.job_id == job.id, JobEvent.id > after)
+            .where(JobEvent.job_id == job.id, JobEvent.id > int(after))
             .order_by(JobEvent.id)
             .limit(limit + 1)
         )
     )
-    next_after = rows[limit - 1].id if len(rows) > limit else None
+    next_after = str(rows[limit - 1].id) if len(rows) > limit else None
     return {"data": rows[:limit], "next_after": next_after}
+
+
+def _stream(job_id: str, after: str, last_event_id: int | None) -> StreamingResponse:
+    # Both values are bounded by the schema: a bad one answered 422 before the stream's 200.
+    start = last_event_id if last_event_id is not None else int(after)
+    return StreamingResponse(
+        _event_stream(job_id, start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/{job_id}/events/stream",
+    response_class=StreamingResponse,
+    responses={**errors(404), 200: EVENT_STREAM_RESPONSE},
+    summary="A job's events, live (server-sent events)",
+    operation_id="jobs_events_stream",
+)
+def stream_events(job: JobDep, after: EventCursor = "0", last_event_id: LastEventId = None) -> StreamingResponse:
+    """Every event after `after` as it happens, then an `end` event once the job has ended and all is sent."""
+    return _stream(job.id, after, last_event_id)
 
 
 @router.get(
@@ -166,13 +187,7 @@ def list_artifacts(job: JobDep, session: SessionDep) -> dict:
 @router.get(
     "/{job_id}/artifacts/{name}",
     response_class=FileResponse,
-    responses={
-        **errors(404),
-        200: {
-            "description": "The file; X-Checksum-Sha256 carries its sha256",
-            "content": {"application/octet-stream": {"example": "<binary>"}},
-        },
-    },
+    responses={**errors(404), 200: ARTIFACT_RESPONSE},
     summary="Download an artifact",
     operation_id="jobs_artifacts_get",
 )
@@ -192,47 +207,16 @@ def download_artifact(job: JobDep, name: str, session: SessionDep, settings: Set
     )
 
 
-REPORT_EXAMPLE = {
-    "job_id": "job_01a228b74cd10864fb43bff0",
-    "device": "cpu",
-    "train_seconds": 5.9,
-    "eval_examples": 360,
-    "classes": ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
-    "teacher": {
-        "accuracy": 0.9889,
-        "num_parameters": 300042,
-        "size_bytes": 1203419,
-        "latency_ms": {"batch_1": 0.08, "batch_64": 0.61},
-    },
-    "student": {
-        "accuracy": 0.9583,
-        "agreement": 0.9611,
-        "num_parameters": 2410,
-        "size_bytes": 19381,
-        "latency_ms": {"batch_1": 0.01, "batch_64": 0.02},
-    },
-    "baseline": None,
-    "compression_ratio": 124.5,
-    "speedup": {"batch_1": 8.0, "batch_64": 30.5},
-    "teacher_outputs_cache": "miss",
-    "history": [{"epoch": 1, "train_loss": 2.1, "validation_accuracy": 0.71, "validation_agreement": 0.72}],
-}
-
-
 @router.get(
     "/{job_id}/report",
     summary="The job's report",
     operation_id="jobs_report_get",
-    responses={
-        **errors(404),
-        200: {
-            "description": "The report (DESIGN.md's Report)",
-            "content": {"application/json": {"example": REPORT_EXAMPLE}},
-        },
-    },
+    response_model=Report,
+    responses=errors(404),
 )
-def get_report(job: JobDep) -> dict:
+def get_report(job: JobDep) -> JSONResponse:
     """The report of a finished job; 404 until there is one."""
     if not job.report:
         raise NotFound(f"job {job.id} has no report yet (status {job.status})", code="report_not_ready")
-    return json.loads(json.dumps(job.report))
+    # The stored report as it is, the same bytes every time (the CLI saves them as report.json).
+    return JSONResponse(job.report)

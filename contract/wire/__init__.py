@@ -1,0 +1,75 @@
+"""Wire shapes of the v1 API (DESIGN.md, "Wire contract"): what the server sends and the client SDK reads.
+
+common    error envelope, pages, timestamps, health, webhook secret
+students  StudentSpec, one variant per built-in architecture (from contract.students' table)
+jobs      JobCreate, Hyperparameters, JobPublic
+uploads   ModelPublic, DatasetPublic
+events    EventPublic, ArtifactPublic and their pages
+report    Report
+"""
+
+from contract.wire.common import (
+    ErrorDetail,
+    ErrorResponse,
+    Health,
+    OutModel,
+    Page,
+    Timestamp,
+    WebhookSecret,
+    webhook_url_problem,
+)
+from contract.wire.events import ArtifactPublic, ArtifactsPage, EventPublic, EventsPage
+from contract.wire.jobs import (
+    Hyperparameters,
+    JobCreate,
+    JobPublic,
+    Metrics,
+    Progress,
+    ResolvedHyperparameters,
+)
+from contract.wire.report import (
+    REPORT_EXAMPLE,
+    BaselineScores,
+    HistoryEpoch,
+    Latency,
+    Report,
+    StudentScores,
+    TeacherScores,
+)
+from contract.wire.students import STUDENT_VARIANTS, StudentSpec, UploadedStudent, default_student
+from contract.wire.uploads import DatasetPublic, ModelPublic, UploadPublic
+
+__all__ = [
+    "REPORT_EXAMPLE",
+    "STUDENT_VARIANTS",
+    "ArtifactPublic",
+    "ArtifactsPage",
+    "BaselineScores",
+    "DatasetPublic",
+    "ErrorDetail",
+    "ErrorResponse",
+    "EventPublic",
+    "EventsPage",
+    "Health",
+    "HistoryEpoch",
+    "Hyperparameters",
+    "JobCreate",
+    "JobPublic",
+    "Latency",
+    "Metrics",
+    "ModelPublic",
+    "OutModel",
+    "Page",
+    "Progress",
+    "Report",
+    "ResolvedHyperparameters",
+    "StudentScores",
+    "StudentSpec",
+    "TeacherScores",
+    "Timestamp",
+    "UploadPublic",
+    "UploadedStudent",
+    "WebhookSecret",
+    "default_student",
+    "webhook_url_problem",
+]
