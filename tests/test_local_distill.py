@@ -64,3 +64,24 @@ def test_local_distill_reports_bad_input_without_a_traceback(tmp_path):
     done = _distill("--teacher", str(train), "--train", str(train), "--out", str(tmp_path / "o"), cwd=tmp_path)
     assert done.returncode == 2
     assert "\nerror: " in done.stderr and "TorchScript" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_local_distill_checks_the_student_spec_before_any_heavy_work(tmp_path):
+    """A bad student fails at once, with one line and exit 2: no teacher read, no teacher outputs, no training."""
+    x_train, y_train, _, _ = digits_arrays()
+    teacher = train_digits_teacher(tmp_path)
+    train = write_npz(tmp_path / "train.npz", x_train, y_train)
+    out = tmp_path / "o"
+    done = _distill(
+        "--teacher", str(teacher), "--train", str(train), "--student", "mlp:widths=[3]", "--out", str(out), cwd=tmp_path
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        "error: --student: unknown parameter(s) ['widths'] for mlp; allowed: ['dropout', 'hidden_sizes']"
+    ]
+    assert not out.exists()  # nothing was started: the run would have made --out first
+    bad_export = _distill(
+        "--teacher", str(teacher), "--train", str(train), "--export", "onnx,zip", "--out", str(out), cwd=tmp_path
+    )
+    assert bad_export.returncode == 2 and bad_export.stderr.startswith("error: --export: unknown format(s) zip")
+    assert not out.exists()
