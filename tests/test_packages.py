@@ -169,3 +169,32 @@ def test_the_sdk_checks_the_key_before_streaming_an_upload(svc, tmp_path):
         api.upload_model(teacher, progress=lambda done, total: sent.append(done))
     assert info.value.status == 401 and info.value.message == "invalid or revoked API key"
     assert sent == [] and _posted_uploads(svc) == before
+
+
+@pytest.mark.integration
+def test_run_says_it_reuses_an_upload_the_service_already_holds(svc, tmp_path):
+    from tests.support.digits import digits_arrays, train_digits_teacher, write_npz
+    from tests.support.service import Client
+
+    x_train, y_train, _, _ = digits_arrays()
+    teacher = train_digits_teacher(tmp_path)
+    train = write_npz(tmp_path / "train.npz", x_train[:200], y_train[:200])
+    key = svc.new_key("reuse")
+    client = Client(svc.url, key)
+    model_id = client.ready_upload("models", teacher)["id"]
+    dataset_id = client.ready_upload("datasets", train)["id"]
+    env = {**svc.env, "DISTILLERY_URL": svc.url, "DISTILLERY_API_KEY": key, "COLUMNS": "160"}
+    done = subprocess.run(
+        [sys.executable, "-m", "distillery_cli", "run", "--teacher", str(teacher), "--train", str(train)]
+        + ["--epochs", "1", "--export", "safetensors", "--out", str(tmp_path / "out")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr + svc.log_tail()
+    text = " ".join(done.stderr.split())
+    assert f"reusing model {model_id} (same sha256)" in text, text
+    assert f"reusing dataset {dataset_id} (same sha256)" in text, text
+    assert len(client.http.get("/v1/models").json()["data"]) == 1  # nothing was stored twice
