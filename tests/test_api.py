@@ -196,8 +196,10 @@ def test_created_objects_and_lists_match_the_contract(alice, done_job, files):
     assert all(set(a) == {"name", "format", "size_bytes", "sha256"} for a in arts["data"])
 
 
-def test_pagination_walks_newest_first(alice, files):
-    ids = [alice.upload("datasets", files["eval"]).json()["id"] for _ in range(3)]
+def test_pagination_walks_newest_first(alice, tmp_path):
+    # Three different files: the same bytes again would answer with the same dataset (content-addressed).
+    paths = [write_npz(tmp_path / f"page{i}.npz", np.full((4, 2), i, dtype=np.float32), None) for i in range(3)]
+    ids = [alice.upload("datasets", path).json()["id"] for path in paths]
     page1 = alice.http.get("/v1/datasets", params={"limit": 2}).json()
     assert [d["id"] for d in page1["data"]] == ids[::-1][:2]
     page2 = alice.http.get("/v1/datasets", params={"limit": 2, "after": page1["next_after"]}).json()
@@ -329,8 +331,9 @@ def test_a_model_used_by_a_live_job_cannot_be_deleted(alice, done_job):
     assert alice.wait_job(job_id)["status"] == "cancelled"
 
 
-def test_upload_then_delete_removes_the_row_and_the_file(alice, svc, files):
-    ds = alice.ready_upload("datasets", files["eval"])
+def test_upload_then_delete_removes_the_row_and_the_file(alice, svc, tmp_path):
+    # Bytes of its own: files["eval"] again would be the dataset of done_job (uploads are content-addressed).
+    ds = alice.ready_upload("datasets", write_npz(tmp_path / "deleted.npz", np.ones((4, 3), np.float32), None))
     stored = list((svc.data_dir / "storage").rglob(f"{ds['id']}/*"))
     assert stored, "the upload should be on disk"
     assert alice.http.delete(f"/v1/datasets/{ds['id']}").status_code == 204
