@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Header, Query
+from pydantic import AfterValidator
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
@@ -17,10 +18,18 @@ MAX_INT = 2**63 - 1
 # Resource ids are at most 40 characters; a longer `after` cursor cannot name one.
 MAX_CURSOR = 64
 
-# Every cursor is a string (`next_after` of any page); an event cursor is an event id, so digits only, and at
-# most 18 of them stay below MAX_INT.
+
+def _event_id_in_range(cursor: str) -> str:
+    if int(cursor) > MAX_INT:
+        raise ValueError(f"must be at most {MAX_INT}")
+    return cursor
+
+
+# Every cursor is a string (`next_after` of any page); an event cursor is an event id: digits, at most MAX_INT.
 EventCursor = Annotated[
-    str, Query(pattern=r"^[0-9]{1,18}$", description="Only events with a larger id (a page's `next_after`)")
+    str,
+    Query(pattern=r"^[0-9]{1,19}$", description="Only events with a larger id (a page's `next_after`)"),
+    AfterValidator(_event_id_in_range),
 ]
 LastEventId = Annotated[
     int | None,
