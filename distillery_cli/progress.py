@@ -97,8 +97,9 @@ class JobProgress:
         if isinstance(data.get("epoch"), int) and self.epochs is not None:  # the epoch that just ended
             self.epoch = max(self.epoch or 0, min(data["epoch"], self.epochs))
         self.loss = data.get("train_loss", self.loss)
-        self.agreement = data.get("eval_agreement", self.agreement)
-        self.accuracy = data.get("eval_accuracy", self.accuracy)
+        # validation_*: the validation slice's numbers (named eval_* by older services)
+        self.agreement = data.get("validation_agreement", data.get("eval_agreement", self.agreement))
+        self.accuracy = data.get("validation_accuracy", data.get("eval_accuracy", self.accuracy))
 
     def _on_status(self, event: Event) -> None:
         self.phase = (event.data or {}).get("status") or self.phase

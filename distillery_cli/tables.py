@@ -7,7 +7,7 @@ import json
 from rich.markup import escape
 from rich.table import Table
 
-from distillery_cli.output import human_bytes, num, ratio
+from distillery_cli.output import dump, human_bytes, num, ratio
 from distillery_client import Event, Job
 
 
@@ -46,6 +46,11 @@ def report_table(report: dict) -> Table:
     return table
 
 
+def _either(values: dict, name: str, old_name: str):
+    """A metric under its name, or under the name it had before (eval_* meant the validation slice)."""
+    return values.get(name, values.get(old_name))
+
+
 def jobs_table(jobs: list[Job]) -> Table:
     """One row per job: id, status, phase, progress, student, accuracy, agreement, created."""
     table = Table()
@@ -53,15 +58,17 @@ def jobs_table(jobs: list[Job]) -> Table:
         table.add_column(name, justify="right" if name in ("progress", "accuracy", "agreement") else "left")
     for job in jobs:
         fraction = job.progress.fraction
-        arch = job.student.get("architecture") or job.student.get("model_id") or ""
+        spec = dump(job.student) or {}  # a dict, or the contract's StudentSpec model
+        arch = spec.get("architecture") or spec.get("model_id") or ""
+        metrics = dump(job.metrics) or {}
         table.add_row(
             job.id,
             job.status,
             job.phase or "",
             "" if fraction is None else f"{fraction:.0%}",
             arch,
-            num(job.metrics.eval_accuracy),
-            num(job.metrics.eval_agreement),
+            num(_either(metrics, "validation_accuracy", "eval_accuracy")),
+            num(_either(metrics, "validation_agreement", "eval_agreement")),
             f"{job.created_at:%Y-%m-%d %H:%M:%S}",
         )
     return table

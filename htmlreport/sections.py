@@ -100,6 +100,8 @@ def _history_table(history: list[dict]) -> str:
 
 
 def _points(rows: list[dict], key: str) -> list[tuple[float, float]]:
+    if key.startswith("validation_") and not any(key in r for r in rows):
+        key = "eval_" + key.removeprefix("validation_")  # reports written before the rename
     return [(r["epoch"], r[key]) for r in rows if r.get("epoch") is not None and r.get(key) is not None]
 
 
@@ -113,12 +115,12 @@ def curves(report: dict) -> str:
         loss_series.append(("baseline train loss", BASELINE, _points(baseline_history, "train_loss")))
     loss = line_chart("Training loss per epoch", loss_series, y_label="loss")
     acc_series = [
-        ("student accuracy", STUDENT, _points(history, "eval_accuracy")),
-        ("student agreement", AGREEMENT, _points(history, "eval_agreement")),
+        ("student accuracy", STUDENT, _points(history, "validation_accuracy")),
+        ("student agreement", AGREEMENT, _points(history, "validation_agreement")),
     ]
     hlines = [("teacher accuracy (eval split)", TEACHER, teacher.get("accuracy"))]
     if baseline_history:
-        acc_series.append(("baseline accuracy", BASELINE, _points(baseline_history, "eval_accuracy")))
+        acc_series.append(("baseline accuracy", BASELINE, _points(baseline_history, "validation_accuracy")))
     elif baseline and baseline.get("accuracy") is not None:
         hlines.append(("baseline accuracy (eval split)", BASELINE, baseline.get("accuracy")))
     acc = line_chart("Validation accuracy and agreement per epoch", acc_series, hlines, y_label="fraction")

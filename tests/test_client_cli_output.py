@@ -39,7 +39,7 @@ def _job(job_id: str, status: str, error: dict | None = None) -> dict:
         "export": ["safetensors"],
         "baseline": False,
         "progress": {"epoch": 20, "epochs": 20, "step": 100, "total_steps": 100, "fraction": 1.0},
-        "metrics": {"train_loss": 0.1, "eval_accuracy": 0.9, "eval_agreement": 0.95},
+        "metrics": {"train_loss": 0.1, "validation_accuracy": 0.9, "validation_agreement": 0.95},
         "error": error,
         "created_at": NOW,
         "started_at": NOW,
@@ -210,7 +210,7 @@ def _training(epochs: int, upto: int) -> list[Event]:
                 len(events) + 1,
                 "metrics",
                 "m",
-                {"epoch": epoch, "train_loss": 0.123456, "eval_accuracy": 0.9, "eval_agreement": 0.95},
+                {"epoch": epoch, "train_loss": 0.123456, "validation_accuracy": 0.9, "validation_agreement": 0.95},
             )
         )
     return events
@@ -228,7 +228,7 @@ def test_the_progress_line_keeps_percent_and_eta_at_80_columns():
 def test_the_last_progress_line_of_a_20_epoch_job_reads_20_of_20():
     # Progress events are throttled: the last one the CLI sees is epoch 19's, then the metrics and the end.
     events = _training(20, 19)
-    events.append(_event(99, "metrics", "m", {"epoch": 20, "train_loss": 0.1, "eval_agreement": 0.96}))
+    events.append(_event(99, "metrics", "m", {"epoch": 20, "train_loss": 0.1, "validation_agreement": 0.96}))
     events.append(_event(100, "status", "job succeeded", {"status": "succeeded"}))
     last = _progress_lines(events)[-1]
     assert "epoch 20/20" in last and "100%" in last, last
