@@ -117,3 +117,14 @@ def test_refusal_hints_say_nothing_when_nothing_looks_like_labels(tmp_path):
     rows = [[i * 0.5, i * 0.25] for i in range(30)]
     sample = sample_table(str(_write_table(tmp_path / "f.csv", ["a", "b"], rows)), "csv")
     assert refusal_hints(sample, None, None) == []
+
+
+def test_the_sample_stops_at_a_line_too_long_to_read(tmp_path, monkeypatch):
+    """A refused file may be one enormous line: the description reads a bounded amount, never the whole line."""
+    import worker.engine.columns as columns
+
+    monkeypatch.setattr(columns, "MAX_LINE_CHARS", 64)
+    path = tmp_path / "long.jsonl"
+    path.write_text('{"text": "short", "label": 1}\n' + '{"text": "' + "x" * 1000 + '", "label": 0}\n')
+    sample = sample_table(str(path), "jsonl")
+    assert sample.rows == 1 and [c.name for c in sample.columns] == ["text", "label"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,9 @@ MAX_SAMPLE_ROWS = 10_000
 SAMPLE_CELLS = 2_000_000  # rows x columns read at most: a wide table is sampled on fewer rows
 MAX_DISTINCT = 1000  # distinct values counted per column; past it the count is reported as null (many)
 MAX_LISTED_COLUMNS = 1000  # as many as the info's `columns` lists
+# One cell or line read at most: the sample also runs on a refused file, whose one line may be the whole file.
+MAX_CELL_CHARS = 1 << 20
+MAX_LINE_CHARS = 1 << 22
 TABLE_FORMATS = ("csv", "jsonl", "parquet")
 
 
@@ -129,8 +131,8 @@ def _rows_for(width: int, max_rows: int) -> int:
 
 
 def _sample_csv(path: str, max_rows: int) -> TableSample:
-    # Text cells may be long; csv's limit is process-wide, so it is put back after.
-    previous = csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    # Text cells may be longer than csv's default limit; the limit is process-wide, so it is put back after.
+    previous = csv.field_size_limit(MAX_CELL_CHARS)
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
             reader = csv.reader(f)
@@ -154,9 +156,10 @@ def _sample_jsonl(path: str, max_rows: int) -> TableSample:
     columns: dict[str, ColumnSummary] = {}
     rows = 0
     with open(path, encoding="utf-8-sig", errors="replace") as f:
-        for line in f:
-            if rows >= _rows_for(len(columns), max_rows):
-                break
+        while rows < _rows_for(len(columns), max_rows):
+            line = f.readline(MAX_LINE_CHARS)
+            if not line or (len(line) == MAX_LINE_CHARS and not line.endswith("\n")):
+                break  # the end, or a line too long to sample: what was read so far is the sample
             if not line.strip():
                 continue
             try:
