@@ -18,6 +18,7 @@ from contract.bounds import Bounds, as_integer, as_number
 from contract.losses import LOSSES
 
 UNIT = Bounds(0, 1)
+RECIPES: tuple[str, ...] = ("auto", "plain")
 
 
 class InvalidHyperparameters(ValueError):
@@ -162,6 +163,16 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     ),
     Hyperparameter(
         "compile", bool, False, "torch.compile the student (training continues uncompiled if compiling fails)"
+    ),
+    Hyperparameter(
+        "recipe",
+        str,
+        "auto",
+        "auto: augmentation fitting the data, a schedule long enough, temperature, alpha and learning rate chosen "
+        "by a small search on the validation slice, and the no-teacher baseline trained on the same budget (a "
+        "setting given a value other than its plain default is kept); plain: the values given and the plain "
+        "defaults, exactly",
+        choices=RECIPES,
     ),
 )
 HYPERPARAMETERS_BY_NAME = {p.name: p for p in HYPERPARAMETERS}

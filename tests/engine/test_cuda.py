@@ -20,6 +20,7 @@ SMALL_STUDENT = {"architecture": "mlp", "hidden_sizes": [32]}
 
 def config(**overrides) -> DistillConfig:
     settings = {
+        "recipe": "plain",
         "student": SMALL_STUDENT,
         "epochs": 30,
         "learning_rate": 0.005,

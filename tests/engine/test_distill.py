@@ -20,7 +20,14 @@ ALL_EXPORTS = ["torchscript", "safetensors", "onnx", "pt2", "int8"]
 
 
 def config(**overrides) -> DistillConfig:
-    settings = {"student": SMALL_STUDENT, "epochs": 30, "learning_rate": 0.005, "batch_size": 64, **overrides}
+    settings = {
+        "recipe": "plain",
+        "student": SMALL_STUDENT,
+        "epochs": 30,
+        "learning_rate": 0.005,
+        "batch_size": 64,
+        **overrides,
+    }
     return DistillConfig.from_dict(settings)
 
 
@@ -142,7 +149,9 @@ def test_unlabeled_training_data_still_distils_well(tmp_path, teacher_path, data
     assert report["baseline"] is None
     warnings = [e.message for e in events if e.type == "warning"]
     assert any("no labels" in w for w in warnings) and any("baseline" in w for w in warnings)
-    assert report["history"][0]["validation_accuracy"] is None and report["history"][0]["validation_agreement"] is not None
+    assert (
+        report["history"][0]["validation_accuracy"] is None and report["history"][0]["validation_agreement"] is not None
+    )
 
 
 def test_onnx_teacher_distils_and_holds_out_eval_from_train(tmp_path, train_spec):

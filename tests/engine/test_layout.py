@@ -33,7 +33,7 @@ def test_training_runs_nhwc_and_hands_back_contiguous_weights():
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 3, 8, 8, generator=gen), torch.randint(0, 5, (64,), generator=gen)
     split = Split(x, y, torch.randn(64, 5, generator=gen))
-    config = DistillConfig.from_dict({"epochs": 1, "batch_size": 16, "device": "cpu"})
+    config = DistillConfig.from_dict({"epochs": 1, "batch_size": 16, "device": "cpu", "recipe": "plain"})
     train_student(model, split, split, config, alpha=0.5, num_classes=5, device="cpu")
     assert seen and all(seen[:4]), seen  # every training step's batch and weights were NHWC
     assert all(p.is_contiguous() for p in model.parameters())

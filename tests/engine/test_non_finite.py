@@ -100,6 +100,7 @@ def test_a_teacher_returning_nan_on_augmented_batches_fails_the_job(tmp_path, te
     spec = DatasetSpec(str(digits.write_npz(tmp_path / "train.npz", x[:300], y[:300])), "npz")
     config = DistillConfig.from_dict(
         {
+            "recipe": "plain",
             "student": {"architecture": "mlp", "hidden_sizes": [16]},
             "epochs": 2,
             "batch_size": 32,

@@ -31,7 +31,12 @@ def test_pt2_teacher_gives_the_modules_logits_at_any_batch_size(tmp_path, dynami
 
 def test_pt2_teacher_distils_with_its_accuracy_in_the_report(tmp_path, train_spec, test_spec):
     config = DistillConfig.from_dict(
-        {"student": {"architecture": "mlp", "hidden_sizes": [32]}, "epochs": 8, "learning_rate": 0.005}
+        {
+            "student": {"architecture": "mlp", "hidden_sizes": [32]},
+            "epochs": 8,
+            "learning_rate": 0.005,
+            "recipe": "plain",
+        }
     )
     path = digits.export_teacher_pt2(tmp_path)
     report = distill(str(path), train_spec, test_spec, config, str(tmp_path / "out"))

@@ -23,6 +23,7 @@ def small_spec(tmp_path_factory):
 def make_config(augment: bool) -> DistillConfig:
     return DistillConfig.from_dict(
         {
+            "recipe": "plain",
             "student": {
                 "architecture": "mlp",
                 "hidden_sizes": [16],
@@ -121,6 +122,7 @@ def test_cnn_student_trained_channels_last_resumes_bitwise(tmp_path, teacher_pat
     spec = DatasetSpec(str(digits.write_npz(tmp_path / "img.npz", x[:ROWS].reshape(-1, 1, 8, 8), y[:ROWS])), "npz")
     config = DistillConfig.from_dict(
         {
+            "recipe": "plain",
             "student": {"architecture": "cnn", "channels": [8, 16]},
             "epochs": 4,
             "batch_size": 32,

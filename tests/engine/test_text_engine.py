@@ -96,6 +96,7 @@ def spec(path, tokenizer, **kw) -> DatasetSpec:
 
 def text_config(**overrides) -> DistillConfig:
     settings = {
+        "recipe": "plain",
         "student": {"architecture": "lstm", "embedding_dim": 8, "hidden_dim": 8},
         "epochs": 2,
         "batch_size": 16,

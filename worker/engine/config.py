@@ -71,6 +71,7 @@ class DistillConfig:
     grad_clip: float = DEFAULTS["grad_clip"]
     augmentation: dict | None = DEFAULTS["augmentation"]
     compile: bool = DEFAULTS["compile"]
+    recipe: str = DEFAULTS["recipe"]
     export: list[str] = field(default_factory=lambda: list(DEFAULT_EXPORTS))
     baseline: bool = False
     device: str | None = None

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from worker.engine.augmented_cache import AugmentedOutputs
 from worker.engine.config import DatasetSpec, DistillConfig, ProgressEvent
 from worker.engine.errors import EngineError
 from worker.engine.evaluate import evaluate_and_export
 from worker.engine.limits import DataLimits
-from worker.engine.loop import Split, train_student
+from worker.engine.loop import Split
 from worker.engine.prepare import Prepared, prepare
+from worker.engine.recipe import plan_recipe
 from worker.engine.report import build_report, write_report
 from worker.engine.students import build_student
 from worker.engine.teacher_outputs import cache_key, compute_teacher_outputs, preprocessing, teacher_outputs
+from worker.engine.training_runs import RunInputs, student_factory, train_runs
 
 logger = logging.getLogger(__name__)
 
@@ -120,63 +123,52 @@ def _distill(
             )
         )
 
+    plan = plan_recipe(config, prep.train.x, len(prep.train_index), labeled)
+    config = plan.config
+    if plan.name == "auto":
+        emit(ProgressEvent("info", "auto recipe: " + "; ".join(plan.reasons.values()), plan.section()))
+
     emit(ProgressEvent("phase", "computing teacher outputs", {"phase": "teacher_outputs"}))
-    all_logits, cache_status = _train_teacher_logits(prep, train_spec, config, teacher_cache_dir, emit)
+    online_only = config.augmenting and plan.name == "plain"
+    all_logits, cache_status = _train_teacher_logits(prep, train_spec, online_only, teacher_cache_dir, emit)
     eval_x, eval_y, eval_logits = _eval_split(prep, eval_spec, all_logits, teacher_cache_dir)
 
     emit(ProgressEvent("phase", "training the student", {"phase": "training"}))
     train_split, val_split = _train_val_splits(prep, all_logits, device)
+    val_split = Split(torch.from_numpy(eval_x), None if eval_y is None else torch.from_numpy(eval_y), eval_logits)
     input_shape, input_dtype = prep.train.input_shape, str(prep.train.x.dtype)
 
-    def new_student():
-        torch.manual_seed(config.seed)  # the baseline starts from the very same initial weights
-        student = build_student(
-            config.student, input_shape, input_dtype, prep.num_classes, prep.vocab_size, prep.pad_id
-        )
-        return student.to(device)
+    def build():
+        return build_student(config.student, input_shape, input_dtype, prep.num_classes, prep.vocab_size, prep.pad_id)
 
-    student = new_student()
-    _check_student(student, train_split.x[:2].to(device), prep.num_classes, max_student_parameters)
-    started = time.monotonic()
-    result = train_student(
-        student,
+    # Every run starts from the very same initial weights: trials, the student and the baseline.
+    new_student = student_factory(build, config.seed, device)
+    _check_student(new_student(), train_split.x[:2].to(device), prep.num_classes, max_student_parameters)
+    augmented = None
+    if plan.name == "auto" and config.augmenting:
+        key = _augmented_key(prep, train_spec, config)
+        augmented = AugmentedOutputs(prep.teacher, prep.num_classes, key, teacher_cache_dir)
+    inputs = RunInputs(
         train_split,
         val_split,
-        config,
-        alpha=config.alpha if labeled else 1.0,
-        num_classes=prep.num_classes,
-        device=device,
-        teacher=prep.teacher,
-        progress=emit,
-        should_stop=should_stop,
-        checkpoint_dir=checkpoint_dir,
-        pad_id=prep.pad_id,
-        mask_id=prep.mask_id,
+        new_student,
+        labeled,
+        prep.num_classes,
+        device,
+        prep.teacher,
+        augmented,
+        prep.pad_id,
+        prep.mask_id,
+        should_stop,
     )
-    train_seconds = time.monotonic() - started
-
-    baseline_model = None
-    if config.baseline and not labeled:
-        emit(ProgressEvent("warning", "baseline needs labels and the training data has none; skipped", {}))
-    elif config.baseline:
-        emit(ProgressEvent("info", "training the baseline: same student, labels only (alpha = 0)", {}))
-        baseline_model = new_student()
-        train_student(
-            baseline_model,
-            train_split,
-            val_split,
-            config,
-            alpha=0.0,
-            num_classes=prep.num_classes,
-            device=device,
-            teacher=prep.teacher,
-            progress=emit,
-            should_stop=should_stop,
-            checkpoint_dir=os.path.join(checkpoint_dir, "baseline") if checkpoint_dir else None,
-            report_progress=False,
-            pad_id=prep.pad_id,
-            mask_id=prep.mask_id,
-        )
+    runs = train_runs(inputs, plan, emit, checkpoint_dir)
+    config, student, result, baseline_model, train_seconds = (
+        runs.config,
+        runs.student,
+        runs.result,
+        runs.baseline,
+        runs.train_seconds,
+    )
 
     sections = evaluate_and_export(
         prep,
@@ -201,15 +193,15 @@ def _distill(
         baseline=sections["baseline"],
         teacher_outputs_cache=cache_status,
         history=result.history,
-        extra={"best_epoch": result.best_epoch, "loss": config.loss, **sections["extra"]},
+        extra={"best_epoch": result.best_epoch, "loss": config.loss, "recipe": runs.recipe, **sections["extra"]},
     )
     write_report(out_dir, report)
     return report
 
 
-def _train_teacher_logits(prep, spec, config, cache_dir, emit) -> tuple[torch.Tensor, str | None]:
-    """Teacher logits for every train row, or (when augmenting) only for the held-out rows."""
-    if config.augmenting:
+def _train_teacher_logits(prep, spec, online_only, cache_dir, emit) -> tuple[torch.Tensor, str | None]:
+    """Teacher logits for every train row, or (plain recipe, augmenting) only for the held-out rows."""
+    if online_only:
         emit(
             ProgressEvent(
                 "info",
@@ -237,6 +229,19 @@ def _cache_key(prep: Prepared, spec: DatasetSpec, dataset_sha256: str) -> str:
     # Every split is read into the training rows' shape and dtype.
     read_as = preprocessing(spec, prep.train.input_shape, str(prep.train.x.dtype))
     return cache_key(prep.teacher_sha256, dataset_sha256, read_as)
+
+
+def _augmented_key(prep: Prepared, spec: DatasetSpec, config) -> dict:
+    """What decides the augmented batches and the teacher's outputs on them (the epoch is added per epoch)."""
+    return {
+        "clean": _cache_key(prep, spec, prep.train_sha256),
+        "train_rows": hashlib.sha256(prep.train_index.astype(np.int64).tobytes()).hexdigest(),
+        "augmentation": config.augmentation,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "pad_id": prep.pad_id,
+        "mask_id": prep.mask_id,
+    }
 
 
 def _train_val_splits(prep: Prepared, logits: torch.Tensor, device: str) -> tuple[Split, Split]:

@@ -1,0 +1,165 @@
+"""The training phase of a job: the recipe's search, the student and the baseline, with what each cost."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from worker.engine.augmented_cache import AugmentedOutputs
+from worker.engine.config import DistillConfig, ProgressEvent
+from worker.engine.loop import Split, TrainResult, train_student
+from worker.engine.recipe import RecipePlan
+from worker.engine.search import search_temperature_alpha
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runs:
+    """What the training phase produced."""
+
+    student: nn.Module
+    result: TrainResult
+    baseline: nn.Module | None
+    config: DistillConfig  # the configuration the student was trained with (the search's choice included)
+    train_seconds: float
+    recipe: dict  # the report's `recipe` section
+
+
+@dataclass
+class RunInputs:
+    """Everything every run of one job shares."""
+
+    train: Split
+    val: Split
+    new_student: Callable[[], nn.Module]
+    labeled: bool
+    num_classes: int
+    device: str
+    teacher: Callable
+    augmented: AugmentedOutputs | None
+    pad_id: int | None
+    mask_id: int | None
+    should_stop: Callable[[], bool] | None
+
+
+def train_runs(inputs: RunInputs, plan: RecipePlan, emit, checkpoint_dir: str | None) -> Runs:
+    """Search (auto recipe), then train the student and (when asked or auto) the baseline."""
+    seconds: dict[str, float] = {}
+    config, trials = plan.config, []
+    started = time.monotonic()
+    if plan.search:
+        config, trials = _search(inputs, plan, emit, checkpoint_dir)
+    seconds["search"] = time.monotonic() - started
+
+    started = time.monotonic()
+    student = inputs.new_student()
+    alpha = config.alpha if inputs.labeled else 1.0
+    result = _train(inputs, student, config, alpha, emit, checkpoint_dir, report_progress=True)
+    seconds["student"] = time.monotonic() - started
+
+    baseline = None
+    started = time.monotonic()
+    if plan.baseline and not inputs.labeled:
+        emit(ProgressEvent("warning", "baseline needs labels and the training data has none; skipped", {}))
+    elif plan.baseline:
+        emit(ProgressEvent("info", "training the baseline: same student, labels only (alpha = 0)", {}))
+        baseline = inputs.new_student()
+        where = os.path.join(checkpoint_dir, "baseline") if checkpoint_dir else None
+        _train(inputs, baseline, config, 0.0, emit, where, report_progress=False)
+    seconds["baseline"] = time.monotonic() - started
+    section = _section(plan, config, trials, seconds, inputs.augmented)
+    return Runs(student, result, baseline, config, seconds["student"], section)
+
+
+def _train(inputs: RunInputs, model, config, alpha, progress, checkpoint_dir, report_progress) -> TrainResult:
+    return train_student(
+        model,
+        inputs.train,
+        inputs.val,
+        config,
+        alpha=alpha,
+        num_classes=inputs.num_classes,
+        device=inputs.device,
+        teacher=inputs.teacher,
+        progress=progress,
+        should_stop=inputs.should_stop,
+        checkpoint_dir=checkpoint_dir,
+        report_progress=report_progress,
+        pad_id=inputs.pad_id,
+        mask_id=inputs.mask_id,
+        augmented=inputs.augmented,
+    )
+
+
+def _search(inputs: RunInputs, plan: RecipePlan, emit, checkpoint_dir: str | None) -> tuple[DistillConfig, list]:
+    """The search's choice; a resumed job reads the choice it saved instead of searching again."""
+    saved = _read_choice(checkpoint_dir, plan)
+    if saved is not None:
+        emit(ProgressEvent("info", "resuming: the recipe's search already chose its values", saved["chosen"]))
+        return dataclasses.replace(plan.config, **saved["chosen"]), saved["trials"]
+    emit(ProgressEvent("info", f"recipe search: {plan.trials} trials of {plan.trial_epochs} epochs", {}))
+
+    def train_trial(config: DistillConfig, progress) -> None:
+        alpha = config.alpha if inputs.labeled else 1.0
+        _train(inputs, inputs.new_student(), config, alpha, progress, None, report_progress=True)
+
+    config, trials = search_temperature_alpha(
+        train_trial, plan.config, plan.search, plan.trials, plan.trial_epochs, emit
+    )
+    _write_choice(checkpoint_dir, plan, {k: getattr(config, k) for k in plan.search}, trials)
+    return config, trials
+
+
+def _choice_path(checkpoint_dir: str | None) -> str | None:
+    return None if checkpoint_dir is None else os.path.join(checkpoint_dir, "recipe.json")
+
+
+def _read_choice(checkpoint_dir: str | None, plan: RecipePlan) -> dict | None:
+    path = _choice_path(checkpoint_dir)
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return saved if saved.get("plan") == plan.section() else None
+
+
+def _write_choice(checkpoint_dir: str | None, plan: RecipePlan, chosen: dict, trials: list) -> None:
+    path = _choice_path(checkpoint_dir)
+    if path is None:
+        return
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"plan": plan.section(), "chosen": chosen, "trials": trials}, f)
+
+
+def _section(plan: RecipePlan, config: DistillConfig, trials: list, seconds: dict, augmented) -> dict:
+    section = plan.section()
+    for name in plan.search:
+        section["chosen"][name] = getattr(config, name)
+    section["trials"] = trials
+    section["budget"]["trial_epochs_spent"] = sum(t["epochs"] for t in trials)
+    section["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    section["augmented_outputs_cache"] = None if augmented is None else augmented.summary()
+    return section
+
+
+def student_factory(build: Callable[[], nn.Module], seed: int, device: str) -> Callable[[], nn.Module]:
+    """A function that builds the student from the same initial weights every time (trials, baseline, final)."""
+
+    def new_student() -> nn.Module:
+        torch.manual_seed(seed)
+        return build().to(device)
+
+    return new_student
