@@ -58,6 +58,11 @@ def test_agreement_is_with_the_teacher_not_the_labels(tmp_path, teacher_path):
     assert report["history"][-1]["validation_agreement"] >= 0.8, report["history"]
 
 
+def test_validation_agreement_on_labelled_data_is_with_the_teacher(shifted_run):
+    last = shifted_run["history"][-1]
+    assert last["validation_agreement"] >= 0.8 and last["validation_accuracy"] <= 0.2, last
+
+
 def test_the_baseline_learns_from_labels_only(shifted_run):
     """Labels the teacher always misses: a baseline that saw the teacher would miss them too."""
     baseline = shifted_run["baseline"]
