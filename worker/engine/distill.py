@@ -135,7 +135,6 @@ def _distill(
 
     emit(ProgressEvent("phase", "training the student", {"phase": "training"}))
     train_split, val_split = _train_val_splits(prep, all_logits, device)
-    val_split = Split(torch.from_numpy(eval_x), None if eval_y is None else torch.from_numpy(eval_y), eval_logits)
     input_shape, input_dtype = prep.train.input_shape, str(prep.train.x.dtype)
 
     def build():
