@@ -1,20 +1,20 @@
-"""Dataset loading: .npz and numeric CSV here; text tables are handed to worker.engine.text."""
+"""Dataset loading: numeric CSV here; .npz in worker.engine.npz, text tables in worker.engine.text, labels in
+worker.engine.labels."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import logging
-import math
-import zipfile
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from worker.engine.config import DatasetSpec
 from worker.engine.errors import EngineError
+from worker.engine.labels import encode_labels
 from worker.engine.limits import DataLimits, check_class_names, resolve, short_list
+from worker.engine.npz import read_npz
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def load_dataset(spec: DatasetSpec, limits: DataLimits | None = None) -> LoadedD
 
         return LoadedDataset(*load_image_folder(spec, limits))
     if spec.format == "npz":
-        x, y = _read_npz(spec.path, limits)
+        x, y = read_npz(spec.path, limits)
         columns = None
     elif spec.format == "csv":
         x, y, columns = _read_csv(spec, limits)
@@ -139,97 +139,6 @@ def check_classes_option(classes: list | None, limits: DataLimits) -> None:
 
 def _optional_int64(y) -> np.ndarray | None:
     return None if y is None else np.asarray(y, dtype=np.int64)
-
-
-def _read_npz(path: str, limits: DataLimits) -> tuple[np.ndarray, np.ndarray | None]:
-    """x (float32 or int64) and y from an .npz, after checking each array's .npy header against `limits`.
-
-    The headers (shape, dtype) are read from the zip members without decompressing the data, so a small
-    archive of compressed zeros that declares a huge array is refused before anything is allocated.
-    Arrays are read with numpy's .npy reader, never with pickle.
-    """
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = {_npz_key(name): name for name in zf.namelist()}
-            if "x" not in members:
-                found = sorted(members)[:20]
-                raise EngineError(
-                    "invalid_dataset", f"the .npz file needs an array named 'x' (the features); found {found}"
-                )
-            x_shape, x_dtype = _npy_header(zf, members["x"], "x")
-            y_shape, y_dtype = _npy_header(zf, members["y"], "y") if "y" in members else (None, None)
-            _check_npz_arrays(x_shape, x_dtype, y_shape, y_dtype, limits)
-            x = _npy_read(zf, members["x"], "x")
-            y = _npy_read(zf, members["y"], "y") if "y" in members else None
-    except EngineError:
-        raise
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise EngineError("invalid_dataset", f"cannot read the .npz file: {reason}") from exc
-    x = x.astype(_npz_x_dtype(x.dtype), copy=False)  # float32 features, or int64 token ids / integer features
-    return x, y
-
-
-def _npz_x_dtype(dtype: np.dtype) -> type:
-    return np.float32 if np.issubdtype(dtype, np.floating) or dtype == np.bool_ else np.int64
-
-
-def _npz_key(member: str) -> str:
-    return member[: -len(".npy")] if member.endswith(".npy") else member
-
-
-def _npy_header(zf: zipfile.ZipFile, member: str, name: str) -> tuple[tuple[int, ...], np.dtype]:
-    """(shape, dtype) from the .npy header of one .npz member; the array data is not read."""
-    fmt = np.lib.format
-    with zf.open(member) as fh:
-        try:
-            version = fmt.read_magic(fh)
-            if version == (1, 0):
-                shape, _, dtype = fmt.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, _, dtype = fmt.read_array_header_2_0(fh)
-            else:
-                raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")
-        except (ValueError, TypeError, SyntaxError, EOFError) as exc:
-            raise EngineError(
-                "invalid_dataset", f"array {name!r} in the .npz file is not a readable .npy array: {exc}"
-            ) from exc
-    if dtype.hasobject:
-        raise EngineError(
-            "invalid_dataset",
-            f"array {name!r} in the .npz file holds pickled objects, which are refused for safety; "
-            "store plain numeric arrays",
-        )
-    return tuple(int(s) for s in shape), dtype
-
-
-def _check_npz_arrays(x_shape, x_dtype, y_shape, y_dtype, limits: DataLimits) -> None:
-    """Shapes, dtypes and sizes of x and y, from their headers, before either is read."""
-    if len(x_shape) < 2:
-        raise EngineError("invalid_dataset", f"x must have shape [rows, ...], got {list(x_shape)}")
-    numeric = np.issubdtype(x_dtype, np.floating) or np.issubdtype(x_dtype, np.integer) or x_dtype == np.bool_
-    if not numeric:
-        raise EngineError("invalid_dataset", f"x must be numeric, got dtype {x_dtype}")
-    if y_shape is not None and len(y_shape) != 1:
-        raise EngineError("invalid_dataset", f"y must be one label per row, got shape {list(y_shape)}")
-    if y_shape is not None and y_shape[0] != x_shape[0]:
-        raise EngineError("invalid_dataset", f"x has {x_shape[0]} rows but y has {y_shape[0]}")
-    per_example = math.prod(x_shape[1:])
-    limits.check("max_example_elements", per_example, f"the number of values per example (x of shape {list(x_shape)})")
-    # x as stored and, when its dtype changes, as converted (float32 or int64) are both in memory for a moment.
-    out = np.dtype(_npz_x_dtype(x_dtype))
-    total = x_shape[0] * per_example * (x_dtype.itemsize + (out.itemsize if out != x_dtype else 0))
-    if y_shape is not None:
-        total += y_shape[0] * max(y_dtype.itemsize, 8)
-    limits.check("max_dataset_bytes", total, "the memory the .npz arrays take once decompressed, in bytes,")
-
-
-def _npy_read(zf: zipfile.ZipFile, member: str, name: str) -> np.ndarray:
-    with zf.open(member) as fh:
-        try:
-            return np.lib.format.read_array(fh, allow_pickle=False)
-        except ValueError as exc:
-            raise EngineError("invalid_dataset", f"array {name!r} in the .npz file is truncated or corrupt") from exc
 
 
 def _read_csv(spec: DatasetSpec, limits: DataLimits) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
@@ -302,55 +211,6 @@ def _csv_columns(header: list[str], label_column: str | None) -> tuple[int | Non
     if not feature_index:
         raise EngineError("invalid_dataset", "the CSV has no feature columns")
     return label_index, feature_index
-
-
-def encode_labels(
-    y: np.ndarray | None, classes: list[str] | None, limits: DataLimits | None = None
-) -> tuple[np.ndarray | None, list[str] | None]:
-    """Integer labels keep their values; string labels follow `classes` or else sorted order.
-
-    The number of classes (the largest integer label + 1, or the distinct string labels) is checked against
-    `limits.max_classes` before any per-class list is built.
-    """
-    limits = resolve(limits)
-    if y is None:
-        return None, [str(c) for c in classes] if classes else None
-    as_int = _as_integers(y)
-    if as_int is not None:
-        if as_int.min() < 0:
-            raise EngineError("invalid_dataset", f"integer labels must be >= 0, found {int(as_int.min())}")
-        top = int(as_int.max())
-        limits.check("max_classes", top + 1, "the number of classes (the largest label + 1)")
-        if not classes:
-            return as_int, [str(i) for i in range(top + 1)]
-        if top >= len(classes):  # integer labels keep their values; classes only name them
-            raise EngineError("invalid_dataset", f"label {top} has no name in classes {short_list(classes)}")
-        return as_int, [str(c) for c in classes]
-    names = [str(v) for v in y.tolist()]
-    distinct = set(names)
-    if not classes:
-        limits.check("max_classes", len(distinct), "the number of classes (distinct labels)")
-        check_class_names(distinct)
-    order = [str(c) for c in classes] if classes else sorted(distinct)
-    index = {name: i for i, name in enumerate(order)}
-    missing = sorted(distinct - set(index))
-    if missing:
-        raise EngineError("invalid_dataset", f"labels {short_list(missing, 10)} are not in classes {short_list(order)}")
-    return np.asarray([index[n] for n in names], dtype=np.int64), order
-
-
-def _as_integers(y: np.ndarray) -> np.ndarray | None:
-    if np.issubdtype(y.dtype, np.integer):
-        return y.astype(np.int64)
-    if np.issubdtype(y.dtype, np.floating):
-        if y.size == 0 or not np.all(np.isfinite(y)) or not np.all(np.mod(y, 1) == 0):
-            return None
-        return np.clip(y, -1, 2**62).astype(np.int64)  # past int64 a label is far past any class cap anyway
-    try:
-        values = np.asarray([int(v) for v in y.tolist()], dtype=np.int64)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return values
 
 
 def inspect_dataset(spec: DatasetSpec, limits: DataLimits | None = None) -> dict:
