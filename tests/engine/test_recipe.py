@@ -60,6 +60,13 @@ def test_auto_schedule_is_longer_for_small_data_and_plain_length_for_large():
     assert small > PLAIN_JOB_EPOCHS and large == PLAIN_JOB_EPOCHS
 
 
+@pytest.mark.parametrize("epochs", [1, 2, 5, 14, 30])
+def test_search_budget_scales_with_the_final_run(epochs):
+    plan = plan_recipe(DistillConfig.from_dict({"epochs": epochs}), _features(), 1000, labeled=True)
+    assert plan.trials >= 2 and plan.trial_epochs >= 1
+    assert plan.trials * plan.trial_epochs <= max(2, 1.5 * epochs)
+
+
 def _check_default_student_wins(report: dict) -> None:
     teacher, student, baseline = report["teacher"], report["student"], report["baseline"]
     assert teacher["num_parameters"] >= 5 * student["num_parameters"]
@@ -97,3 +104,31 @@ def test_default_recipe_wins_on_real_text(tmp_path):
     config = DistillConfig.from_dict({"student": TEXT_STUDENT})
     report = distill(str(files["teacher"]), spec("train"), spec("eval"), config, str(tmp_path))
     _check_default_student_wins(report)
+
+
+@pytest.mark.slow
+def test_a_resumed_auto_job_reuses_its_search(teacher_path, train_spec, test_spec, tmp_path):
+    checkpoints = str(tmp_path / "checkpoints")
+    config = {"epochs": 2, "export": []}
+    first = distill(
+        teacher_path,
+        train_spec,
+        test_spec,
+        DistillConfig.from_dict(config),
+        str(tmp_path / "a"),
+        checkpoint_dir=checkpoints,
+    )
+    events = []
+    again = distill(
+        teacher_path,
+        train_spec,
+        test_spec,
+        DistillConfig.from_dict(config),
+        str(tmp_path / "b"),
+        checkpoint_dir=checkpoints,
+        progress=events.append,
+    )
+    assert any("search already chose" in e.message for e in events)
+    assert not any("recipe trial" in e.message for e in events)
+    assert again["recipe"]["chosen"] == first["recipe"]["chosen"]
+    assert again["recipe"]["trials"] == first["recipe"]["trials"]

@@ -65,6 +65,8 @@ class AugmentedOutputs:
         self.teacher_calls = 0  # forward passes of the teacher on augmented batches
         self.teacher_seconds = 0.0
         self.hits = 0
+        self.saved_seconds = 0.0  # teacher time the reused batches cost when they were computed
+        self.batch_seconds: dict[str, float] = {}  # per epoch: the teacher's mean seconds per batch
 
     def begin_epoch(self, epoch: int, order: torch.Tensor, steps: int) -> None:
         """Select the epoch whose batches follow; `order` is its order of rows (part of the key)."""
@@ -72,6 +74,7 @@ class AugmentedOutputs:
         self.epoch_key, self.steps_per_epoch = f"{self.key[:32]}-e{epoch}-{digest}", steps
         if self.epoch_key not in self.epochs:
             self.epochs[self.epoch_key] = self._read(self.epoch_key) or {}
+            self.batch_seconds.setdefault(self.epoch_key, 0.0)
 
     def __call__(self, step: int, x: torch.Tensor) -> torch.Tensor:
         """The teacher's logits for augmented batch `step` of the current epoch (x is that batch)."""
@@ -81,23 +84,26 @@ class AugmentedOutputs:
             started = time.perf_counter()
             with torch.no_grad():
                 stored = compress(self.teacher(x))
-            self.teacher_seconds += time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            self.teacher_seconds += elapsed
             self.teacher_calls += 1
             steps[step] = stored
+            # A running mean over this epoch's computed batches, written with the epoch for later jobs.
+            self.batch_seconds[self.epoch_key] += (elapsed - self.batch_seconds[self.epoch_key]) / len(steps)
             if len(steps) == self.steps_per_epoch:
                 self._write(self.epoch_key, steps)
         else:
             self.hits += 1
+            self.saved_seconds += self.batch_seconds[self.epoch_key]
         return decompress(stored, self.num_classes).to(x.device)
 
     def summary(self) -> dict:
-        """Teacher calls made and saved, and the teacher time the cache saved (estimated at the measured rate)."""
-        per_call = self.teacher_seconds / self.teacher_calls if self.teacher_calls else None
+        """Teacher calls made and saved, and the teacher time the cache saved (what those batches cost to compute)."""
         return {
             "teacher_calls": self.teacher_calls,
             "cached_batches_reused": self.hits,
             "teacher_seconds": round(self.teacher_seconds, 3),
-            "teacher_seconds_saved": None if per_call is None else round(per_call * self.hits, 3),
+            "teacher_seconds_saved": round(self.saved_seconds, 3),
             "on_disk": self.cache_dir is not None,
         }
 
@@ -115,6 +121,7 @@ class AugmentedOutputs:
             logger.warning("ignoring an unreadable augmented-output cache %s: %s", path, exc)
             return None
         offsets = arrays.pop("offsets")
+        self.batch_seconds[epoch_key] = float(arrays.pop("batch_seconds", np.zeros(1))[0])
         return {
             step: {name: a[offsets[step] : offsets[step + 1]] for name, a in arrays.items()}
             for step in range(len(offsets) - 1)
@@ -129,6 +136,7 @@ class AugmentedOutputs:
         if sum(a.nbytes for a in arrays.values()) > MAX_EPOCH_BYTES:
             return
         arrays["offsets"] = np.cumsum([0] + [len(next(iter(s.values()))) for s in ordered])
+        arrays["batch_seconds"] = np.array([self.batch_seconds[epoch_key]])
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare path

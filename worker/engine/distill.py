@@ -135,39 +135,11 @@ def _distill(
 
     emit(ProgressEvent("phase", "training the student", {"phase": "training"}))
     train_split, val_split = _train_val_splits(prep, all_logits, device)
-    input_shape, input_dtype = prep.train.input_shape, str(prep.train.x.dtype)
-
-    def build():
-        return build_student(config.student, input_shape, input_dtype, prep.num_classes, prep.vocab_size, prep.pad_id)
-
-    # Every run starts from the very same initial weights: trials, the student and the baseline.
-    new_student = student_factory(build, config.seed, device)
-    _check_student(new_student(), train_split.x[:2].to(device), prep.num_classes, max_student_parameters)
-    augmented = None
-    if plan.name == "auto" and config.augmenting:
-        key = _augmented_key(prep, train_spec, config)
-        augmented = AugmentedOutputs(prep.teacher, prep.num_classes, key, teacher_cache_dir)
-    inputs = RunInputs(
-        train_split,
-        val_split,
-        new_student,
-        labeled,
-        prep.num_classes,
-        device,
-        prep.teacher,
-        augmented,
-        prep.pad_id,
-        prep.mask_id,
-        should_stop,
-    )
+    inputs = _run_inputs(prep, config, plan, train_spec, (train_split, val_split), device, teacher_cache_dir)
+    inputs.should_stop = should_stop
+    _check_student(inputs.new_student(), train_split.x[:2].to(device), prep.num_classes, max_student_parameters)
     runs = train_runs(inputs, plan, emit, checkpoint_dir)
-    config, student, result, baseline_model, train_seconds = (
-        runs.config,
-        runs.student,
-        runs.result,
-        runs.baseline,
-        runs.train_seconds,
-    )
+    config, student, result, baseline_model = runs.config, runs.student, runs.result, runs.baseline
 
     sections = evaluate_and_export(
         prep,
@@ -184,7 +156,7 @@ def _distill(
     )
     report = build_report(
         device=device,
-        train_seconds=train_seconds,
+        train_seconds=runs.train_seconds,
         eval_examples=len(eval_x),
         classes=prep.classes,
         teacher=sections["teacher"],
@@ -228,6 +200,35 @@ def _cache_key(prep: Prepared, spec: DatasetSpec, dataset_sha256: str) -> str:
     # Every split is read into the training rows' shape and dtype.
     read_as = preprocessing(spec, prep.train.input_shape, str(prep.train.x.dtype))
     return cache_key(prep.teacher_sha256, dataset_sha256, read_as)
+
+
+def _run_inputs(prep: Prepared, config, plan, train_spec, splits, device: str, cache_dir) -> RunInputs:
+    """What every run of the job shares: the splits, a student factory, the teacher (through the augmented-output
+    cache when the auto recipe augments)."""
+    input_shape, input_dtype = prep.train.input_shape, str(prep.train.x.dtype)
+
+    def build():
+        return build_student(config.student, input_shape, input_dtype, prep.num_classes, prep.vocab_size, prep.pad_id)
+
+    augmented = None
+    if plan.name == "auto" and config.augmenting:
+        key = _augmented_key(prep, train_spec, config)
+        augmented = AugmentedOutputs(prep.teacher, prep.num_classes, key, cache_dir)
+    # Every run starts from the very same initial weights: trials, the student and the baseline.
+    new_student = student_factory(build, config.seed, device)
+    labeled = prep.train.y is not None
+    return RunInputs(
+        *splits,
+        new_student,
+        labeled,
+        prep.num_classes,
+        device,
+        prep.teacher,
+        augmented,
+        prep.pad_id,
+        prep.mask_id,
+        None,
+    )
 
 
 def _augmented_key(prep: Prepared, spec: DatasetSpec, config) -> dict:

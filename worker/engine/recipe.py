@@ -94,10 +94,12 @@ def plan_recipe(config: DistillConfig, x: np.ndarray, train_rows: int, labeled: 
         reasons["alpha"] = "no labels: the student learns from the teacher only (alpha 1)"
     plan = RecipePlan("auto", resolved, named, reasons, search, baseline=labeled or config.baseline)
     if search:
-        plan.trials = SEARCH_TRIALS
-        plan.trial_epochs = max(2, resolved.epochs // 5)
+        # Short trials, and no more trial epochs than 1.5 times the final run's: a job that names few epochs
+        # (a quick test) gets a small search, not a fixed one that dwarfs it.
+        plan.trial_epochs = max(1, resolved.epochs // 5)
+        plan.trials = min(SEARCH_TRIALS, max(2, (3 * resolved.epochs) // (2 * plan.trial_epochs)))
         reasons["search"] = (
-            f"{', '.join(search)} chosen on the validation slice: {SEARCH_TRIALS} trials of "
+            f"{', '.join(search)} chosen on the validation slice: {plan.trials} trials of "
             f"{plan.trial_epochs} epochs (Optuna TPE, successive-halving pruner); the first trial is the plain "
             f"temperature and alpha at learning rate {LEARNING_RATE}"
         )

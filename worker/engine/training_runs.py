@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from worker.engine.atomic import atomic_write
 from worker.engine.augmented_cache import AugmentedOutputs
 from worker.engine.config import DistillConfig, ProgressEvent
 from worker.engine.loop import Split, TrainResult, train_student
@@ -140,8 +141,8 @@ def _write_choice(checkpoint_dir: str | None, plan: RecipePlan, chosen: dict, tr
     if path is None:
         return
     os.makedirs(checkpoint_dir, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"plan": plan.section(), "chosen": chosen, "trials": trials}, f)
+    blob = json.dumps({"plan": plan.section(), "chosen": chosen, "trials": trials}).encode()
+    atomic_write(path, blob)  # a job killed mid-write searches again rather than reading half a file
 
 
 def _section(plan: RecipePlan, config: DistillConfig, trials: list, seconds: dict, augmented) -> dict:
