@@ -550,7 +550,7 @@ def test_wait_follows_the_stream_and_ctrl_c_can_cancel_the_job(svc, key, digits_
     job = None
     while time.monotonic() < deadline and job is None:
         running = client.list_jobs(status="running", limit=5) + client.list_jobs(status="queued", limit=5)
-        job = next((j for j in running if j.student == {"architecture": "mlp", "hidden_sizes": [8]}), None)
+        job = next((j for j in running if _spec(j.student) == {"architecture": "mlp", "hidden_sizes": [8]}), None)
         time.sleep(0.3)
     assert job is not None, proc.stderr.read() if proc.poll() is not None else "no job"
     time.sleep(1.0)
