@@ -83,97 +83,130 @@ def _check_array(n: int, channels: int, h: int, w: int, limits: DataLimits) -> N
 
 def load_image_folder(spec, limits: DataLimits | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(x float32 [N, C, H, W], y int64 [N], classes) from a zip of class folders of images, within `limits`."""
-    from PIL import Image
-
     limits = resolve(limits)
     size = _target_size(getattr(spec, "image_size", None), limits)
-    # Per source image, before it is decoded: PIL refuses larger ones at open, from the header.
-    max_pixels = min(MAX_IMAGE_PIXELS, limits.max_example_elements)
-
     try:
         zf = zipfile.ZipFile(spec.path)
     except (zipfile.BadZipFile, OSError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise _bad(f"cannot read the zip archive: {reason}") from exc
     with zf:
-        infos = zf.infolist()
-        check_members(infos)
-        images = sorted(
-            (
-                i
-                for i in infos
-                if not i.is_dir()
-                and i.filename.lower().endswith(IMAGE_SUFFIXES)
-                and not PurePosixPath(i.filename).name.startswith(".")
-                and not i.filename.startswith("__MACOSX/")
-            ),
-            key=lambda i: i.filename,
-        )
-        if not images:
-            raise _bad("the archive holds no PNG or JPEG images")
-        # A single folder wrapping the class folders (digits/0/a.png) is stripped.
-        tops = {PurePosixPath(i.filename).parts[0] for i in images}
-        strip = 1 if len(tops) == 1 and all(len(PurePosixPath(i.filename).parts) >= 3 for i in images) else 0
-        labels = [_class_of(i.filename, strip) for i in images]
-        loose = [i.filename for i, c in zip(images, labels, strict=True) if c is None]
-        if loose:
-            raise _bad(f"images must sit in one folder per class; {loose[0]!r} is not in a class folder")
-        found = sorted(set(labels))
-        classes = [str(c) for c in spec.classes] if getattr(spec, "classes", None) else found
-        limits.check("max_classes", len(classes), "the number of classes (class folders)")
-        check_class_names(classes)
-        unknown = sorted(set(found) - set(classes))
-        if unknown:
-            raise _bad(f"class folders {unknown[:10]} are not in classes {short_list(classes)}")
-        index = {c: k for k, c in enumerate(classes)}
-
-        channels = None
-        x = None
-        old_limit = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = max_pixels
-        try:
-            for row, info in enumerate(images):
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("error", Image.DecompressionBombWarning)
-                        with zf.open(info) as fh, Image.open(fh) as img:
-                            if img.format not in ("PNG", "JPEG"):
-                                raise _bad(f"{info.filename!r} is {img.format}, not a PNG or JPEG image")
-                            # The header's size, before a pixel is decoded.
-                            pixels = img.width * img.height
-                            if pixels > max_pixels:
-                                raise _too_many_pixels(info.filename, pixels, max_pixels, limits)
-                            if channels is None:
-                                channels = 1 if img.mode in GRAY_MODES else 3
-                                if size is None:
-                                    size = [img.height, img.width]
-                                    limits.check(
-                                        "max_image_size",
-                                        max(size),
-                                        f"the longest side of the images ({img.height}x{img.width}; "
-                                        "set image_size to resize them)",
-                                    )
-                                h, w = size
-                                _check_array(len(images), channels, h, w, limits)
-                                x = np.empty((len(images), channels, h, w), dtype=np.float32)
-                            img = img.convert("L" if channels == 1 else "RGB")
-                            if (img.height, img.width) != (h, w):
-                                img = img.resize((w, h), Image.BILINEAR)
-                            array = np.asarray(img, dtype=np.float32) / 255.0
-                except EngineError:
-                    raise
-                except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-                    # PIL refused it at open, from the header: "Image size (N pixels) exceeds limit of ...".
-                    found = re.search(r"\((\d+) pixels\)", str(exc))
-                    pixels = int(found.group(1)) if found else max_pixels + 1
-                    raise _too_many_pixels(info.filename, pixels, max_pixels, limits) from exc
-                except Exception as exc:  # PIL raises many types on broken or hostile images
-                    raise _bad(f"cannot read image {info.filename!r}: {type(exc).__name__}: {exc}") from exc
-                x[row] = array[None] if channels == 1 else array.transpose(2, 0, 1)
-        finally:
-            Image.MAX_IMAGE_PIXELS = old_limit
+        images = _image_members(zf)
+        labels, classes = _class_labels(images, getattr(spec, "classes", None), limits)
+        x = _Decoder(zf, len(images), size, limits).decode_all(images)
+    index = {c: k for k, c in enumerate(classes)}
     y = np.asarray([index[c] for c in labels], dtype=np.int64)
     return x, y, classes
+
+
+def _image_members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The archive's PNG and JPEG members, by name, leaving out hidden files and macOS metadata."""
+    infos = zf.infolist()
+    check_members(infos)
+    images = sorted(
+        (
+            i
+            for i in infos
+            if not i.is_dir()
+            and i.filename.lower().endswith(IMAGE_SUFFIXES)
+            and not PurePosixPath(i.filename).name.startswith(".")
+            and not i.filename.startswith("__MACOSX/")
+        ),
+        key=lambda i: i.filename,
+    )
+    if not images:
+        raise _bad("the archive holds no PNG or JPEG images")
+    return images
+
+
+def _class_labels(images: list[zipfile.ZipInfo], given: list | None, limits: DataLimits) -> tuple[list, list[str]]:
+    """(class folder of each image, class names: `given`, else the folders sorted)."""
+    # A single folder wrapping the class folders (digits/0/a.png) is stripped.
+    tops = {PurePosixPath(i.filename).parts[0] for i in images}
+    strip = 1 if len(tops) == 1 and all(len(PurePosixPath(i.filename).parts) >= 3 for i in images) else 0
+    labels = [_class_of(i.filename, strip) for i in images]
+    loose = [i.filename for i, c in zip(images, labels, strict=True) if c is None]
+    if loose:
+        raise _bad(f"images must sit in one folder per class; {loose[0]!r} is not in a class folder")
+    found = sorted(set(labels))
+    classes = [str(c) for c in given] if given else found
+    limits.check("max_classes", len(classes), "the number of classes (class folders)")
+    check_class_names(classes)
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise _bad(f"class folders {unknown[:10]} are not in classes {short_list(classes)}")
+    return labels, classes
+
+
+class _Decoder:
+    """Decodes the images one by one into one float32 array; the first image fixes channels (and size)."""
+
+    def __init__(self, zf: zipfile.ZipFile, count: int, size: list[int] | None, limits: DataLimits):
+        self.zf, self.count, self.size, self.limits = zf, count, size, limits
+        # Per source image, before it is decoded: PIL refuses larger ones at open, from the header.
+        self.max_pixels = min(MAX_IMAGE_PIXELS, limits.max_example_elements)
+        self.channels: int | None = None
+        self.x: np.ndarray | None = None
+
+    def decode_all(self, images: list[zipfile.ZipInfo]) -> np.ndarray:
+        from PIL import Image
+
+        old_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = self.max_pixels
+        try:
+            for row, info in enumerate(images):
+                array = self._decode(info)
+                self.x[row] = array[None] if self.channels == 1 else array.transpose(2, 0, 1)
+        finally:
+            Image.MAX_IMAGE_PIXELS = old_limit
+        return self.x
+
+    def _decode(self, info: zipfile.ZipInfo) -> np.ndarray:
+        from PIL import Image
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with self.zf.open(info) as fh, Image.open(fh) as img:
+                    return self._pixels(img, info.filename)
+        except EngineError:
+            raise
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            # PIL refused it at open, from the header: "Image size (N pixels) exceeds limit of ...".
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            pixels = int(found.group(1)) if found else self.max_pixels + 1
+            raise _too_many_pixels(info.filename, pixels, self.max_pixels, self.limits) from exc
+        except Exception as exc:  # PIL raises many types on broken or hostile images
+            raise _bad(f"cannot read image {info.filename!r}: {type(exc).__name__}: {exc}") from exc
+
+    def _pixels(self, img, name: str) -> np.ndarray:
+        from PIL import Image
+
+        if img.format not in ("PNG", "JPEG"):
+            raise _bad(f"{name!r} is {img.format}, not a PNG or JPEG image")
+        pixels = img.width * img.height  # the header's size, before a pixel is decoded
+        if pixels > self.max_pixels:
+            raise _too_many_pixels(name, pixels, self.max_pixels, self.limits)
+        if self.channels is None:
+            self._allocate(img)
+        h, w = self.size
+        img = img.convert("L" if self.channels == 1 else "RGB")
+        if (img.height, img.width) != (h, w):
+            img = img.resize((w, h), Image.BILINEAR)
+        return np.asarray(img, dtype=np.float32) / 255.0
+
+    def _allocate(self, img) -> None:
+        self.channels = 1 if img.mode in GRAY_MODES else 3
+        if self.size is None:
+            self.size = [img.height, img.width]
+            self.limits.check(
+                "max_image_size",
+                max(self.size),
+                f"the longest side of the images ({img.height}x{img.width}; set image_size to resize them)",
+            )
+        h, w = self.size
+        _check_array(self.count, self.channels, h, w, self.limits)
+        self.x = np.empty((self.count, self.channels, h, w), dtype=np.float32)
 
 
 def _too_many_pixels(name: str, pixels: int, max_pixels: int, limits: DataLimits) -> EngineError:
