@@ -130,17 +130,17 @@ def up(
     """Start everything on this machine: API, workers, SQLite and an embedded broker; Ctrl-C stops it."""
     uvicorn = server_module("uvicorn", "up")
     configure(data_dir, "up")
-    for module in ("app.main", "app.migrate", "app.auth", "celery"):
-        server_module(module, "up")  # every server package is there before anything is printed or started
     from app.settings import get_settings
 
     settings = get_settings()
-    host, port = host or settings.api_host, port or settings.api_port
-    sock = _listen(host, port)  # before anything is printed or created: a taken port says so, and how to pick another
     debug = settings.log_level.upper() == "DEBUG"
-    if not debug:  # the banner is what a user reads; the migration's steps are for debugging
+    if not debug:  # the banner is what a user reads; alembic's plugin lines and the migration's steps are not
         for name in ("alembic", "app.migrate"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    for module in ("app.main", "app.migrate", "app.auth", "celery"):
+        server_module(module, "up")  # every server package is there before anything is printed or started
+    host, port = host or settings.api_host, port or settings.api_port
+    sock = _listen(host, port)  # before anything is printed or created: a taken port says so, and how to pick another
     migrate_database()
     key = _default_key()
     logs = settings.data_dir.resolve() / "logs"
