@@ -103,6 +103,8 @@ def test_the_download_is_binary_with_its_checksum_header(openapi):
 def test_the_event_stream_is_its_own_operation(openapi):
     stream = _operations(openapi)["jobs_events_stream"]
     assert list(stream["responses"]["200"]["content"]) == ["text/event-stream"]
+    event = stream["responses"]["200"]["content"]["text/event-stream"]["itemSchema"]
+    assert {"$ref": "#/components/schemas/EventPublic"} in event["properties"]["data"]["contentSchema"]["anyOf"]
     assert list(_operations(openapi)["jobs_events_list"]["responses"]["200"]["content"]) == ["application/json"]
 
 

@@ -56,7 +56,27 @@ EVENT_STREAM_RESPONSE: dict[str, Any] = {
     "Reconnect with `Last-Event-ID` to resume.",
     "content": {
         "text/event-stream": {
-            "schema": {"type": "string"},
+            # Each server-sent event (OpenAPI 3.2's itemSchema, which schemathesis checks every event against): `data`
+            # is JSON, an EventPublic, or `{}` for the closing `end`. No `schema`: the stream as a whole is no JSON
+            # value, and a generated client would try to parse it as one.
+            "itemSchema": {
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "id": {"type": "string", "description": "The event id: send it as Last-Event-ID to resume"},
+                    "event": {"type": "string", "description": "The event's type, or `end`"},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {
+                            "anyOf": [
+                                {"$ref": "#/components/schemas/EventPublic"},
+                                {"type": "object", "maxProperties": 0},
+                            ]
+                        },
+                    },
+                },
+            },
             "example": 'id: 42\nevent: metrics\ndata: {"id": 42, "type": "metrics", "level": "info", ...}\n\n'
             "event: end\ndata: {}\n\n",
         }
