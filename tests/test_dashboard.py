@@ -121,6 +121,12 @@ def test_job_page_shows_the_report(svc, finished, tmp_path):
     # One history row per epoch, and the artifacts with their checksums.
     history = re.search(r'<table id="history">(.*?)</table>', dom, re.S)
     assert history and history.group(1).count("<tr>") == 1 + len(report["history"])
+    # One name per number: the history is the validation slice's, the summary's accuracy the eval split's.
+    assert "Validation accuracy" in history.group(1) and "Accuracy (eval split)" in summary.group(1)
+    assert f"{100 * report['history'][-1]['validation_accuracy']:.1f}%" in history.group(1)
+    # Every latency figure says where and how it was measured.
+    latency = report["student"]["latency"]
+    assert f"{latency['runtime']} on {latency['device']}, {latency['threads']} threads" in summary.group(1)
     assert "student.pt" in dom
     # The visual report (GET /v1/jobs/{id}/report.html) is embedded, and sized to its content.
     assert (
