@@ -116,7 +116,7 @@ def finished_job(api, tmp_path_factory):
         train_dataset_id=train.id,
         eval_dataset_id=evaluation.id,
         student=models.MlpStudent(architecture="mlp", hidden_sizes=[32]),
-        hyperparameters=models.Hyperparameters(epochs=2),
+        hyperparameters=models.Hyperparameters(epochs=2, recipe=models.HyperparametersRecipe.PLAIN),
     )
     created = _module("api.jobs.jobs_create").sync(client=alice, body=body)
     assert isinstance(created, models.JobPublic), created
