@@ -12,7 +12,7 @@ from worker.celery_app import HANDOFF
 
 logger = logging.getLogger(__name__)
 
-METRIC_KEYS = ("train_loss", "eval_accuracy", "eval_agreement")
+METRIC_KEYS = ("train_loss", "validation_accuracy", "validation_agreement")
 ROW_CHECK_S = 0.5  # the row is read at most twice a second
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -137,9 +138,16 @@ class Progress(BaseModel):
 
 
 class Metrics(BaseModel):
+    """The latest epoch's numbers on the validation slice of train (the report's `accuracy` is the eval split's)."""
+
     train_loss: float | None = None
-    validation_accuracy: float | None = None
-    validation_agreement: float | None = None
+    # Jobs stored before the rename hold eval_accuracy / eval_agreement: they are read under the new names.
+    validation_accuracy: float | None = Field(
+        None, validation_alias=AliasChoices("validation_accuracy", "eval_accuracy")
+    )
+    validation_agreement: float | None = Field(
+        None, validation_alias=AliasChoices("validation_agreement", "eval_agreement")
+    )
 
 
 class JobPublic(OutModel):
