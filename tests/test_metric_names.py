@@ -1,4 +1,4 @@
-"""One name per number: Job.metrics are the validation slice's (validation_*), also for jobs stored before the rename."""
+"""One name per number: Job.metrics are the validation slice's (validation_*), also for jobs stored earlier."""
 
 from contract.wire.jobs import Metrics
 from worker.job_progress import METRIC_KEYS
