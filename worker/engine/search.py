@@ -25,7 +25,7 @@ class _Prune(Exception):
     """Raised from the progress hook to stop a trial the pruner gave up on."""
 
 
-def search_temperature_alpha(
+def search_distillation_settings(
     train_trial: Callable[[DistillConfig, Callable[[ProgressEvent], None]], object],
     config: DistillConfig,
     names: list[str],

@@ -18,7 +18,7 @@ from worker.engine.augmented_cache import AugmentedOutputs
 from worker.engine.config import DistillConfig, ProgressEvent
 from worker.engine.loop import Split, TrainResult, train_student
 from worker.engine.recipe import RecipePlan
-from worker.engine.search import search_temperature_alpha
+from worker.engine.search import search_distillation_settings
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _search(inputs: RunInputs, plan: RecipePlan, emit, checkpoint_dir: str | Non
         alpha = config.alpha if inputs.labeled else 1.0
         _train(inputs, inputs.new_student(), config, alpha, progress, None, report_progress=True)
 
-    config, trials = search_temperature_alpha(
+    config, trials = search_distillation_settings(
         train_trial, plan.config, plan.search, plan.trials, plan.trial_epochs, emit
     )
     _write_choice(checkpoint_dir, plan, {k: getattr(config, k) for k in plan.search}, trials)
