@@ -167,12 +167,10 @@ class UploadMethods(Connection):
             if raise_invalid:
                 for u in current:
                     if u.status == "invalid":
-                        err = u.error or {}
-                        raise DistilleryError(
-                            422,
-                            err.get("code", "invalid_upload"),
-                            f"{u.name} ({u.id}) is invalid: {err.get('message', 'unknown error')}",
-                        )
+                        # `error` is the contract's ErrorDetail (code, message) since the wire shapes are typed.
+                        code = u.error.code if u.error else "invalid_upload"
+                        message = u.error.message if u.error else "unknown error"
+                        raise DistilleryError(422, code, f"{u.name} ({u.id}) is invalid: {message}")
             if all(u.status != "validating" for u in current):
                 return current
             if deadline is not None and time.monotonic() > deadline:

@@ -194,3 +194,24 @@ def test_each_create_links_to_the_operations_that_take_its_id(openapi):
                 target = operations[link["operationId"]]
                 declared = {p["name"] for p in target.get("parameters", []) if p["in"] == "path"}
                 assert set(link["parameters"]) == declared, (source, status, name)
+
+
+def test_the_sdk_names_an_invalid_uploads_typed_error():
+    """The SDK reads an upload's `error` as the contract's ErrorDetail (it used to call .get on a dict)."""
+    from distillery_client import Distillery, DistilleryError, Model
+
+    invalid = Model.model_validate(
+        {
+            "id": "mdl_1",
+            "name": "teacher.pt",
+            "format": "torchscript",
+            "status": "invalid",
+            "size_bytes": 1,
+            "sha256": "0" * 64,
+            "created_at": "2026-11-30T00:00:00Z",
+            "error": {"code": "invalid_model", "message": "the archive holds no code"},
+        }
+    )
+    with pytest.raises(DistilleryError) as raised:
+        Distillery("http://127.0.0.1:9", "dk_unused").wait_ready(invalid, timeout=1)
+    assert raised.value.code == "invalid_model" and "the archive holds no code" in raised.value.message
