@@ -6,7 +6,11 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = [p for d in ("app", "worker") for p in (ROOT / d).rglob("*.py")]
+PRODUCT = [
+    p
+    for d in ("app", "worker", "contract", "htmlreport", "distillery_client", "distillery_cli")
+    for p in (ROOT / d).rglob("*.py")
+]
 
 
 def _calls(path: Path):
