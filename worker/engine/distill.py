@@ -114,14 +114,7 @@ def _distill(
     prep = prepare(teacher_path, train_spec, eval_spec, config, device, data_limits)
     labeled = prep.train.y is not None
     if not labeled:
-        emit(
-            ProgressEvent(
-                "warning",
-                "the training data has no labels: the hard-label term is dropped and "
-                "the student learns from the teacher's outputs only (alpha = 1)",
-                {"alpha": 1.0},
-            )
-        )
+        _warn_unlabeled(emit)
 
     plan = plan_recipe(config, prep.train.x, len(prep.train_index), labeled)
     config = plan.config
@@ -139,22 +132,33 @@ def _distill(
     inputs.should_stop = should_stop
     _check_student(inputs.new_student(), train_split.x[:2].to(device), prep.num_classes, max_student_parameters)
     runs = train_runs(inputs, plan, emit, checkpoint_dir)
-    config, student, result, baseline_model = runs.config, runs.student, runs.result, runs.baseline
-
-    sections = evaluate_and_export(
-        prep,
-        student,
-        baseline_model,
-        config,
-        out_dir,
-        eval_x,
-        eval_y,
-        eval_logits,
-        train_spec,
-        eval_spec,
-        emit,
+    report = _evaluate_and_report(
+        prep, runs, out_dir, (eval_x, eval_y, eval_logits), (train_spec, eval_spec), emit, device, cache_status
     )
-    report = build_report(
+    write_report(out_dir, report)
+    return report
+
+
+def _warn_unlabeled(emit) -> None:
+    emit(
+        ProgressEvent(
+            "warning",
+            "the training data has no labels: the hard-label term is dropped and "
+            "the student learns from the teacher's outputs only (alpha = 1)",
+            {"alpha": 1.0},
+        )
+    )
+
+
+def _evaluate_and_report(prep, runs, out_dir, eval_split, specs, emit, device, cache_status) -> dict:
+    """Evaluate and export the trained student (and baseline) on the eval split; the report as a dict."""
+    config, result = runs.config, runs.result
+    eval_x, eval_y, eval_logits = eval_split
+    train_spec, eval_spec = specs
+    sections = evaluate_and_export(
+        prep, runs.student, runs.baseline, config, out_dir, eval_x, eval_y, eval_logits, train_spec, eval_spec, emit
+    )
+    return build_report(
         device=device,
         train_seconds=runs.train_seconds,
         eval_examples=len(eval_x),
@@ -166,8 +170,6 @@ def _distill(
         history=result.history,
         extra={"best_epoch": result.best_epoch, "loss": config.loss, "recipe": runs.recipe, **sections["extra"]},
     )
-    write_report(out_dir, report)
-    return report
 
 
 def _train_teacher_logits(prep, spec, online_only, cache_dir, emit) -> tuple[torch.Tensor, str | None]:

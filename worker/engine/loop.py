@@ -92,22 +92,28 @@ def train_student(
     state = resume_or_start(model, optimizer, config, checkpoint_dir, device, progress)
     while state.epoch < config.epochs and not state.finished:
         train_loss = run_epoch(state, model, forward, optimizer, batches, config, alpha, should_stop, save, clock)
-        accuracy, agreement = evaluate(model, val, device)
-        row = dict(
-            epoch=state.epoch + 1, train_loss=train_loss, validation_accuracy=accuracy, validation_agreement=agreement
-        )
-        if end_epoch(state, model, row, select_by, config):
-            message = f"early stop: no better validation {select_by} for {state.bad_epochs} epochs"
-            emit(ProgressEvent("info", message, {"epoch": state.epoch}))
-        save(state)
+        row = _close_epoch(state, model, val, device, train_loss, select_by, config, emit)
+        save(state)  # before the metrics event: a client that sees epoch N can count on its checkpoint
         clock.epoch_end(state.epoch - 1, state.global_step)
-        emit(ProgressEvent("metrics", f"epoch {state.epoch}: train loss {train_loss:.4f}", dict(row)))
+        emit(ProgressEvent("metrics", f"epoch {state.epoch}: train loss {train_loss:.4f}", row))
 
     model.load_state_dict(state.best_state)
     if channels_last:  # exports (safetensors, ONNX) and users expect the ordinary layout
         model.to(memory_format=torch.contiguous_format)
     model.eval()
     return TrainResult(state.history, state.best_epoch, state.best_metric)
+
+
+def _close_epoch(state: TrainState, model, val: Split, device, train_loss: float, select_by, config, emit) -> dict:
+    """Measure the epoch on the validation slice and keep the best weights; the epoch's history row."""
+    accuracy, agreement = evaluate(model, val, device)
+    row = dict(
+        epoch=state.epoch + 1, train_loss=train_loss, validation_accuracy=accuracy, validation_agreement=agreement
+    )
+    if end_epoch(state, model, row, select_by, config):
+        message = f"early stop: no better validation {select_by} for {state.bad_epochs} epochs"
+        emit(ProgressEvent("info", message, {"epoch": state.epoch}))
+    return dict(row)
 
 
 def resume_or_start(
