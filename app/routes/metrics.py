@@ -75,56 +75,67 @@ class DatabaseCollector:
         for status in sorted(set(JOB_STATUSES) | set(by_status)):
             jobs.add_metric([status], by_status.get(status, 0))
         yield jobs
+        yield from _job_timings(timings)
+        yield from _upload_gauges(uploads)
+        yield from _worker_gauges(workers, now, now - timedelta(seconds=settings.worker_heartbeat_timeout_s))
 
-        waits: dict[tuple[str, ...], list[float]] = {(): []}
-        runs: dict[tuple[str, ...], list[float]] = {(s,): [] for s in TERMINAL}
-        for status, created_at, started_at, finished_at in timings:
-            waits[()].append(max(0.0, (started_at - created_at).total_seconds()))
-            if finished_at is not None and status in TERMINAL:
-                runs[(status,)].append(max(0.0, (finished_at - started_at).total_seconds()))
-        yield _histogram(
-            "distillery_job_queue_wait_seconds",
-            "Seconds from a job's creation to its first start.",
-            waits,
-            QUEUE_WAIT_BUCKETS,
-            [],
-        )
-        yield _histogram(
-            "distillery_job_run_seconds",
-            "Seconds from a job's first start to its end, by outcome.",
-            runs,
-            RUN_BUCKETS,
-            ["status"],
-        )
 
-        counts = GaugeMetricFamily(
-            "distillery_uploads", "Uploaded models and datasets by status.", labels=["kind", "status"]
-        )
-        sizes = GaugeMetricFamily("distillery_upload_bytes", "Bytes of uploads stored now.", labels=["kind"])
-        for kind, rows in uploads.items():
-            for status, count, _size in rows:
-                counts.add_metric([kind, status], count)
-            sizes.add_metric([kind], sum(int(size) for _status, _count, size in rows))
-        yield counts
-        yield sizes
+def _job_timings(timings):
+    """Queue-wait and run-time histograms from (status, created, started, finished) rows."""
+    waits: dict[tuple[str, ...], list[float]] = {(): []}
+    runs: dict[tuple[str, ...], list[float]] = {(s,): [] for s in TERMINAL}
+    for status, created_at, started_at, finished_at in timings:
+        waits[()].append(max(0.0, (started_at - created_at).total_seconds()))
+        if finished_at is not None and status in TERMINAL:
+            runs[(status,)].append(max(0.0, (finished_at - started_at).total_seconds()))
+    yield _histogram(
+        "distillery_job_queue_wait_seconds",
+        "Seconds from a job's creation to its first start.",
+        waits,
+        QUEUE_WAIT_BUCKETS,
+        [],
+    )
+    yield _histogram(
+        "distillery_job_run_seconds",
+        "Seconds from a job's first start to its end, by outcome.",
+        runs,
+        RUN_BUCKETS,
+        ["status"],
+    )
 
-        cutoff = now - timedelta(seconds=settings.worker_heartbeat_timeout_s)
-        ages = GaugeMetricFamily(
-            "distillery_worker_last_heartbeat_age_seconds",
-            "Seconds since each worker's last heartbeat.",
-            labels=["worker", "queues"],
-        )
-        for worker_id, queues, beat in workers:
-            ages.add_metric([worker_id, queues or ""], max(0.0, (now - beat).total_seconds()))
-        fresh = sum(1 for _w, _q, beat in workers if beat >= cutoff)
-        yield GaugeMetricFamily("distillery_workers_fresh", "Workers with a fresh heartbeat.", value=fresh)
-        yield ages
-        newest = max((beat for _w, _q, beat in workers), default=None)
-        yield GaugeMetricFamily(
-            "distillery_worker_heartbeat_age_seconds",
-            "Seconds since the newest heartbeat of any worker (+Inf when there is none).",
-            value=(now - newest).total_seconds() if newest else math.inf,
-        )
+
+def _upload_gauges(uploads):
+    """Upload counts by kind and status, and the bytes stored by kind."""
+    counts = GaugeMetricFamily(
+        "distillery_uploads", "Uploaded models and datasets by status.", labels=["kind", "status"]
+    )
+    sizes = GaugeMetricFamily("distillery_upload_bytes", "Bytes of uploads stored now.", labels=["kind"])
+    for kind, rows in uploads.items():
+        for status, count, _size in rows:
+            counts.add_metric([kind, status], count)
+        sizes.add_metric([kind], sum(int(size) for _status, _count, size in rows))
+    yield counts
+    yield sizes
+
+
+def _worker_gauges(workers, now, cutoff):
+    """Each worker's heartbeat age, how many are fresh, and the newest heartbeat's age."""
+    ages = GaugeMetricFamily(
+        "distillery_worker_last_heartbeat_age_seconds",
+        "Seconds since each worker's last heartbeat.",
+        labels=["worker", "queues"],
+    )
+    for worker_id, queues, beat in workers:
+        ages.add_metric([worker_id, queues or ""], max(0.0, (now - beat).total_seconds()))
+    fresh = sum(1 for _w, _q, beat in workers if beat >= cutoff)
+    yield GaugeMetricFamily("distillery_workers_fresh", "Workers with a fresh heartbeat.", value=fresh)
+    yield ages
+    newest = max((beat for _w, _q, beat in workers), default=None)
+    yield GaugeMetricFamily(
+        "distillery_worker_heartbeat_age_seconds",
+        "Seconds since the newest heartbeat of any worker (+Inf when there is none).",
+        value=(now - newest).total_seconds() if newest else math.inf,
+    )
 
 
 @router.get(
