@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     # Files of jobs that ended more than this many days ago are removed; None keeps them for ever.
     retention_days: float | None = None
 
-    # The trust boundary (DESIGN.md): uploads are opened only in sandboxed children (worker/sandbox.py).
+    # The trust boundary (DESIGN.md): uploads are opened only in sandboxed children (worker/sandbox/).
     # The mechanism: the best that works here (auto), or one named.
     sandbox: Literal["auto", "bwrap", "unshare", "none"] = "auto"
     # A delegated cgroup v2 folder (writable, +memory +pids in its subtree_control): each child gets its own

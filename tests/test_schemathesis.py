@@ -176,7 +176,7 @@ def _use_real_uploads(case, seed: dict) -> None:
 
 
 def _fuzz_one(operation, svc, keys: dict, seeds: dict, tally: Tally) -> None:
-    """Operations no link leads to or from (health, metrics, webhooks...), fuzzed one case at a time."""
+    """One operation fuzzed a case at a time, on the first tenant's key."""
 
     @settings(max_examples=SINGLE_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy())
@@ -234,10 +234,13 @@ def test_api_conforms_statefully_and_keeps_tenants_apart(live, tmp_path):
     schema = schemathesis.openapi.from_url(f"{svc.url}/openapi.json")
     tally = Tally()
     workflow = _workflow(schema, svc, keys, seeds, tally)
-    rounds = [_run_round(workflow) for _ in range(ROUNDS)]
+    # First, one case at a time, the operations that take no id (job creation among them, while the seeded
+    # uploads are there for it: a stateful DELETE may take them; health, metrics and webhooks, which no link
+    # reaches); then the stateful rounds, whose links hand on real ids.
     for result in schema.get_all_operations():
-        if result.ok().label not in tally.statuses:
+        if "{" not in result.ok().label:
             _fuzz_one(result.ok(), svc, keys, seeds, tally)
+    rounds = [_run_round(workflow) for _ in range(ROUNDS)]
     print(f"\nrounds: {rounds}\n" + tally.table())
     print("\n\n".join(tally.failures[:20]))
     (tmp_path / "schemathesis-counts.json").write_text(json.dumps({k: dict(v) for k, v in tally.statuses.items()}))

@@ -1,6 +1,6 @@
 """Validation of uploads: open the file in a sandboxed child with limits, and record `ready` or `invalid`.
 
-Models and datasets alike are opened only in a child (worker/inspect_child.py) under the sandbox (worker/sandbox.py):
+Models and datasets alike are opened only in a child (worker/inspect_child.py) under the sandbox (worker/sandbox/):
 no network, only a fresh folder with the upload bound read-only, a memory cap, and a wall clock of
 DISTILLERY_VALIDATION_TIMEOUT_S, so that one upload never holds the uploads worker longer than that.
 """
