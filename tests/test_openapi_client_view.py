@@ -215,3 +215,10 @@ def test_the_sdk_names_an_invalid_uploads_typed_error():
     with pytest.raises(DistilleryError) as raised:
         Distillery("http://127.0.0.1:9", "dk_unused").wait_ready(invalid, timeout=1)
     assert raised.value.code == "invalid_model" and "the archive holds no code" in raised.value.message
+
+
+def test_an_empty_idempotency_key_is_refused(env):
+    """Schemathesis found it: an empty Idempotency-Key sent twice answered 500 (a unique-constraint error)."""
+    client, _other, _job_id = env
+    resp = client.post("/v1/jobs", json={"teacher_id": "m", "train_dataset_id": "d"}, headers={"Idempotency-Key": ""})
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid_request"

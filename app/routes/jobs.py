@@ -43,7 +43,7 @@ def post_job(
     body: JobCreate,
     session: SessionDep,
     tenant: TenantDep,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> Job:
     """Queue a job; 409 while an input is validating, 422 if an input is invalid or the job impossible."""
     return create_job(session, tenant, body, idempotency_key)
