@@ -96,10 +96,12 @@ class Hyperparameter:
                 return value
         elif self.type is int:
             integer = as_integer(value)
+            assert self.bounds is not None  # every numeric setting has bounds
             if integer is not None and self.bounds.contains(integer):
                 return integer
         elif self.type is float:
             number = as_number(value)
+            assert self.bounds is not None  # every numeric setting has bounds
             if number is not None and self.bounds.contains(number):
                 return number
         elif self.choices:

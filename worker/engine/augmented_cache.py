@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,6 +79,7 @@ class AugmentedOutputs:
 
     def __call__(self, step: int, x: torch.Tensor) -> torch.Tensor:
         """The teacher's logits for augmented batch `step` of the current epoch (x is that batch)."""
+        assert self.epoch_key is not None  # begin_epoch came first
         steps = self.epochs[self.epoch_key]
         stored = steps.get(step)
         if stored is None:
@@ -132,7 +134,7 @@ class AugmentedOutputs:
         if path is None:
             return
         ordered = [steps[i] for i in range(len(steps))]
-        arrays = {name: np.concatenate([s[name] for s in ordered]) for name in ordered[0]}
+        arrays: dict[str, Any] = {name: np.concatenate([s[name] for s in ordered]) for name in ordered[0]}
         if sum(a.nbytes for a in arrays.values()) > MAX_EPOCH_BYTES:
             return
         arrays["offsets"] = np.cumsum([0] + [len(next(iter(s.values()))) for s in ordered])
@@ -142,5 +144,6 @@ class AugmentedOutputs:
             with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare path
                 np.savez(f, **arrays)
 
+        assert self.cache_dir is not None  # _path gave a path
         os.makedirs(self.cache_dir, exist_ok=True)
         atomic_write(path, write)  # a concurrent job never reads half an epoch

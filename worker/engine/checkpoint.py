@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+from typing import cast
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    name, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     version, internal, gauss_next = random.getstate()
     meta = {
         "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],

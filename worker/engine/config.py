@@ -131,4 +131,4 @@ class DistillConfig:
     @property
     def augmenting(self) -> bool:
         """True when any augmentation is switched on (the teacher then runs online)."""
-        return bool(self.augmentation) and any(v > 0 for v in self.augmentation.values())
+        return any(v > 0 for v in (self.augmentation or {}).values())

@@ -34,7 +34,7 @@ def _few_values(column: ColumnSummary, rows: int) -> bool:
 def label_candidate(sample: TableSample, exclude: set[str]) -> str | None:
     """The column that looks like labels: a label-like name, else the only string or integer column of few values."""
     columns = [c for c in sample.columns if c.name not in exclude]
-    lowered = {}
+    lowered: dict[str, str] = {}
     for column in columns:
         lowered.setdefault(column.name.strip().lower(), column.name)
     for name in LABEL_NAMES:

@@ -204,7 +204,9 @@ def _cache_key(prep: Prepared, spec: DatasetSpec, dataset_sha256: str) -> str:
     return cache_key(prep.teacher_sha256, dataset_sha256, read_as)
 
 
-def _run_inputs(prep: Prepared, config, plan, train_spec, splits, device: str, cache_dir) -> RunInputs:
+def _run_inputs(
+    prep: Prepared, config, plan, train_spec, splits: tuple[Split, Split], device: str, cache_dir
+) -> RunInputs:
     """What every run of the job shares: the splits, a student factory, the teacher (through the augmented-output
     cache when the auto recipe augments)."""
     input_shape, input_dtype = prep.train.input_shape, str(prep.train.x.dtype)

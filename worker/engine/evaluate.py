@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +72,9 @@ def _device_of(model) -> str:
 
 def _export_artifacts(prep, student, config, out_dir, example, measured, emit) -> dict:
     """The requested formats beside student.pt, and the manifest; returns the report's extra keys."""
-    artifacts, extra, failures = [ex.TORCHSCRIPT], {}, {}
+    artifacts = [ex.TORCHSCRIPT]
+    extra: dict[str, Any] = {}
+    failures: dict[str, str] = {}
     input_info = {"shape": prep.train.input_shape, "dtype": str(prep.train.x.dtype)}
     if "safetensors" in config.export:
         artifacts += ex.export_safetensors(student, _architecture(prep, config, input_info), out_dir)

@@ -17,6 +17,7 @@ import stat
 import warnings
 import zipfile
 from pathlib import PurePosixPath
+from typing import cast
 
 import numpy as np
 
@@ -128,7 +129,7 @@ def _class_labels(images: list[zipfile.ZipInfo], given: list | None, limits: Dat
     loose = [i.filename for i, c in zip(images, labels, strict=True) if c is None]
     if loose:
         raise _bad(f"images must sit in one folder per class; {loose[0]!r} is not in a class folder")
-    found = sorted(set(labels))
+    found = sorted(set(cast(list[str], labels)))  # none is None: `loose` is empty
     classes = [str(c) for c in given] if given else found
     limits.check("max_classes", len(classes), "the number of classes (class folders)")
     check_class_names(classes)
@@ -156,10 +157,11 @@ class _Decoder:
         try:
             for row, info in enumerate(images):
                 array = self._decode(info)
+                assert self.x is not None  # _decode allocated it
                 self.x[row] = array[None] if self.channels == 1 else array.transpose(2, 0, 1)
         finally:
             Image.MAX_IMAGE_PIXELS = old_limit
-        return self.x
+        return cast(np.ndarray, self.x)
 
     def _decode(self, info: zipfile.ZipInfo) -> np.ndarray:
         from PIL import Image
@@ -189,10 +191,11 @@ class _Decoder:
             raise _too_many_pixels(name, pixels, self.max_pixels, self.limits)
         if self.channels is None:
             self._allocate(img)
+        assert self.size is not None  # given, or set by _allocate
         h, w = self.size
         img = img.convert("L" if self.channels == 1 else "RGB")
         if (img.height, img.width) != (h, w):
-            img = img.resize((w, h), Image.BILINEAR)
+            img = img.resize((w, h), Image.Resampling.BILINEAR)
         return np.asarray(img, dtype=np.float32) / 255.0
 
     def _allocate(self, img) -> None:

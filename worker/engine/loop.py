@@ -66,7 +66,7 @@ def train_student(
     # want; set before the optimizer exists so that its moments take the same layout.
     channels_last = wants_channels_last(model, train.x)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks memory_format
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     forward = maybe_compile(model, config, progress)
     batches = Batches(
@@ -99,7 +99,7 @@ def train_student(
 
     model.load_state_dict(state.best_state)
     if channels_last:  # exports (safetensors, ONNX) and users expect the ordinary layout
-        model.to(memory_format=torch.contiguous_format)
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # the stub lacks memory_format
     model.eval()
     return TrainResult(state.history, state.best_epoch, state.best_metric)
 
@@ -157,6 +157,8 @@ def run_epoch(
     if state.step == 0:
         state.generator, state.perm = batches.shuffle(state.epoch)
         state.loss_sum = torch.zeros((), device=batches.device)
+    # Set just above, or by the checkpoint the run resumed from (which has step > 0).
+    assert state.generator is not None and state.perm is not None and state.loss_sum is not None
     batches.begin_epoch(state.epoch, state.perm)
     # Indices live beside the data: no host-to-device copy (and no implicit sync) per step.
     perm_on_storage = state.perm.to(batches.train.x.device)

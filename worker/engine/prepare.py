@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def prepare(
                 f"{train.pad_id}: upload both with the same tokenizer",
             )
     label_classes = [d.num_classes for d in (train, evaluation) if d is not None and d.y is not None]
-    num_label_classes = max(label_classes) if label_classes else None
+    num_label_classes = max(cast(list[int], label_classes)) if label_classes else None  # labelled: a count
     probe_teacher(teacher, train, train_spec)  # the teacher's first call: a misfit is told in the data's terms
     num_classes = check_teacher(teacher, train.x, num_label_classes)
     classes = list(train.classes or [])

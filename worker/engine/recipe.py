@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,8 @@ def plan_recipe(config: DistillConfig, x: np.ndarray, train_rows: int, labeled: 
     named = named_hyperparameters(config)
     if config.recipe == "plain":
         return RecipePlan("plain", config, named, baseline=config.baseline)
-    changes, reasons = {}, {}
+    changes: dict[str, Any] = {}
+    reasons: dict[str, str] = {}
     if "augmentation" not in named:
         changes["augmentation"], reasons["augmentation"] = _augmentation(x)
     steps_per_epoch = math.ceil(train_rows / config.batch_size)

@@ -36,6 +36,7 @@ import io
 import pickletools
 import re
 import tokenize
+from typing import TypeGuard, cast
 
 import torch
 
@@ -157,7 +158,7 @@ def _audit_source(source: str, name: str) -> None:
             _audit_chain(_chain(node), name)
 
 
-def _is_getattr(node: ast.AST) -> bool:
+def _is_getattr(node: ast.AST) -> TypeGuard[ast.Call]:
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
 
 
@@ -184,7 +185,7 @@ def _chain(node: ast.AST) -> list[str]:
     if isinstance(node, ast.Attribute):
         return [*_chain(node.value), node.attr]
     if _is_getattr(node) and _literal_name(node):
-        return [*_chain(node.args[0]), node.args[1].value]
+        return [*_chain(node.args[0]), cast(str, cast(ast.Constant, node.args[1]).value)]  # _literal_name
     return ["?"]
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from worker.engine.config import DistillConfig, ProgressEvent
 
@@ -48,7 +49,9 @@ def search_distillation_settings(
 
     for number in range(trials):
         trial = study.ask()
-        values = {name: trial.suggest_float(name, low, high, log=log) for name, (low, high, log) in _space(names)}
+        values: dict[str, Any] = {
+            name: trial.suggest_float(name, low, high, log=log) for name, (low, high, log) in _space(names)
+        }
         record = _run_trial(train_trial, trial, dataclasses.replace(config, epochs=trial_epochs, **values))
         record = {"trial": number + 1, **{k: float(f"{v:.4g}") for k, v in values.items()}, **record}
         records.append(record)

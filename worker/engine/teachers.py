@@ -7,6 +7,7 @@ import os
 import re
 import warnings
 import zipfile
+from typing import cast
 
 import numpy as np
 import torch
@@ -135,7 +136,7 @@ class Teacher:
         self.device = device
         self.format = sniff_format(path)
         self.size_bytes = os.path.getsize(path)
-        self.fixed_batch = None  # a .pt2 program exported with a static batch size runs only at that size
+        self.fixed_batch: int | None = None  # a .pt2 program exported with a static batch size runs only at that size
         if self.format == "torchscript":
             self._load_torchscript()
         elif self.format == "pt2":
@@ -152,8 +153,8 @@ class Teacher:
             raise EngineError("invalid_model", f"cannot load the TorchScript model: {exc}") from exc
         self.module.eval()
         self.num_parameters = sum(p.numel() for p in self.module.parameters())
-        self.input_shape = None  # TorchScript does not record input sizes
-        self.input_dtype = None
+        self.input_shape: list[int | None] | None = None  # TorchScript does not record input sizes
+        self.input_dtype: type | None = None
 
     def _load_pt2(self) -> None:
         try:
@@ -240,6 +241,7 @@ class Teacher:
     def _in_fixed_batches(self, x: torch.Tensor) -> torch.Tensor:
         # Static-batch program: run whole chunks of its size, the last one filled up by repeating a row.
         size, parts = self.fixed_batch, []
+        assert size is not None  # called only for a static-batch program
         for start in range(0, len(x), size):
             chunk = x[start : start + size]
             n = len(chunk)
@@ -283,7 +285,7 @@ def inspect_model(path: str) -> dict:
     elif teacher.format == "pt2" and teacher.input_shape and None not in teacher.input_shape[1:]:
         # Every example dimension is known: one forward pass on zeros names the number of classes.
         try:
-            example = torch.zeros([teacher.fixed_batch or 1, *teacher.input_shape[1:]])
+            example = torch.zeros([teacher.fixed_batch or 1, *cast(list[int], teacher.input_shape[1:])])  # no None
             info["num_classes"] = int(teacher(example.to(_torch_dtype(teacher.input_dtype))).shape[1])
         except Exception as exc:  # the shape is all we promised; the class count is a bonus
             logger.info("cannot run the .pt2 program on zeros: %s", exc)

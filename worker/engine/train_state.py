@@ -49,6 +49,7 @@ class TrainState:
         tensors.update(optim_tensors)
         tensors.update(rng_tensors)
         if self.step > 0:
+            assert self.generator is not None  # set with the first step
             tensors.update({"generator": self.generator.get_state(), "perm": self.perm, "loss_sum": self.loss_sum})
         meta = {
             "epoch": self.epoch,

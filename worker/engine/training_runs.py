@@ -55,7 +55,8 @@ class RunInputs:
 def train_runs(inputs: RunInputs, plan: RecipePlan, emit, checkpoint_dir: str | None) -> Runs:
     """Search (auto recipe), then train the student and (when asked or auto) the baseline."""
     seconds: dict[str, float] = {}
-    config, trials = plan.config, []
+    config = plan.config
+    trials: list[dict] = []
     started = time.monotonic()
     if plan.search:
         config, trials = _search(inputs, plan, emit, checkpoint_dir)
@@ -140,6 +141,7 @@ def _write_choice(checkpoint_dir: str | None, plan: RecipePlan, chosen: dict, tr
     path = _choice_path(checkpoint_dir)
     if path is None:
         return
+    assert checkpoint_dir is not None  # it gave a path
     os.makedirs(checkpoint_dir, exist_ok=True)
     blob = json.dumps({"plan": plan.section(), "chosen": chosen, "trials": trials}).encode()
     atomic_write(path, blob)  # a job killed mid-write searches again rather than reading half a file

@@ -68,7 +68,7 @@ class Batches:
         self.rows = len(train.x)
         self.per_epoch = math.ceil(self.rows / config.batch_size)
         self.margin = trim_margin(model, train.x, pad_id)
-        self.lengths = used_lengths(train.x, pad_id) if self.margin is not None else None
+        self.lengths = used_lengths(train.x, pad_id) if self.margin is not None and pad_id is not None else None
         self.full_width = int(train.x.shape[1]) if train.x.ndim > 1 else 0
 
     def shuffle(self, epoch: int) -> tuple[torch.Generator, torch.Tensor]:
@@ -91,21 +91,28 @@ class Batches:
         """(x, y, teacher logits) of rows `index`, batch `step` of the epoch (`stored`: the indices where the
         data lives)."""
         train, device = self.train, self.device
-        width = None if self.lengths is None else batch_width(self.lengths, index, self.margin, self.full_width)
+        width = (
+            None
+            if self.lengths is None or self.margin is None
+            else batch_width(self.lengths, index, self.margin, self.full_width)
+        )
         y = None if train.y is None else fetch(train.y, stored, device)
         if self.config.augmenting:
             x = fetch(train.x, stored, device)
             settings = self.config.augmentation
+            assert settings is not None  # augmenting
             x, y = augment_batch(x, y, self.num_classes, settings, generator, self.pad_id or 0, self.mask_id)
             # The teacher sees the same augmented batch, full width (through the cache when there is one).
             if self.augmented is not None:
                 teacher_logits = self.augmented(step, x).to(device)
             else:
+                assert self.teacher is not None  # the teacher runs online when augmenting
                 teacher_logits = self.teacher(x).to(device)
             if width is not None:
                 x = x[:, :width]
         else:
             x = fetch(train.x, stored, device, width)
+            assert train.teacher_logits is not None  # cached when not augmenting
             teacher_logits = fetch(train.teacher_logits, stored, device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
