@@ -87,12 +87,13 @@ def _first_line(path: Path, limit: int = 1 << 20) -> str:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         # A multibyte character may straddle the cut; a real binary file fails on the first line too.
-        text = raw.decode("utf-8-sig", errors="ignore") if len(raw) == limit else None
-        if text is None:
+        cut = raw.decode("utf-8-sig", errors="ignore") if len(raw) == limit else None
+        if cut is None:
             raise Unprocessable(
                 f"the file is not UTF-8 text nor a known binary format; {DATASET_FORMATS_HINT}",
                 code="unsupported_dataset_format",
             ) from None
+        text = cut
     return text.split("\n", 1)[0].strip("\r")
 
 

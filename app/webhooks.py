@@ -24,6 +24,7 @@ import secrets
 import socket
 import time
 from collections.abc import Mapping
+from typing import cast
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
@@ -172,7 +173,7 @@ def check_target(url: str, allow_private: bool) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise WebhookTargetError(f"webhook_url host {host!r} does not resolve: {exc}") from exc
-    addresses = sorted({info[4][0] for info in infos})
+    addresses = sorted({cast(str, info[4][0]) for info in infos})  # an IPv4 or IPv6 address: SOCK_STREAM
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if _refused_address(ip):

@@ -7,6 +7,7 @@ import json
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside brackets or quotes."""
+    current: list[str]
     parts, depth, quote, current = [], 0, None, []
     for ch in text:
         if quote:
@@ -40,7 +41,7 @@ def parse_student(text: str) -> dict:
     arch, _, rest = text.partition(":")
     if not arch.strip():
         raise ValueError("student must look like 'mlp:hidden_sizes=[32]' or be a JSON object")
-    spec: dict = {"architecture": arch.strip()}
+    spec = {"architecture": arch.strip()}
     for item in _split_top_level(rest):
         key, eq, raw = item.partition("=")
         if not eq or not key.strip():

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 
 def parse_sse(lines: Iterable[str]) -> Iterator[tuple[str, int | None, str]]:
     """(event type, id, data) for each server-sent event; comments and keep-alives are skipped."""
+    data: list[str]
     kind, event_id, data = "message", None, []
     for line in lines:
         line = line.rstrip("\r")

@@ -176,6 +176,7 @@ def bar_chart(
         out.append(f'<text x="8" y="{y + 14}" class="axis">{esc(group)}</text>')
         y += 20
         for label, color, value in bars:
+            assert value is not None  # filtered above
             w = max(1.0, value / peak * pw)
             out.append(
                 f'<text x="{left - 6}" y="{y + bar_height - 6}" class="tick" text-anchor="end">'

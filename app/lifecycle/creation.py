@@ -38,6 +38,7 @@ def _check_capacity(session: Session, tenant: Tenant) -> None:
     active = session.scalar(
         select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id, Job.status.in_(ACTIVE))
     )
+    assert active is not None  # COUNT gives a row
     if active >= cap:
         raise TooManyRequests(
             f"this tenant already has {active} queued or running jobs (the limit is {cap}); "

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from sqlalchemy import update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from app import queue
@@ -71,11 +73,12 @@ def cancel_job(session: Session, job: Job) -> Job:
     """The user cancels a queued or running job (409 `job_finished` once it has ended); its worker sees it and stops."""
     if job.status in TERMINAL:
         raise Conflict(f"job {job.id} has already {job.status}", code="job_finished")
-    result = session.execute(
+    update_job = (
         update(Job)
         .where(Job.id == job.id, Job.status.in_(ACTIVE))
         .values(status=JobStatus.CANCELLED.value, finished_at=utcnow())
     )
+    result = cast(CursorResult, session.execute(update_job))
     if result.rowcount != 1:  # it ended between the read above and this write
         session.rollback()
         session.refresh(job)

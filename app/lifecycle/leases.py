@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import cast
 
 from sqlalchemy import func, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from app.db import get_sessionmaker
@@ -41,7 +43,7 @@ class Ownership(StrEnum):
 def claim(job_id: str, worker_id: str) -> Job | None:
     """Compare-and-set queued -> running (attempt + 1); None when another delivery or worker already has it."""
     with get_sessionmaker()() as session:
-        result = session.execute(
+        start = (
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
             .values(
@@ -53,10 +55,12 @@ def claim(job_id: str, worker_id: str) -> Job | None:
                 heartbeat_at=utcnow(),
             )
         )
+        result = cast(CursorResult, session.execute(start))
         if result.rowcount != 1:
             session.rollback()
             return None
         job = session.get(Job, job_id)
+        assert job is not None  # the update above matched it
         # The worker's name (host:pid) is the operator's business: it goes to the log, not to the user.
         logger.info("job %s running on %s (attempt %d)", job_id, worker_id, job.attempt)
         add_event(
@@ -72,10 +76,13 @@ def claim(job_id: str, worker_id: str) -> Job | None:
 
 def fenced_update(session: Session, lease: Lease, **values) -> bool:
     """Update the job row (and renew the lease) only while this attempt still owns it; the caller commits."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == lease.job_id, Job.attempt == lease.attempt, Job.status == JobStatus.RUNNING.value)
-        .values(heartbeat_at=utcnow(), **values)
+    result = cast(
+        CursorResult,
+        session.execute(
+            update(Job)
+            .where(Job.id == lease.job_id, Job.attempt == lease.attempt, Job.status == JobStatus.RUNNING.value)
+            .values(heartbeat_at=utcnow(), **values)
+        ),
     )
     return result.rowcount == 1
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import CursorResult
 
 from app import queue
 from app.db import get_sessionmaker
@@ -48,7 +50,8 @@ def fail_or_requeue_lost(cutoff: datetime, max_attempts: int) -> tuple[list[str]
 
     Attempts handed back on shutdown do not count (lost_attempts, not attempt): preemption is not failure.
     """
-    requeued, failed = [], []
+    requeued: list[str] = []
+    failed: list[str] = []
     with get_sessionmaker()() as session:
         stale = session.execute(
             select(Job.id, Job.attempt, Job.lost_attempts, Job.worker_id).where(
@@ -63,7 +66,7 @@ def fail_or_requeue_lost(cutoff: datetime, max_attempts: int) -> tuple[list[str]
                 Job.status == JobStatus.RUNNING.value,
                 Job.heartbeat_at < cutoff,
             )
-            if session.execute(update(Job).where(*fence).values(**values)).rowcount != 1:
+            if cast(CursorResult, session.execute(update(Job).where(*fence).values(**values))).rowcount != 1:
                 session.rollback()  # renewed, ended or reaped by another worker meanwhile
                 continue
             add_event(session, job_id, STATUS_EVENT, message, data, level="warning")
@@ -90,7 +93,7 @@ def resend_queued(cutoff: datetime) -> list[str]:
         )
         for job_id, sent in stale.all():
             swap = update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value, Job.enqueued_at == sent)
-            if session.execute(swap.values(enqueued_at=utcnow())).rowcount == 1:
+            if cast(CursorResult, session.execute(swap.values(enqueued_at=utcnow()))).rowcount == 1:
                 jobs.append(job_id)
         session.commit()
     for job_id in jobs:
