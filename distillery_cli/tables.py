@@ -102,13 +102,20 @@ def info_summary(info: dict | None) -> str:
     return " · ".join(parts)
 
 
+def _error_message(error) -> str | None:
+    """The message of an upload's error, whether the SDK gave it as the contract's ErrorDetail or a dict."""
+    if isinstance(error, dict):
+        return error.get("message")
+    return getattr(error, "message", None)
+
+
 def uploads_table(rows) -> Table:
     """One row per model or dataset: id, name, format, status, size, created, and its info or error."""
     table = Table()
     for name in ("id", "name", "format", "status", "size", "created", "info / error"):
         table.add_column(name, justify="right" if name == "size" else "left")
     for row in rows:
-        note = (row.error or {}).get("message") if row.status == "invalid" else info_summary(row.info)
+        note = _error_message(row.error) if row.status == "invalid" else info_summary(row.info)
         table.add_row(
             row.id,
             escape(row.name),

@@ -401,3 +401,29 @@ def test_run_refuses_a_non_empty_out_before_uploading(fake, tmp_path):
     assert result.exit_code == 2, result.output
     assert "--force" in result.stderr
     assert fake.uploads == []
+
+
+def test_the_uploads_table_shows_an_invalid_uploads_message():
+    """An invalid upload's error arrives as the contract's ErrorDetail: its message is the row's note."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from contract.wire import ModelPublic
+    from distillery_cli.tables import uploads_table
+
+    row = ModelPublic.model_validate(
+        {
+            "id": "mdl_1",
+            "name": "teacher.pt",
+            "format": "torchscript",
+            "status": "invalid",
+            "size_bytes": 10,
+            "sha256": "0" * 64,
+            "created_at": "2026-11-30T00:00:00Z",
+            "error": {"code": "invalid_model", "message": "not a TorchScript archive"},
+        }
+    )
+    out = StringIO()
+    Console(file=out, width=200).print(uploads_table([row]))
+    assert "not a TorchScript archive" in out.getvalue()
