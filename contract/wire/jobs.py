@@ -20,7 +20,7 @@ from contract.jobs import JobStatus, Phase
 from contract.wire.common import ErrorDetail, OutModel, Timestamp, webhook_url_problem
 from contract.wire.students import StudentSpec, default_student
 
-ExportFormatName = Literal[EXPORT_FORMATS]
+ExportFormatName = Literal[EXPORT_FORMATS]  # type: ignore[valid-type]  # the tuple's values, dynamic to mypy
 
 
 class _HyperparametersBase(BaseModel):
@@ -42,7 +42,7 @@ def _hyperparameter_type(p: Hyperparameter) -> Any:
 
 def _hyperparameter_field(p: Hyperparameter) -> tuple[Any, Any]:
     """A pydantic field from a row of the contract's table: its type, default, bounds and help."""
-    limits: dict[str, float] = {}
+    limits: dict[str, Any] = {}
     if p.bounds is not None:
         if p.bounds.low is not None:
             limits["gt" if p.bounds.low_open else "ge"] = p.bounds.low
@@ -51,7 +51,7 @@ def _hyperparameter_field(p: Hyperparameter) -> tuple[Any, Any]:
     return _hyperparameter_type(p), Field(p.default, description=p.describe(), **limits)
 
 
-Hyperparameters = create_model(
+Hyperparameters = create_model(  # type: ignore[call-overload]  # fields from the table: dynamic to mypy
     "Hyperparameters",
     __base__=_HyperparametersBase,
     __doc__="Training settings (contract.HYPERPARAMETERS); unknown keys are refused.",
@@ -71,7 +71,7 @@ class _ResolvedBase(BaseModel):
         return {key: value for key, value in handler(self).items() if key in stored}
 
 
-ResolvedHyperparameters = create_model(
+ResolvedHyperparameters = create_model(  # type: ignore[call-overload]  # fields from the table: dynamic to mypy
     "ResolvedHyperparameters",
     __base__=_ResolvedBase,
     __doc__="The job's training settings, every default filled in when it was created (see Hyperparameters).",
@@ -198,7 +198,7 @@ class JobPublic(OutModel):
     train_dataset_id: str
     eval_dataset_id: str | None
     student: StudentSpec
-    hyperparameters: ResolvedHyperparameters  # type: ignore[valid-type]
+    hyperparameters: ResolvedHyperparameters
     export: list[ExportFormatName]
     baseline: bool
     max_runtime_s: int | None = None

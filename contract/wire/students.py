@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -70,10 +70,16 @@ def _variant(arch: StudentArchitecture) -> type[BaseModel]:
 
 STUDENT_VARIANTS: dict[str, type[BaseModel]] = {arch.name: _variant(arch) for arch in STUDENT_ARCHITECTURES}
 # Union[...] of a tuple: the variants come from the table, so they cannot be spelled with `|` here.
-BuiltInStudent = Annotated[Union[tuple(STUDENT_VARIANTS.values())], Field(discriminator="architecture")]  # noqa: UP007
+if TYPE_CHECKING:  # a Union computed at import is dynamic to mypy (and to the pydantic plugin)
+    BuiltInStudent = Any
+else:
+    BuiltInStudent = Annotated[
+        Union[tuple(STUDENT_VARIANTS.values())],  # noqa: UP007
+        Field(discriminator="architecture"),
+    ]
 
 
-class StudentSpec(RootModel[UploadedStudent | BuiltInStudent]):  # type: ignore[valid-type]
+class StudentSpec(RootModel[UploadedStudent | BuiltInStudent]):
     """A built-in architecture with its size parameters (discriminated by `architecture`), or an uploaded model."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"architecture": "mlp", "hidden_sizes": [32]}]})
