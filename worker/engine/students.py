@@ -8,9 +8,8 @@ import warnings
 import torch
 from torch import nn
 
+from contract.students import ARCHITECTURES, TEXT_ARCHITECTURES
 from worker.engine.errors import EngineError
-
-TEXT_ARCHITECTURES = ("lstm", "textcnn", "transformer")
 
 
 class MLP(nn.Module):
@@ -65,6 +64,11 @@ def _positive_ints(spec: dict, key: str, default: list[int]) -> list[int]:
     ):
         raise EngineError("invalid_student", f"{key} must be a non-empty list of positive integers, got {value!r}")
     return value
+
+
+def _default(architecture: str, name: str):
+    """A size parameter's default, from the contract's table (the one place defaults are written)."""
+    return next(p.default for p in ARCHITECTURES[architecture].parameters if p.name == name)
 
 
 def _dropout(spec: dict) -> float:
@@ -132,7 +136,7 @@ def build_student(
         _check_keys(spec, {"hidden_sizes", "dropout"})
         hidden = spec.get("hidden_sizes", [64])
         if hidden != []:
-            hidden = _positive_ints(spec, "hidden_sizes", [64])
+            hidden = _positive_ints(spec, "hidden_sizes", _default("mlp", "hidden_sizes"))
         return MLP(math.prod(input_shape), hidden, num_classes, _dropout(spec))
     if architecture == "cnn":
         _check_keys(spec, {"channels", "dropout"})
@@ -142,8 +146,10 @@ def build_student(
                 f"'cnn' needs examples shaped [channels, height, width], "
                 f"got {input_shape}; use 'mlp' for flat features",
             )
-        return CNN(input_shape[0], _positive_ints(spec, "channels", [16, 32]), num_classes, _dropout(spec))
-    known = ["mlp", "cnn", *TEXT_ARCHITECTURES]
+        return CNN(
+            input_shape[0], _positive_ints(spec, "channels", _default("cnn", "channels")), num_classes, _dropout(spec)
+        )
+    known = list(ARCHITECTURES)
     raise EngineError(
         "invalid_student",
         f"unknown student architecture {architecture!r}; known: {known}, "

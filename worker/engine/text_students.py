@@ -9,21 +9,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from contract.students import ARCHITECTURES, TEXT_ARCHITECTURES
+
 logger = logging.getLogger(__name__)
 
+# Each text architecture's size parameters and their defaults, from the contract's table.
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "lstm": {
-        "embedding_dim": 64,
-        "hidden_dim": 64,
-        "num_layers": 1,
-        "bidirectional": False,
-        "dropout": 0.0,
-        "pooling": "mean",
-    },
-    "textcnn": {"embedding_dim": 64, "num_filters": 64, "kernel_sizes": [3, 4, 5], "dropout": 0.1},
-    "transformer": {"d_model": 64, "layers": 2, "heads": 4, "ff_dim": None, "dropout": 0.1},
+    name: {p.name: p.default for p in ARCHITECTURES[name].parameters} for name in TEXT_ARCHITECTURES
 }
-TEXT_ARCHITECTURES = tuple(_DEFAULTS)
 _COMMON = {"architecture", "pad_id"}
 
 
