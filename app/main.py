@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
+from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -34,7 +35,7 @@ def _install_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
+            openapi_url=cast(str, app.openapi_url),  # set: the app publishes its document
             title=f"{app.title} API",
             swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
@@ -46,7 +47,7 @@ def _install_docs(app: FastAPI) -> None:
 
 def _schema_examples() -> dict[str, list]:
     """The examples each wire model of contract.wire declares, by its OpenAPI component name."""
-    found = {}
+    found: dict[str, Any] = {}
     for name, model in vars(schemas).items():
         if isinstance(model, type) and issubclass(model, BaseModel):
             extra = model.model_config.get("json_schema_extra")
@@ -76,6 +77,7 @@ def _finish_openapi(app: FastAPI, routers: tuple[APIRouter, ...]) -> None:
         for route in (r for router in routers for r in router.routes):
             if not isinstance(route, APIRoute) or not route.include_in_schema:
                 continue
+            assert route.methods is not None  # an APIRoute always has its methods
             for method in route.methods:
                 operation = document["paths"].get(route.path_format, {}).get(method.lower())
                 for status, spec in route.responses.items() if operation else ():

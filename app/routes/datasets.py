@@ -76,9 +76,9 @@ def parse_options(form: ReceivedForm) -> dict:
             raise Unprocessable('classes must be a non-empty list of distinct names, e.g. ["cat", "dog"]')
         options["classes"] = [str(c) for c in classes]
     if fields.get("image_size"):
-        raw = fields["image_size"].strip().lower().replace(",", "x").split("x")
+        sides = fields["image_size"].strip().lower().replace(",", "x").split("x")
         try:
-            size = [int(v) for v in raw]
+            size = [int(v) for v in sides]
         except ValueError:
             raise Unprocessable("image_size must be HxW or one number, e.g. 32x32 or 32") from None
         size = size * 2 if len(size) == 1 else size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -25,7 +26,7 @@ def healthz() -> Health:
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}}, operation_id="health_ready")
 def readyz(session: SessionDep, settings: SettingsDep):
     """Database and broker reachable, and a fresh worker heartbeat seen."""
-    checks: dict[str, object] = {}
+    checks: dict[str, Any] = {}
     try:
         session.execute(text("SELECT 1"))
         checks["database"] = "ok"

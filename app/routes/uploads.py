@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import Request
 from sqlalchemy import select
@@ -106,7 +107,7 @@ def _same_options(stored: dict | None, options: dict | None) -> bool:
     return meaning(stored) == meaning(options)
 
 
-def find_reusable(session: Session, cls: type, tenant: Tenant, sha256: str, fmt: str, options: dict | None = None):
+def find_reusable(session: Session, cls: Any, tenant: Tenant, sha256: str, fmt: str, options: dict | None = None):
     """The tenant's newest upload of the same bytes and options that is ready or still validating, or None.
 
     Uploads are content-addressed per tenant: a re-upload answers with that object instead of storing a copy.
