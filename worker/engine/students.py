@@ -146,13 +146,11 @@ def build_student(
                 f"'cnn' needs examples shaped [channels, height, width], "
                 f"got {input_shape}; use 'mlp' for flat features",
             )
-        return CNN(
-            input_shape[0], _positive_ints(spec, "channels", _default("cnn", "channels")), num_classes, _dropout(spec)
-        )
-    known = list(ARCHITECTURES)
+        channels = _positive_ints(spec, "channels", _default("cnn", "channels"))
+        return CNN(input_shape[0], channels, num_classes, _dropout(spec))
     raise EngineError(
         "invalid_student",
-        f"unknown student architecture {architecture!r}; known: {known}, "
+        f"unknown student architecture {architecture!r}; known: {list(ARCHITECTURES)}, "
         "or {'model_path': ...} for an uploaded TorchScript student",
     )
 
