@@ -6,6 +6,8 @@ can both draw a report without importing each other:
     numbers   the one number format of the page (`fmt`), escaping, NaN-free reports, axis ticks
     charts    SVG line and bar charts
     sections  the page's parts: summary table, curves, size and latency bars, confusion matrix
+    latency   what each latency figure was measured with (device, runtime, threads, input shape)
+    recipe    the recipe section: chosen values and why, search trials, seconds per stage, cache savings
     page      the whole page (`render_report_html`) and its CSS
 """
 

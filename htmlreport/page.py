@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from htmlreport.latency import latency_notes
 from htmlreport.numbers import esc, finite_numbers, fmt
+from htmlreport.recipe import recipe_section
 from htmlreport.sections import bars, confusion, curves, json_value, kv_table, summary
 
 CSS = """
@@ -80,7 +82,7 @@ def _headline(report: dict) -> str:
 
 
 def render_report_html(report: dict, job: dict | None = None, artifacts: Sequence[dict] = ()) -> str:
-    """The report page of a job: summary, curves, size/latency bars, confusion, configuration, checksums."""
+    """The report page of a job: summary, curves, recipe, size/latency bars, confusion, configuration, checksums."""
     job = job or {}
     report = finite_numbers(report)
     job_id = report.get("job_id") or job.get("id") or ""
@@ -89,7 +91,8 @@ def render_report_html(report: dict, job: dict | None = None, artifacts: Sequenc
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>Distillery report {esc(job_id)}</title><style>{CSS}</style></head><body><main>"
         f"<h1>Distillation report</h1>{_headline(report)}"
-        f"<section><h2>Teacher vs student</h2>{summary(report)}{kv_table(_meta(report, job, job_id))}</section>"
-        f"{curves(report)}{bars(report)}{confusion(report)}{_configuration(job)}{_artifacts(artifacts)}"
+        f"<section><h2>Teacher vs student</h2>{summary(report)}{latency_notes(report)}"
+        f"{kv_table(_meta(report, job, job_id))}</section>"
+        f"{curves(report)}{recipe_section(report)}{bars(report)}{confusion(report)}{_configuration(job)}{_artifacts(artifacts)}"
         "</main></body></html>"
     )

@@ -80,6 +80,13 @@ def summary(report: dict) -> str:
         rows.append(row(f"latency {key.replace('_', ' ')} (ms)", t_lat.get(key), s_lat.get(key), b_lat.get(key)))
     for key in sorted(speedup):
         rows.append(row(f"speedup {key.replace('_', ' ')}", None, speedup.get(key), None, "×"))
+    t_gpu, s_gpu = teacher.get("latency_ms_cuda") or {}, student.get("latency_ms_cuda") or {}
+    b_gpu = b.get("latency_ms_cuda") or {}
+    for key in sorted(set(t_gpu) | set(s_gpu)):
+        rows.append(row(f"GPU latency {key.replace('_', ' ')} (ms)", t_gpu.get(key), s_gpu.get(key), b_gpu.get(key)))
+    speedup_gpu = report.get("speedup_cuda") or {}
+    for key in sorted(speedup_gpu):
+        rows.append(row(f"GPU speedup {key.replace('_', ' ')}", None, speedup_gpu.get(key), None, "×"))
     rows.append(row("compression (parameters)", None, report.get("compression_ratio"), None, "×"))
     head = "".join(f"<th>{esc(c)}</th>" for c in cols)
     return f'<table class="summary"><tr>{head}</tr>{"".join(rows)}</table>'
@@ -136,7 +143,7 @@ def curves(report: dict) -> str:
 
 
 def bars(report: dict) -> str:
-    """File size and CPU latency of teacher and student, as bars."""
+    """File size and CPU (and GPU) latency of teacher and student, as bars."""
     teacher, student = report.get("teacher") or {}, report.get("student") or {}
     sizes = [("teacher", TEACHER, teacher.get("size_bytes")), ("student", STUDENT, student.get("size_bytes"))]
     size = bar_chart("File size", [("size", sizes)], unit="bytes")
@@ -146,6 +153,12 @@ def bars(report: dict) -> str:
         for key in sorted(set(t_lat) | set(s_lat))
     ]
     latency = bar_chart("CPU latency", groups, unit="ms")
-    if not (size or latency):
+    t_gpu, s_gpu = teacher.get("latency_ms_cuda") or {}, student.get("latency_ms_cuda") or {}
+    gpu_groups = [
+        (key.replace("_", " "), [("teacher", TEACHER, t_gpu.get(key)), ("student", STUDENT, s_gpu.get(key))])
+        for key in sorted(set(t_gpu) | set(s_gpu))
+    ]
+    gpu = bar_chart("GPU latency", gpu_groups, unit="ms")
+    if not (size or latency or gpu):
         return ""
-    return f'<section><h2>Size and latency</h2><div class="charts">{size}{latency}</div></section>'
+    return f'<section><h2>Size and latency</h2><div class="charts">{size}{latency}{gpu}</div></section>'
