@@ -328,6 +328,7 @@ def run_engine(w: Workload, device: str, work: Path) -> EngineRun:
     config = DistillConfig.from_dict(
         {
             "student": w.student,
+            "recipe": "plain",  # the same training as the tutorial loop: no search, no baseline
             "epochs": w.epochs,
             "batch_size": w.batch_size,
             "learning_rate": w.learning_rate,

@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 "teacher_id": teacher["id"],
                 "train_dataset_id": train["id"],
                 "student": {"architecture": "mlp", "hidden_sizes": [16]},
-                "hyperparameters": {"epochs": 1, "batch_size": 64},
+                "hyperparameters": {"recipe": "plain", "epochs": 1, "batch_size": 64},
                 "export": [f for f in args.export.split(",") if f],
             }
             # One job first, not counted: imports and caches in the worker are paid once.

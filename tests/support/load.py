@@ -40,7 +40,7 @@ def run_load(service: Service, files: dict[str, Path], jobs: int = 200, threads:
         "teacher_id": client.ready_upload("models", files["teacher"])["id"],
         "train_dataset_id": client.ready_upload("datasets", files["data"])["id"],
         "student": {"architecture": "mlp", "hidden_sizes": [8]},
-        "hyperparameters": {"epochs": 1, "batch_size": 64},
+        "hyperparameters": {"recipe": "plain", "epochs": 1, "batch_size": 64},
         "export": ["torchscript"],
     }
     start = time.time()
