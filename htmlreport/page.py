@@ -8,6 +8,7 @@ from htmlreport.latency import latency_notes
 from htmlreport.numbers import esc, finite_numbers, fmt
 from htmlreport.recipe import recipe_section
 from htmlreport.sections import bars, confusion, curves, json_value, kv_table, summary
+from htmlreport.student_search import student_search_section
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#111;background:#f8fafc}
@@ -22,6 +23,9 @@ svg .plot{fill:#fff;stroke:#cbd5e1} svg .grid{stroke:#eef2f7} svg .tick{font-siz
 svg .axis{font-size:12px;fill:#334155} svg .ct{font-size:14px;font-weight:600;fill:#111}
 svg .leg{font-size:11px;fill:#334155} code{font-size:.8rem;word-break:break-all}
 table.confusion td{text-align:center;min-width:28px;font-size:.8rem} .status{font-weight:600}
+table.candidates{font-size:.85rem} table.candidates td.arch{white-space:nowrap}
+table.candidates tr.chosen td{font-weight:600;background:#fffbeb} .scroll{overflow-x:auto}
+table.candidates td.why{min-width:16em}
 """
 
 
@@ -82,7 +86,8 @@ def _headline(report: dict) -> str:
 
 
 def render_report_html(report: dict, job: dict | None = None, artifacts: Sequence[dict] = ()) -> str:
-    """The report page of a job: summary, curves, recipe, size/latency bars, confusion, configuration, checksums."""
+    """The report page of a job: summary, curves, recipe, student search, size/latency bars, confusion,
+    configuration, checksums."""
     job = job or {}
     report = finite_numbers(report)
     job_id = report.get("job_id") or job.get("id") or ""
@@ -93,6 +98,7 @@ def render_report_html(report: dict, job: dict | None = None, artifacts: Sequenc
         f"<h1>Distillation report</h1>{_headline(report)}"
         f"<section><h2>Teacher vs student</h2>{summary(report)}{latency_notes(report)}"
         f"{kv_table(_meta(report, job, job_id))}</section>"
-        f"{curves(report)}{recipe_section(report)}{bars(report)}{confusion(report)}{_configuration(job)}{_artifacts(artifacts)}"
+        f"{curves(report)}{recipe_section(report)}{student_search_section(report)}{bars(report)}"
+        f"{confusion(report)}{_configuration(job)}{_artifacts(artifacts)}"
         "</main></body></html>"
     )
