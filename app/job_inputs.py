@@ -73,21 +73,31 @@ def _check_eval_fit(e_info: dict, d_info: dict) -> None:
 
 
 def _check_student_fit(body: JobCreate, d_info: dict) -> None:
-    arch = body.student.architecture
-    d_input = (d_info.get("input") or {}).get("shape")
-    if arch == "cnn" and d_input is not None and len(d_input) != 3:
-        raise Unprocessable(
-            f"the cnn student needs examples shaped [C, H, W]; these are {d_input}", code="invalid_student"
-        )
-    if arch in TEXT_ARCHITECTURES and d_info.get("input", {}).get("dtype", "int64") not in TOKEN_DTYPES:
-        raise Unprocessable(
-            f"the {arch} student needs token ids; this dataset holds {d_info['input']['dtype']}",
-            code="invalid_student",
-        )
+    search = body.student.search
+    for arch in search["architectures"] if search else [body.student.architecture]:
+        _check_architecture_fit(arch, d_info, searched=search is not None)
     if body.baseline and not d_info.get("has_labels", True):
         raise Unprocessable(
             "baseline needs labels in the training data (it trains without the teacher)",
             code="baseline_without_labels",
+        )
+
+
+def _check_architecture_fit(arch: str | None, d_info: dict, searched: bool) -> None:
+    d_input = (d_info.get("input") or {}).get("shape")
+    d_dtype = d_info.get("input", {}).get("dtype", "int64")
+    where = " (remove it from search.architectures)" if searched else ""
+    if arch == "cnn" and d_input is not None and len(d_input) != 3:
+        raise Unprocessable(
+            f"the cnn student needs examples shaped [C, H, W]; these are {d_input}{where}", code="invalid_student"
+        )
+    if arch in TEXT_ARCHITECTURES and d_dtype not in TOKEN_DTYPES:
+        raise Unprocessable(
+            f"the {arch} student needs token ids; this dataset holds {d_dtype}{where}", code="invalid_student"
+        )
+    if searched and arch in ("mlp", "cnn") and d_dtype in TOKEN_DTYPES:
+        raise Unprocessable(
+            f"the {arch} student needs float features; this dataset holds token ids{where}", code="invalid_student"
         )
 
 

@@ -48,6 +48,7 @@ class ErrorCode(StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"  # rows, columns, classes, tokens or student parameters past a server cap
     # --- failed jobs: what happened while running ---
     TEACHER_FAILED = "teacher_failed"  # the teacher raised on the data's examples (shape or dtype it cannot take)
+    BUDGET_UNREACHABLE = "budget_unreachable"  # no student of the searched architectures fits the budget
     NON_FINITE = "non_finite"  # NaN or infinite loss, teacher outputs or weights
     CUDA_OOM = "cuda_oom"  # the GPU ran out of memory; a smaller batch_size may fit
     CANCELLED = "cancelled"

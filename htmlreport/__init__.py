@@ -8,6 +8,7 @@ can both draw a report without importing each other:
     sections  the page's parts: summary table, curves, size and latency bars, confusion matrix
     latency   what each latency figure was measured with (device, runtime, threads, input shape)
     recipe    the recipe section: chosen values and why, search trials, seconds per stage, cache savings
+    student_search  the budget search: candidates' accuracy against latency, the Pareto front, the choice
     page      the whole page (`render_report_html`) and its CSS
 """
 

@@ -394,3 +394,40 @@ def test_a_revoked_key_is_refused_and_keys_are_stored_hashed(svc):
     assert key not in stored and all(len(h) == 64 for h in stored)
     assert "revoked 1 key" in svc.cli("keys", "revoke", key)
     assert_error(client.http.get("/v1/jobs"), 401, "unauthorized")
+
+
+def test_a_student_search_job_runs_through_the_service_and_impossible_ones_are_refused(alice, done_job):
+    """A budget search over HTTP: refused with what to fix when it cannot work, else a report with its front."""
+    base = {"teacher_id": done_job["teacher"]["id"], "train_dataset_id": done_job["train"]["id"]}
+    refused = [
+        ({"search": {"architectures": ["mlp"]}}, "needs a budget"),
+        ({"search": {"architectures": ["cnn"], "max_parameters": 5000}}, "remove it from search.architectures"),
+        ({"search": {"architectures": ["lstm"], "max_parameters": 5000}}, "token ids"),
+        ({"search": {"architectures": ["mlp"], "max_parameters": 5000}, "architecture": "mlp"}, "search alone"),
+    ]
+    for student, words in refused:
+        error = assert_error(alice.http.post("/v1/jobs", json={**base, "student": student}), 422)
+        assert words in error["message"], error
+    search = {"architectures": ["mlp"], "max_parameters": 3000, "trials": 3}
+    resp = alice.http.post(
+        "/v1/jobs",
+        json={**base, "student": {"search": search}, "hyperparameters": {"epochs": 2, "recipe": "plain"}},
+    )
+    assert resp.status_code == 201, resp.text
+    job = alice.wait_job(resp.json()["id"])
+    assert job["status"] == "succeeded", job
+    assert job["student"]["search"]["max_parameters"] == 3000
+    report = alice.http.get(f"/v1/jobs/{job['id']}/report").json()
+    section = report["student_search"]
+    assert report["student"]["num_parameters"] <= 3000
+    assert sum(c["trained"] for c in section["candidates"]) == 3
+    page = alice.http.get(f"/v1/jobs/{job['id']}/report.html").text
+    assert "Student search" in page and "<svg" in page
+    impossible = {"architectures": ["mlp"], "max_parameters": 50}
+    resp = alice.http.post(
+        "/v1/jobs", json={**base, "student": {"search": impossible}, "hyperparameters": {"epochs": 1}}
+    )
+    assert resp.status_code == 201, resp.text
+    failed = alice.wait_job(resp.json()["id"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "budget_unreachable", failed
+    assert "650 parameters" in failed["error"]["message"]

@@ -33,10 +33,19 @@ from contract.wire.report import (
     HistoryEpoch,
     Latency,
     Report,
+    SearchCandidate,
     StudentScores,
+    StudentSearchReport,
     TeacherScores,
 )
-from contract.wire.students import STUDENT_VARIANTS, StudentSpec, UploadedStudent, default_student
+from contract.wire.students import (
+    STUDENT_VARIANTS,
+    SearchedStudent,
+    StudentSearch,
+    StudentSpec,
+    UploadedStudent,
+    default_student,
+)
 from contract.wire.uploads import DatasetPublic, ModelPublic, UploadPublic
 
 __all__ = [
@@ -52,6 +61,8 @@ __all__ = [
     "EventsPage",
     "Health",
     "HistoryEpoch",
+    "SearchCandidate",
+    "StudentSearchReport",
     "Hyperparameters",
     "JobCreate",
     "JobPublic",
@@ -69,6 +80,8 @@ __all__ = [
     "Timestamp",
     "UploadPublic",
     "UploadedStudent",
+    "SearchedStudent",
+    "StudentSearch",
     "WebhookSecret",
     "default_student",
     "webhook_url_problem",

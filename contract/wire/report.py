@@ -46,6 +46,37 @@ class HistoryEpoch(_Open):
     validation_agreement: float | None = None
 
 
+class SearchCandidate(_Open):
+    """One student size the budget search measured: trained briefly when it fit, else only measured."""
+
+    trial: int
+    student: dict[str, Any]
+    parameters: int
+    latency_ms: Latency
+    fits: bool
+    trained: bool
+    validation_metric: float | None = None
+    validation_accuracy: float | None = None
+    validation_agreement: float | None = None
+    epochs: int = 0
+    seconds: float | None = None
+    why_not: str | None = None
+    on_front: bool = False
+
+
+class StudentSearchReport(_Open):
+    """The budget search: its budget, where latency was measured, every candidate, the Pareto front, the choice."""
+
+    budget: dict[str, Any]
+    target: dict[str, Any]
+    candidates: list[SearchCandidate]
+    front: list[int]
+    chosen: int
+    seconds: float | None = None
+    final_latency_ms: Latency | None = None
+    final_within_budget: bool | None = None
+
+
 REPORT_EXAMPLE: dict[str, Any] = {
     "job_id": "job_01a228b74cd10864fb43bff0",
     "device": "cpu",
@@ -90,3 +121,4 @@ class Report(_Open):
     speedup: Latency
     teacher_outputs_cache: Literal["hit", "miss"] | None = None
     history: list[HistoryEpoch]
+    student_search: StudentSearchReport | None = None

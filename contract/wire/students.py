@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from contract import DEFAULT_STUDENT, STUDENT_ARCHITECTURES, check_student_parameters
+from contract.student_search import DEFAULT_TRIALS, LATENCY_BATCHES, TARGET_DEVICES, check_student_search
 from contract.students import DROPOUT, MAX_LIST_ITEMS, SIZE, SizeParameter, StudentArchitecture
 
 
@@ -38,6 +39,30 @@ class UploadedStudent(_StudentBase):
     """An uploaded TorchScript or .pt2 module, by its model id."""
 
     model_id: str = Field(examples=["mdl_01a228b730fb32ae985110c4"])
+
+
+class StudentSearch(BaseModel):
+    """A budget: the engine sizes candidates of these architectures and keeps the most accurate that fits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    architectures: list[Literal[tuple(a.name for a in STUDENT_ARCHITECTURES)]] = Field(  # type: ignore[valid-type]
+        min_length=1, description="architectures to size candidates of", examples=[["mlp", "cnn"]]
+    )
+    max_parameters: int | None = Field(None, ge=1, description="the student's largest parameter count")
+    max_latency_ms: dict[Literal[LATENCY_BATCHES], float] | None = Field(  # type: ignore[valid-type]
+        None, description="the student's largest latency per batch size, in milliseconds, on `device`"
+    )
+    trials: int = Field(DEFAULT_TRIALS, ge=3, le=40, description="candidates the search measures")
+    device: Literal[TARGET_DEVICES] = Field(  # type: ignore[valid-type]
+        "cpu", description="where latency is measured: the deployment target"
+    )
+
+
+class SearchedStudent(_StudentBase):
+    """A student the engine chooses to fit a budget (issue 9): a multi-objective search over sizes."""
+
+    search: StudentSearch
 
 
 def _size_type(p: SizeParameter) -> Any:
@@ -79,8 +104,9 @@ else:
     ]
 
 
-class StudentSpec(RootModel[UploadedStudent | BuiltInStudent]):
-    """A built-in architecture with its size parameters (discriminated by `architecture`), or an uploaded model."""
+class StudentSpec(RootModel[UploadedStudent | SearchedStudent | BuiltInStudent]):
+    """A built-in architecture with its size parameters (discriminated by `architecture`), an uploaded model, or a
+    search for the most accurate student that fits a budget."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"architecture": "mlp", "hidden_sizes": [32]}]})
 
@@ -92,6 +118,10 @@ class StudentSpec(RootModel[UploadedStudent | BuiltInStudent]):
         if not isinstance(value, dict):
             return value
         parameters = dict(value)
+        if "search" in parameters:
+            if len(parameters) > 1:
+                raise ValueError("give search alone: the search chooses the architecture and its sizes")
+            return {"search": check_student_search(parameters["search"])}
         model_id = parameters.pop("model_id", None)
         architecture = parameters.pop("architecture", None)
         if model_id is not None:
@@ -105,6 +135,12 @@ class StudentSpec(RootModel[UploadedStudent | BuiltInStudent]):
     def architecture(self) -> str | None:
         """The built-in architecture's name; None for an uploaded student."""
         return getattr(self.root, "architecture", None)
+
+    @property
+    def search(self) -> dict | None:
+        """The budget search's request; None for a named student."""
+        search = getattr(self.root, "search", None)
+        return None if search is None else search.model_dump()
 
     @property
     def model_id(self) -> str | None:

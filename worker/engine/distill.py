@@ -20,6 +20,7 @@ from worker.engine.loop import Split
 from worker.engine.prepare import Prepared, prepare
 from worker.engine.recipe import plan_recipe
 from worker.engine.report import build_report, write_report
+from worker.engine.student_search import final_check, search_for_job
 from worker.engine.students import build_student
 from worker.engine.teacher_outputs import cache_key, compute_teacher_outputs, preprocessing, teacher_outputs
 from worker.engine.training_runs import RunInputs, student_factory, train_runs
@@ -128,13 +129,21 @@ def _distill(
 
     emit(ProgressEvent("phase", "training the student", {"phase": "training"}))
     train_split, val_split = _train_val_splits(prep, all_logits, device)
-    inputs = _run_inputs(prep, config, plan, train_spec, (train_split, val_split), device, teacher_cache_dir)
+    splits = (train_split, val_split)
+    student_search = None
+    if "search" in config.student:
+        base = _run_inputs(prep, config, plan, train_spec, splits, device, teacher_cache_dir)
+        config, student_search = search_for_job(prep, plan, base, emit, (checkpoint_dir, max_student_parameters))
+        plan.config = config
+    inputs = _run_inputs(prep, config, plan, train_spec, splits, device, teacher_cache_dir)
     inputs.should_stop = should_stop
     _check_student(inputs.new_student(), train_split.x[:2].to(device), prep.num_classes, max_student_parameters)
     runs = train_runs(inputs, plan, emit, checkpoint_dir)
     report = _evaluate_and_report(
         prep, runs, out_dir, (eval_x, eval_y, eval_logits), (train_spec, eval_spec), emit, device, cache_status
     )
+    if student_search is not None:
+        report["student_search"] = final_check(student_search, report, emit)
     write_report(out_dir, report)
     return report
 

@@ -102,6 +102,11 @@ def _train(inputs: RunInputs, model, config, alpha, progress, checkpoint_dir, re
     )
 
 
+def train_briefly(inputs: RunInputs, model, config: DistillConfig, alpha: float, progress) -> TrainResult:
+    """A short run without checkpoints whose metrics go to `progress` (a candidate of the student search)."""
+    return _train(inputs, model, config, alpha, progress, None, report_progress=True)
+
+
 def _search(inputs: RunInputs, plan: RecipePlan, emit, checkpoint_dir: str | None) -> tuple[DistillConfig, list]:
     """The search's choice; a resumed job reads the choice it saved instead of searching again."""
     saved = _read_choice(checkpoint_dir, plan)
