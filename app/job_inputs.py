@@ -104,6 +104,12 @@ def _check_architecture_fit(arch: str | None, d_info: dict, searched: bool) -> N
 def check_fit(body: JobCreate, teacher: Model, train: Dataset, eval_: Dataset | None) -> None:
     """Refuse jobs that can never run, from what validation recorded about the inputs."""
     d_info = train.info or {}
+    if teacher.format == "hf":
+        raise Unprocessable(
+            "this teacher is a Hugging Face model folder: uploads of them are validated and described, but "
+            "distilling them is not available yet (issue 12); export the teacher to TorchScript or ONNX",
+            code="unsupported_model_format",
+        )
     _check_teacher_fit(teacher.info or {}, d_info)
     if eval_ is not None:
         _check_eval_fit(eval_.info or {}, d_info)

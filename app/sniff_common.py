@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_FORMATS_HINT = (
     "upload a TorchScript archive (torch.jit.script/trace(...).save), a torch.export program (.pt2, "
-    "torch.export.save) or an ONNX file"
+    "torch.export.save), an ONNX file, or a Hugging Face model folder (save_pretrained) as one zip or tar"
 )
 DATASET_FORMATS_HINT = (
     "upload an .npz with arrays x and optional y, a CSV, JSONL or Parquet table, or a zip of "

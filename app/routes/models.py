@@ -19,9 +19,12 @@ from contract.wire import ModelPublic, Page
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-EXTENSIONS = {"torchscript": "model.pt", "pt2": "model.pt2", "onnx": "model.onnx"}
+EXTENSIONS = {"torchscript": "model.pt", "pt2": "model.pt2", "onnx": "model.onnx", "hf": "model.hf"}
 UPLOAD_BODY = multipart_openapi(
-    {"file": "TorchScript archive, torch.export program (.pt2) or ONNX file; recognised by content"},
+    {
+        "file": "TorchScript archive, torch.export program (.pt2), ONNX file, or a Hugging Face model folder "
+        "(save_pretrained, safetensors weights) as one zip or tar; recognised by content"
+    },
     {"name": "Optional display name"},
 )
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from worker.engine.errors import EngineError
+from worker.engine.onnx_params import onnx_parameter_count
 from worker.engine.script_audit import ScriptRefused, audit_torchscript
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ def sniff_format(path: str) -> str:
         raise EngineError("invalid_model", f"cannot read the model file: {exc}") from exc
     if head.startswith(b"PK"):
         return _sniff_zip(path)
+    if _is_tar(path):
+        return "hf"
     if head[:1] == b"\x80":  # pickle protocol 2+ opcode: never unpickle user files
         raise EngineError(
             "invalid_model",
@@ -64,6 +67,10 @@ def _sniff_zip(path: str) -> str:
             names = archive.namelist()
     except zipfile.BadZipFile as exc:
         raise EngineError("invalid_model", f"corrupt zip archive: {exc}") from exc
+    from contract.hf_folder import folder_root
+
+    if folder_root(names) is not None:
+        return "hf"
     # torch's zip reader finds members in any case (miniz compares names case-insensitively): so do we.
     parts = [n.split("/", 1)[1].lower() for n in names if "/" in n]
     if any(p.startswith("code/") for p in parts) and "constants.pkl" in parts:
@@ -87,6 +94,11 @@ def _sniff_zip(path: str) -> str:
     raise EngineError("invalid_model", f"unrecognised zip archive; upload a {SUPPORTED} model")
 
 
+def _is_tar(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(512)[257:262] == b"ustar"
+
+
 def _onnx_graph(path: str):
     import onnx
 
@@ -97,32 +109,6 @@ def _onnx_graph(path: str):
     if not model.graph.node or not model.opset_import or not model.graph.output:
         return None
     return model
-
-
-_ONNX_FLOATS = {1, 10, 11, 16}  # float32, float16, float64, bfloat16
-# Inputs of these operators that hold running statistics or shapes, not trained weights.
-_ONNX_BUFFER_INPUTS = {"BatchNormalization": {3, 4}, "InstanceNormalization": set(), "Reshape": {1}}
-
-
-def onnx_parameter_count(model) -> int:
-    """Trainable-looking weights of an ONNX graph, counted as a torch module's parameters() counts them.
-
-    Initialisers are every constant tensor; left out: non-float ones (shapes, indices, a BatchNorm's step
-    counter), 0-d scalars (constants folded in by the exporter) and a BatchNorm's running mean and variance,
-    which torch keeps as buffers, so that teacher and student sizes compare like with like.
-    """
-    buffers = set()
-    for node in model.graph.node:
-        for index in _ONNX_BUFFER_INPUTS.get(node.op_type, ()):
-            if index < len(node.input):
-                buffers.add(node.input[index])
-    return int(
-        sum(
-            int(np.prod(t.dims))
-            for t in model.graph.initializer
-            if t.data_type in _ONNX_FLOATS and len(t.dims) > 0 and t.name not in buffers
-        )
-    )
 
 
 _DEVICE_MISMATCH = re.compile(r"same device|Expected all tensors to be on the same device|device mismatch", re.I)
@@ -137,6 +123,12 @@ class Teacher:
         self.format = sniff_format(path)
         self.size_bytes = os.path.getsize(path)
         self.fixed_batch: int | None = None  # a .pt2 program exported with a static batch size runs only at that size
+        if self.format == "hf":
+            raise EngineError(
+                "invalid_model",
+                "Hugging Face models are validated and described at upload, but distilling them is not available "
+                "yet; export the teacher to TorchScript or ONNX",
+            )
         if self.format == "torchscript":
             self._load_torchscript()
         elif self.format == "pt2":
@@ -269,7 +261,11 @@ def load_teacher(path: str, device: str = "cpu") -> Teacher:
 
 
 def inspect_model(path: str) -> dict:
-    """Open a teacher/student file (TorchScript, .pt2 or ONNX, recognised by content) and describe it."""
+    """Open a teacher/student file (TorchScript, .pt2, ONNX or a Hugging Face folder, by content); describe it."""
+    if sniff_format(path) == "hf":
+        from worker.engine.hf_inspect import inspect_hf
+
+        return inspect_hf(path)
     teacher = load_teacher(path, "cpu")
     info = {
         "format": teacher.format,
