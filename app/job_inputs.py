@@ -58,6 +58,30 @@ def _check_teacher_fit(t_info: dict, d_info: dict) -> None:
         )
 
 
+def _check_hf_teacher_fit(t_info: dict, d_info: dict) -> None:
+    """A Hugging Face teacher: a sequence classifier, on token ids from its own tokenizer's vocabulary."""
+    if t_info.get("task") != "sequence_classification":
+        raise Unprocessable(
+            f"this teacher is a Hugging Face {t_info.get('task')} model; distilling causal language models is not "
+            "available yet (a …ForSequenceClassification teacher is)",
+            code="unsupported_model_format",
+        )
+    dtype = (d_info.get("input") or {}).get("dtype")
+    if dtype not in TOKEN_DTYPES:
+        raise Unprocessable(
+            "a Hugging Face teacher reads token ids: upload the text table with the teacher's own tokenizer.json "
+            "(from its folder) as the `tokenizer` field",
+            code="input_mismatch",
+        )
+    t_vocab, d_vocab = t_info.get("vocab_size"), d_info.get("vocab_size")
+    if isinstance(t_vocab, int) and isinstance(d_vocab, int) and d_vocab > t_vocab:
+        raise Unprocessable(
+            f"the dataset was tokenised into {d_vocab} token ids but the teacher knows {t_vocab}: tokenise it with "
+            "the teacher's own tokenizer.json (from its folder)",
+            code="input_mismatch",
+        )
+
+
 def _check_eval_fit(e_info: dict, d_info: dict) -> None:
     e_input = (e_info.get("input") or {}).get("shape")
     d_input = (d_info.get("input") or {}).get("shape")
@@ -105,11 +129,7 @@ def check_fit(body: JobCreate, teacher: Model, train: Dataset, eval_: Dataset | 
     """Refuse jobs that can never run, from what validation recorded about the inputs."""
     d_info = train.info or {}
     if teacher.format == "hf":
-        raise Unprocessable(
-            "this teacher is a Hugging Face model folder: uploads of them are validated and described, but "
-            "distilling them is not available yet (issue 12); export the teacher to TorchScript or ONNX",
-            code="unsupported_model_format",
-        )
+        _check_hf_teacher_fit(teacher.info or {}, d_info)
     _check_teacher_fit(teacher.info or {}, d_info)
     if eval_ is not None:
         _check_eval_fit(eval_.info or {}, d_info)

@@ -6,6 +6,7 @@ entry point directly; the service test goes through HTTP, the API's name checks 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.support import hf_folders as hf
@@ -88,10 +89,39 @@ def test_hf_uploads_through_the_service(tmp_path):
         assert not canary_file.exists()
         assert hf.CANARY not in svc.log_tail(200_000)
 
-        dataset = tmp_path / "d.npz"
-        import numpy as np
+        _distil_a_bert_teacher_over_http(client, tmp_path)
+        lm = client.ready_upload("models", hf.tar_folder(gpt, tmp_path / "gpt-again.tar"))
+        floats = tmp_path / "floats.npz"
+        np.savez(floats, x=np.zeros((20, 8), np.float32), y=np.zeros(20, np.int64))
+        train = client.ready_upload("datasets", floats)
+        for teacher, code in ((lm, "unsupported_model_format"), (ready, "input_mismatch")):
+            resp = client.http.post("/v1/jobs", json={"teacher_id": teacher["id"], "train_dataset_id": train["id"]})
+            assert resp.status_code == 422 and resp.json()["error"]["code"] == code, resp.text
 
-        np.savez(dataset, x=np.zeros((20, 8), np.int64), y=np.zeros(20, np.int64))
-        train = client.ready_upload("datasets", dataset)
-        resp = client.http.post("/v1/jobs", json={"teacher_id": ready["id"], "train_dataset_id": train["id"]})
-        assert resp.status_code == 422 and resp.json()["error"]["code"] == "unsupported_model_format", resp.text
+
+def _distil_a_bert_teacher_over_http(client: Client, tmp_path) -> None:
+    """Upload to download: a BERT teacher trained on real text, the text tokenised with its own tokenizer.json."""
+    from tests.support.real_text import make_real_text_fixture
+
+    files = make_real_text_fixture(tmp_path / "text")  # the corpus and its tokenizer (no LSTM teacher)
+    archive, accuracy, _ = hf.train_bert_teacher(files, tmp_path, epochs=4)
+    teacher = client.ready_upload("models", archive)
+    fields = {"tokenizer": files["tokenizer"], "max_length": 32}
+    train = client.ready_upload("datasets", files["train"], **fields)
+    eval_ = client.ready_upload("datasets", files["eval"], **fields)
+    body = {
+        "teacher_id": teacher["id"],
+        "train_dataset_id": train["id"],
+        "eval_dataset_id": eval_["id"],
+        "student": {"architecture": "lstm", "embedding_dim": 16, "hidden_dim": 16},
+        "hyperparameters": {"epochs": 2, "recipe": "plain"},
+    }
+    resp = client.http.post("/v1/jobs", json=body)
+    assert resp.status_code == 201, resp.text
+    job = client.wait_job(resp.json()["id"])
+    assert job["status"] == "succeeded", job
+    report = client.http.get(f"/v1/jobs/{job['id']}/report").json()
+    assert report["teacher"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert report["teacher"]["latency"]["runtime"] == "transformers (eager)"
+    student = client.http.get(f"/v1/jobs/{job['id']}/artifacts/student.pt")
+    assert student.status_code == 200 and len(student.content) > 1000

@@ -118,3 +118,50 @@ def tar_folder(folder: Path, out: Path) -> Path:
             if path.is_file():
                 tf.add(path, path.relative_to(folder).as_posix())
     return out
+
+
+def train_bert_teacher(files: dict, out: Path, epochs: int = 12, max_length: int = 32) -> tuple[Path, float, int]:
+    """A small BERT classifier trained here on the real-text fixture with its tokenizer; (zip, eval accuracy,
+    parameters). The folder holds the fixture's tokenizer.json, as a user's save_pretrained folder would."""
+    import shutil
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from worker.engine.text import load_text_table
+
+    def spec(name: str, classes=None):
+        return SimpleNamespace(
+            path=str(files[name]), format="csv", label_column=None, text_column=None,
+            tokenizer_path=str(files["tokenizer"]), max_length=max_length, classes=classes,
+        )  # fmt: skip
+
+    x, y, classes = load_text_table(spec("train"))
+    xe, ye, _ = load_text_table(spec("eval", classes))
+    vocab = json.loads(Path(files["tokenizer"]).read_text())["model"]["vocab"]
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+        max_position_embeddings=max_length, num_labels=len(classes), pad_token_id=0,
+        id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)},
+    )  # fmt: skip
+    model = BertForSequenceClassification(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt), generator=gen).split(64):
+            opt.zero_grad()
+            ids = xt[idx]
+            model(input_ids=ids, attention_mask=(ids != 0).long(), labels=yt[idx]).loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        ids = torch.from_numpy(xe)
+        accuracy = float((model(input_ids=ids, attention_mask=(ids != 0).long()).logits.argmax(1).numpy() == ye).mean())
+    folder = out / "bert-teacher"
+    model.save_pretrained(folder)
+    shutil.copy(files["tokenizer"], folder / "tokenizer.json")
+    return zip_folder(folder, out / "bert-teacher.zip"), accuracy, sum(p.numel() for p in model.parameters())

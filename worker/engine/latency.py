@@ -21,6 +21,7 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 BATCHES = {"batch_1": 1, "batch_64": 64}
+_TORCH_RUNTIMES = {"torchscript": "torchscript", "pt2": "torch.export", "hf": "transformers (eager)"}
 
 
 @torch.no_grad()
@@ -116,7 +117,7 @@ def measure_pair(teacher, student: nn.Module, student_path: str, example: torch.
         teacher_runtime = "onnxruntime"
     else:
         teacher_run = _torch_teacher_on(teacher, "cpu")
-        teacher_runtime = "torchscript" if teacher.format == "torchscript" else "torch.export"
+        teacher_runtime = _TORCH_RUNTIMES.get(teacher.format, "torch.export")
         student_run, student_runtime = _torchscript_on(student_path, "cpu"), "torchscript"
     out = {
         "teacher": {
@@ -145,7 +146,7 @@ def _add_cuda(out: dict, teacher, student_path: str, example: torch.Tensor, devi
         out["teacher"]["latency_cuda"] = {**setup(name, "onnxruntime", None, example), "skipped": _ONNX_GPU}
         return
     teacher_run = _torch_teacher_on(teacher, device)
-    runtime = "torchscript" if teacher.format == "torchscript" else "torch.export"
+    runtime = _TORCH_RUNTIMES.get(teacher.format, "torch.export")
     out["teacher"]["latency_ms_cuda"] = latencies(lambda x: teacher_run(x.to(device)), example, sync)
     out["teacher"]["latency_cuda"] = setup(name, runtime, None, example)
 

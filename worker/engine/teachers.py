@@ -124,12 +124,11 @@ class Teacher:
         self.size_bytes = os.path.getsize(path)
         self.fixed_batch: int | None = None  # a .pt2 program exported with a static batch size runs only at that size
         if self.format == "hf":
-            raise EngineError(
-                "invalid_model",
-                "Hugging Face models are validated and described at upload, but distilling them is not available "
-                "yet; export the teacher to TorchScript or ONNX",
-            )
-        if self.format == "torchscript":
+            from worker.engine.hf_teacher import load_hf_classifier
+
+            self.module, info = load_hf_classifier(path, device)
+            self.num_parameters, self.input_shape, self.input_dtype = info["num_parameters"], None, None
+        elif self.format == "torchscript":
             self._load_torchscript()
         elif self.format == "pt2":
             self._load_pt2()
@@ -203,6 +202,8 @@ class Teacher:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.format == "hf":
+            return self.module(x.to(self.device))
         if self.format == "torchscript":
             try:
                 return _as_logits(self.module(x.to(self.device)))
