@@ -3,6 +3,7 @@
     .venv/bin/python tests/benchmarks/bench_engine.py            # full sizes (meant for a CUDA GPU)
     .venv/bin/python tests/benchmarks/bench_engine.py --quick    # reduced sizes for a CPU
     .venv/bin/python tests/benchmarks/bench_engine.py --quick --workload text
+    .venv/bin/python tests/benchmarks/bench_engine.py --quick --threads 1   # steadier on a shared CPU
 
 (a) tutorial: the plain loop a tutorial writes: fp32, the teacher's forward pass at every step, Hinton's
     loss written out, loss.item() every step.
@@ -18,6 +19,17 @@
     the training phase is the figure the ratios use; first epoch and epochs after the first are shown apart.
     Plus the engine's loop training the student alone (no teacher term, alpha = 0), the ceiling that cached
     teacher outputs approach.
+(a-aug) augmented KD, the tutorial loop: loop (a) with the engine's own augment_batch at the settings the auto
+    recipe picks for the data (mixup and noise for images, token dropout for text), the teacher's forward pass
+    on every augmented batch, every step; temperature 3 and alpha 0.8 (see (c-aug)).
+(c-aug) augmented KD, the engine: distill() under the auto recipe with epochs, learning rate, temperature and
+    alpha named (values other than the plain defaults are kept, so nothing is searched and the schedule is the
+    tutorial's), run twice on one teacher cache folder. The cold job runs the teacher on every augmented batch
+    and stores its outputs (worker/engine/augmented_cache.py); the warm job, a later job on the same teacher,
+    data and settings, reads them: no teacher forward pass on augmented data. The figure is the clean teacher
+    pass plus the student's training (validation included); the labels-only baseline that the auto recipe
+    trains on labelled data, evaluation and export are printed apart and not counted. Ratios for both caches.
+    tests/benchmarks/bench_augmented.py holds these rows; --ways plain|augmented runs one group only.
 
 Workloads: images (digits resized to 32x32 with 3 channels; a ResNet-style teacher, about 20M parameters
 at full size, into the engine's small CNN) and text (tests/support/text.py's corpus: an LSTM teacher into
@@ -49,6 +61,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.benchmarks.bench_augmented import augmented_rows  # noqa: E402
 from tests.benchmarks.torchdistill_box import run_distillation_box  # noqa: E402
 from tests.support import digits  # noqa: E402
 from worker.engine import DatasetSpec, DistillConfig, distill  # noqa: E402
@@ -419,6 +432,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--epochs", type=int, default=None, help="override the workload's epochs")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--ways", choices=["all", "plain", "augmented"], default="all", help="rows to run")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -427,11 +441,12 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(
         f"device: {args.device} ({device_name}), torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}, {'quick' if args.quick else 'full'} sizes"
+        f"threads {torch.get_num_threads()}, {'quick' if args.quick else 'full'} sizes; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work on the CPU makes every figure noisy)"
     )
     work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     workloads = ["images", "text"] if args.workload == "both" else [args.workload]
-    rows = []
+    rows, augmented = [], []
     for name in workloads:
         t0 = time.perf_counter()
         w = (image_workload if name == "images" else text_workload)(args.quick, args.device, work)
@@ -450,46 +465,71 @@ def main() -> None:
             args.device,
             tutorial_kd,
         )
-        a_speed, a_acc = run_loop(w, args.device, tutorial_kd)
-        b_speed, b_acc, label_b = run_b(w, args.device)
-        print(f"(b) ran: {label_b}")
-        c = run_engine(w, args.device, work)
-        c_speed, c_acc = c.job, c.accuracy
-        ceiling = run_student_alone(w, args.device)
-        padded = run_student_alone(w, args.device, bucketing=False) if w.pad_id is not None else None
-        teacher_acc = c.report["teacher"]["accuracy"]
-        print(f"{'way':<52}{'samples/s':>12}{'accuracy':>10}")
-        print(f"{'(a) tutorial loop (fp32, teacher every step)':<52}{a_speed:>12,.0f}{a_acc:>10.3f}")
-        print(f"{'(b) ' + label_b.split(' (')[0]:<52}{b_speed:>12,.0f}{b_acc:>10.3f}")
-        print(f"{'(c) engine: teacher pass + training (the job)':<52}{c_speed:>12,.0f}{c_acc:>10.3f}")
-        print(f"{'    teacher outputs, one pass':<52}{c.teacher_pass:>12,.0f}")
-        print(f"{'    training phase, all epochs':<52}{c.training:>12,.0f}")
-        print(f"{'    first epoch':<52}{c.first_epoch:>12,.0f}")
-        print(f"{'    epochs after the first':<52}{c.later_epochs:>12,.0f}")
-        print(f"{'    distill() end to end (with evaluation, export)':<52}{c.end_to_end:>12,.0f}")
-        print(f"{'(c) engine loop, student alone (ceiling)':<52}{ceiling:>12,.0f}")
-        if padded is not None:
-            print(f"{'    the same on padded rows (no length bucketing)':<52}{padded:>12,.0f}")
-        print(f"teacher accuracy {teacher_acc:.3f}; teacher outputs cache: {c.report['teacher_outputs_cache']}")
-        spread = max(a_acc, b_acc, c_acc) - min(a_acc, b_acc, c_acc)
-        print(
-            f"ratios: (c)/(a) {c_speed / a_speed:.2f}x, (c)/(b) {c_speed / b_speed:.2f}x, "
-            f"(c)/ceiling {c_speed / ceiling:.2f}, "
-            + (f"(c)/padded student alone {c_speed / padded:.2f}, " if padded else "")
-            + f"epochs after the first / ceiling {c.later_epochs / ceiling:.2f}; "
-            f"accuracy spread {100 * spread:.1f} points"
-            + ("" if spread <= 0.01 else " (more than one point: the speed comparison is void)")
-        )
-        rows.append((name, a_speed, b_speed, c_speed, c.later_epochs, ceiling))
+        if args.ways in ("all", "plain"):
+            rows.append((name, *plain_rows(w, args.device, work)))
+        if args.ways in ("all", "augmented"):
+            augmented.append((name, *augmented_rows(w, args.device, work, new_student, accuracy, tutorial_kd)))
+    print_tables(rows, augmented)
+
+
+def plain_rows(w: Workload, device: str, work: Path) -> tuple[float, ...]:
+    """Run (a), (b), (c) and the student alone; print their rows; the figures of the summary table."""
+    a_speed, a_acc = run_loop(w, device, tutorial_kd)
+    b_speed, b_acc, label_b = run_b(w, device)
+    print(f"(b) ran: {label_b}")
+    c = run_engine(w, device, work)
+    c_speed, c_acc = c.job, c.accuracy
+    ceiling = run_student_alone(w, device)
+    padded = run_student_alone(w, device, bucketing=False) if w.pad_id is not None else None
+    teacher_acc = c.report["teacher"]["accuracy"]
+    print(f"{'way':<52}{'samples/s':>12}{'accuracy':>10}")
+    print(f"{'(a) tutorial loop (fp32, teacher every step)':<52}{a_speed:>12,.0f}{a_acc:>10.3f}")
+    print(f"{'(b) ' + label_b.split(' (')[0]:<52}{b_speed:>12,.0f}{b_acc:>10.3f}")
+    print(f"{'(c) engine: teacher pass + training (the job)':<52}{c_speed:>12,.0f}{c_acc:>10.3f}")
+    print(f"{'    teacher outputs, one pass':<52}{c.teacher_pass:>12,.0f}")
+    print(f"{'    training phase, all epochs':<52}{c.training:>12,.0f}")
+    print(f"{'    first epoch':<52}{c.first_epoch:>12,.0f}")
+    print(f"{'    epochs after the first':<52}{c.later_epochs:>12,.0f}")
+    print(f"{'    distill() end to end (with evaluation, export)':<52}{c.end_to_end:>12,.0f}")
+    print(f"{'(c) engine loop, student alone (ceiling)':<52}{ceiling:>12,.0f}")
+    if padded is not None:
+        print(f"{'    the same on padded rows (no length bucketing)':<52}{padded:>12,.0f}")
+    print(f"teacher accuracy {teacher_acc:.3f}; teacher outputs cache: {c.report['teacher_outputs_cache']}")
+    spread = max(a_acc, b_acc, c_acc) - min(a_acc, b_acc, c_acc)
     print(
-        "\n| workload | (a) tutorial | (b) | (c) engine | (c) epochs after the first | (c) student alone "
-        "| (c)/(a) | (c)/(b) | later epochs / alone |"
+        f"ratios: (c)/(a) {c_speed / a_speed:.2f}x, (c)/(b) {c_speed / b_speed:.2f}x, "
+        f"(c)/ceiling {c_speed / ceiling:.2f}, "
+        + (f"(c)/padded student alone {c_speed / padded:.2f}, " if padded else "")
+        + f"epochs after the first / ceiling {c.later_epochs / ceiling:.2f}; "
+        f"accuracy spread {100 * spread:.1f} points"
+        + ("" if spread <= 0.01 else " (more than one point: the speed comparison is void)")
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    return a_speed, b_speed, c_speed, c.later_epochs, ceiling
+
+
+def print_tables(rows: list[tuple], augmented: list[tuple]) -> None:
+    """The summary tables in Markdown: the plain rows, then the augmented-KD rows."""
+    if rows:
+        print(
+            "\n| workload | (a) tutorial | (b) | (c) engine | (c) epochs after the first | (c) student alone "
+            "| (c)/(a) | (c)/(b) | later epochs / alone |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, a, b, c, later, ceil in rows:
         print(
             f"| {name} | {a:,.0f} | {b:,.0f} | {c:,.0f} | {later:,.0f} | {ceil:,.0f} | {c / a:.2f} | {c / b:.2f} "
             f"| {later / ceil:.2f} |"
+        )
+    if augmented:
+        print(
+            "\n| workload, augmented KD | (a-aug) tutorial | (c-aug) cold cache | (c-aug) warm cache "
+            "| cold/(a-aug) | warm/(a-aug) | accuracy (a-aug) / cold / warm |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, a, cold, warm, accuracies in augmented:
+        print(
+            f"| {name} | {a:,.0f} | {cold:,.0f} | {warm:,.0f} | {cold / a:.2f} | {warm / a:.2f} "
+            f"| {' / '.join(f'{x:.3f}' for x in accuracies)} |"
         )
 
 
