@@ -130,6 +130,12 @@ def check_fit(body: JobCreate, teacher: Model, train: Dataset, eval_: Dataset | 
     d_info = train.info or {}
     if teacher.format == "hf":
         _check_hf_teacher_fit(teacher.info or {}, d_info)
+    elif body.student.architecture == "hf":
+        raise Unprocessable(
+            f"an hf student is a smaller copy of a Hugging Face teacher, and this teacher is {teacher.format}; "
+            "choose another architecture",
+            code="invalid_student",
+        )
     _check_teacher_fit(teacher.info or {}, d_info)
     if eval_ is not None:
         _check_eval_fit(eval_.info or {}, d_info)

@@ -131,6 +131,26 @@ STUDENT_ARCHITECTURES: tuple[StudentArchitecture, ...] = (
         ),
     ),
 )
+# A smaller configuration of a Hugging Face teacher's own family; only with an `hf` teacher (the API checks).
+HF_STUDENT = StudentArchitecture(
+    "hf",
+    "tokens",
+    "the Hugging Face teacher's own architecture with fewer layers (hf teachers only), DistilBERT-style",
+    (
+        SizeParameter("num_hidden_layers", "int", None, "layers (null: half the teacher's, at least 1)"),
+        SizeParameter("hidden_size", "int", None, "width (null: the teacher's; teacher_layers needs it)"),
+        SizeParameter("intermediate_size", "int", None, "feed-forward width (null: the teacher's)"),
+        SizeParameter("num_attention_heads", "int", None, "attention heads (null: the teacher's)"),
+        SizeParameter(
+            "init",
+            "choice",
+            "teacher_layers",
+            "teacher_layers: embeddings, head and every k-th layer copied from the teacher; random: fresh weights",
+            choices=("teacher_layers", "random"),
+        ),
+    ),
+)
+STUDENT_ARCHITECTURES = (*STUDENT_ARCHITECTURES, HF_STUDENT)
 ARCHITECTURES: dict[str, StudentArchitecture] = {a.name: a for a in STUDENT_ARCHITECTURES}
 TEXT_ARCHITECTURES: tuple[str, ...] = tuple(a.name for a in STUDENT_ARCHITECTURES if a.inputs == "tokens")
 DEFAULT_STUDENT: dict[str, Any] = {"architecture": "mlp", "hidden_sizes": [64]}

@@ -211,13 +211,20 @@ def test_validate_hyperparameters_fills_every_default():
     assert list(Hyperparameters.model_fields) == [p.name for p in HYPERPARAMETERS]
 
 
-def test_every_size_parameter_the_api_accepts_is_one_the_engine_builds():
+def test_every_size_parameter_the_api_accepts_is_one_the_engine_builds(tmp_path):
+    from tests.support import hf_folders
+    from worker.engine.teachers import load_teacher
+
     shapes = {"features": ([12], "float32"), "images": ([3, 8, 8], "float32"), "tokens": ([16], "int64")}
+    # An hf student is a smaller copy of its Hugging Face teacher: it is built from one.
+    folder, _ = hf_folders.bert_classifier(tmp_path / "bert")
+    hf_teacher = load_teacher(str(hf_folders.zip_folder(folder, tmp_path / "bert.zip")))
     for arch in STUDENT_ARCHITECTURES:
         spec = {"architecture": arch.name, **{p.name: p.default for p in arch.parameters if p.default is not None}}
         StudentSpec.model_validate(spec)
         shape, dtype = shapes[arch.inputs]
-        assert build_student(spec, shape, dtype, 3, vocab_size=50, pad_id=0) is not None, arch.name
+        teacher = hf_teacher if arch.name == "hf" else None
+        assert build_student(spec, shape, dtype, 3, vocab_size=50, pad_id=0, teacher=teacher) is not None, arch.name
     assert set(TEXT_ARCHITECTURES) == set(ENGINE_TEXT_ARCHITECTURES)
     with pytest.raises(ValidationError, match="hidden_size"):  # the engine's cnn never took it
         StudentSpec.model_validate({"architecture": "cnn", "hidden_size": 32})

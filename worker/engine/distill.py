@@ -221,7 +221,9 @@ def _run_inputs(
     input_shape, input_dtype = prep.train.input_shape, str(prep.train.x.dtype)
 
     def build():
-        return build_student(config.student, input_shape, input_dtype, prep.num_classes, prep.vocab_size, prep.pad_id)
+        return build_student(
+            config.student, input_shape, input_dtype, prep.num_classes, prep.vocab_size, prep.pad_id, prep.teacher
+        )
 
     augmented = None
     if plan.name == "auto" and config.augmenting:

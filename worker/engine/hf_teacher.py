@@ -29,6 +29,8 @@ class HFClassifier(nn.Module):
         super().__init__()
         self.model = model
         self.pad_id = pad_id
+        self.folder: str | None = None  # the unpacked teacher folder (the teacher only)
+        self.tokenizer_folder: str | None = None  # where an hf student's tokenizer files come from
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.long()
@@ -71,8 +73,9 @@ def load_hf_classifier(path: str, device: str) -> tuple[HFClassifier, dict]:
         )
     except Exception as exc:
         raise EngineError("invalid_model", f"transformers cannot load the model: {str(exc)[:300]}") from None
-    pad_id = _pad_id(folder, model)
-    return HFClassifier(model, pad_id).to(device).eval(), info
+    teacher = HFClassifier(model, _pad_id(folder, model)).to(device).eval()
+    teacher.folder = folder  # its tokenizer files travel with an exported hf student
+    return teacher, info
 
 
 def _pad_id(folder: str, model) -> int:

@@ -101,30 +101,24 @@ def build_student(
     num_classes: int,
     vocab_size: int | None = None,
     pad_id: int | None = None,
+    teacher=None,
 ) -> nn.Module:
     """Build a fresh student from its spec for inputs of `input_shape` (per example) and `num_classes`.
 
-    Text students take `vocab_size` and `pad_id` from the data (the tokenizer's pad id, 0 if none).
+    Text students take `vocab_size` and `pad_id` from the data (the tokenizer's pad id, 0 if none); an `hf`
+    student takes its configuration and first weights from the loaded Hugging Face `teacher`.
     """
     if not isinstance(spec, dict):
         raise EngineError("invalid_student", f"student must be an object, got {spec!r}")
     if "model_path" in spec:
         return load_uploaded_student(spec["model_path"])
     architecture = spec.get("architecture")
-    if architecture in TEXT_ARCHITECTURES:
-        from worker.engine.text_students import build_text_student
+    if architecture == "hf":
+        from worker.engine.hf_student import build_hf_student
 
-        if "int" not in str(input_dtype):
-            raise EngineError(
-                "invalid_student",
-                f"{architecture!r} needs token ids but the data is {input_dtype}; use 'mlp' or 'cnn'",
-            )
-        if vocab_size is None:
-            raise EngineError("invalid_student", f"{architecture!r} needs the vocabulary size of the data")
-        try:
-            return build_text_student(text_student_spec(spec, pad_id), input_shape, num_classes, vocab_size)
-        except ValueError as exc:
-            raise EngineError("invalid_student", str(exc)) from exc
+        return build_hf_student(spec, teacher)
+    if architecture in TEXT_ARCHITECTURES:
+        return _text_student(spec, architecture, input_shape, input_dtype, num_classes, vocab_size, pad_id)
     is_float = "float" in str(input_dtype)
     if architecture in ("mlp", "cnn") and not is_float:
         raise EngineError(
@@ -153,6 +147,22 @@ def build_student(
         f"unknown student architecture {architecture!r}; known: {list(ARCHITECTURES)}, "
         "or {'model_path': ...} for an uploaded TorchScript student",
     )
+
+
+def _text_student(spec, architecture, input_shape, input_dtype, num_classes, vocab_size, pad_id) -> nn.Module:
+    from worker.engine.text_students import build_text_student
+
+    if "int" not in str(input_dtype):
+        raise EngineError(
+            "invalid_student",
+            f"{architecture!r} needs token ids but the data is {input_dtype}; use 'mlp' or 'cnn'",
+        )
+    if vocab_size is None:
+        raise EngineError("invalid_student", f"{architecture!r} needs the vocabulary size of the data")
+    try:
+        return build_text_student(text_student_spec(spec, pad_id), input_shape, num_classes, vocab_size)
+    except ValueError as exc:
+        raise EngineError("invalid_student", str(exc)) from exc
 
 
 def load_uploaded_student(path: str) -> nn.Module:

@@ -7,7 +7,7 @@ import os
 import re
 import warnings
 import zipfile
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -123,6 +123,9 @@ class Teacher:
         self.format = sniff_format(path)
         self.size_bytes = os.path.getsize(path)
         self.fixed_batch: int | None = None  # a .pt2 program exported with a static batch size runs only at that size
+        self.module: Any = None
+        self.input_shape: list[int | None] | None = None
+        self.input_dtype: type | None = None
         if self.format == "hf":
             from worker.engine.hf_teacher import load_hf_classifier
 
@@ -144,8 +147,7 @@ class Teacher:
             raise EngineError("invalid_model", f"cannot load the TorchScript model: {exc}") from exc
         self.module.eval()
         self.num_parameters = sum(p.numel() for p in self.module.parameters())
-        self.input_shape: list[int | None] | None = None  # TorchScript does not record input sizes
-        self.input_dtype: type | None = None
+        self.input_shape, self.input_dtype = None, None  # TorchScript does not record input sizes
 
     def _load_pt2(self) -> None:
         try:

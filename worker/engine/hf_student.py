@@ -1,0 +1,104 @@
+"""An `hf` student: the Hugging Face teacher's own family with fewer layers, initialised from the teacher.
+
+DistilBERT (Sanh et al. 2019) starts its student from every other teacher layer; here the student's layer j
+starts from teacher layer j * L_teacher // L_student, with the embeddings, pooler and classifier copied whole,
+whenever the widths match. The exported student is a plain Hugging Face folder (save_pretrained, zipped) that
+loads with AutoModelForSequenceClassification.from_pretrained and nothing of ours.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from typing import Any
+
+import torch
+
+from worker.engine.errors import EngineError
+from worker.engine.hf_teacher import HFClassifier
+
+HF_EXPORT = "student_hf.zip"
+LAYER = re.compile(r"\.(layer|layers|h|block)\.(\d+)\.")
+SIZES = ("hidden_size", "intermediate_size", "num_attention_heads")
+
+
+def build_hf_student(spec: dict, teacher) -> HFClassifier:
+    """A fresh `hf` student for the (loaded) Hugging Face teacher; EngineError("invalid_student") if it cannot be."""
+    module = getattr(teacher, "module", None)
+    if getattr(teacher, "format", None) != "hf" or not isinstance(module, HFClassifier):
+        raise EngineError("invalid_student", "an 'hf' student needs a Hugging Face teacher (format hf)")
+    t_config: Any = module.model.config
+    config: Any = copy.deepcopy(t_config)
+    t_layers = int(t_config.num_hidden_layers)
+    layers = spec.get("num_hidden_layers") or max(1, t_layers // 2)
+    if not 1 <= layers <= t_layers:
+        raise EngineError("invalid_student", f"num_hidden_layers must be 1 to the teacher's {t_layers}, got {layers}")
+    config.num_hidden_layers = layers
+    for name in SIZES:
+        if spec.get(name) is not None:
+            setattr(config, name, int(spec[name]))
+    if config.hidden_size % config.num_attention_heads:
+        raise EngineError(
+            "invalid_student",
+            f"hidden_size {config.hidden_size} must be a multiple of num_attention_heads {config.num_attention_heads}",
+        )
+    init = spec.get("init", "teacher_layers")
+    if init == "teacher_layers" and any(getattr(config, n) != getattr(t_config, n) for n in SIZES[:2]):
+        raise EngineError(
+            "invalid_student",
+            "init teacher_layers copies the teacher's layers, so hidden_size and intermediate_size must be the "
+            "teacher's; leave them out or use init random",
+        )
+    from transformers import AutoModelForSequenceClassification
+
+    student = AutoModelForSequenceClassification.from_config(config)
+    if init == "teacher_layers":
+        copy_teacher_layers(module.model, student, t_layers, layers)
+    wrapped = HFClassifier(student, module.pad_id)
+    wrapped.tokenizer_folder = module.folder
+    return wrapped
+
+
+def teacher_layer_for(j: int, t_layers: int, s_layers: int) -> int:
+    """The teacher layer that student layer j starts from (0, 2, 4, ... for half the layers)."""
+    return j * t_layers // s_layers
+
+
+@torch.no_grad()
+def copy_teacher_layers(teacher: torch.nn.Module, student: torch.nn.Module, t_layers: int, s_layers: int) -> None:
+    """Copy every student tensor from its teacher counterpart (layer index mapped) where the shapes agree."""
+    source = teacher.state_dict()
+    target = student.state_dict()
+    for key, tensor in target.items():
+        match = LAYER.search(key)
+        if match:
+            j = int(match.group(2))
+            mapped = f".{match.group(1)}.{teacher_layer_for(j, t_layers, s_layers)}."
+            key_in_teacher = key[: match.start()] + mapped + key[match.end() :]
+        else:
+            key_in_teacher = key
+        value = source.get(key_in_teacher)
+        if value is not None and value.shape == tensor.shape:
+            tensor.copy_(value)
+
+
+def export_hf_folder(student: HFClassifier, classes: list[str], out_dir: str) -> str:
+    """student_hf.zip: the student's save_pretrained folder with the teacher's tokenizer files and labels."""
+    model: Any = copy.deepcopy(student.model).to("cpu").eval()
+    model.config.id2label = dict(enumerate(classes))
+    model.config.label2id = {c: i for i, c in enumerate(classes)}
+    path = os.path.join(out_dir, HF_EXPORT)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        folder = student.tokenizer_folder or ""
+        for name in os.listdir(folder) if folder else []:
+            if name.startswith(("tokenizer", "special_tokens", "vocab", "merges")) or name == "chat_template.jinja":
+                shutil.copy(os.path.join(folder, name), os.path.join(tmp, name))
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name in sorted(os.listdir(tmp)):
+                zf.write(os.path.join(tmp, name), name)
+    return path
