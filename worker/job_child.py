@@ -98,6 +98,10 @@ def _salvage(request: dict) -> bool:
         return False
     try:
         spec = request["config"].get("student") or {}
+        if "search" in spec:  # the weights are the chosen student's: the search's choice rebuilds them
+            from worker.engine.student_search import saved_choice
+
+            spec = saved_choice(request["checkpoint_dir"]) or spec
         public = {"uploaded": True} if "model_path" in spec else spec
         return bool(salvage_student(Path(request["checkpoint_dir"]), Path(request["salvage_dir"]), public))
     except Exception:

@@ -10,6 +10,7 @@ import torch
 from contract.student_search import check_student_search
 from worker.engine import DistillConfig, distill
 from worker.engine.errors import EngineError
+from worker.engine.student_search import saved_choice
 from worker.engine.student_space import LATENCY_MARGIN, measure, pareto_front
 from worker.engine.students import build_student
 
@@ -86,6 +87,10 @@ def test_a_resumed_job_reuses_the_search_choice(teacher_path, train_spec, test_s
     assert any("already chose its student" in e.message for e in events)
     assert not any(e.message.startswith("student candidate") for e in events)
     assert again["student_search"]["chosen"] == first["student_search"]["chosen"]
+    # A cancelled job's salvaged weights are described by the chosen spec, not by the search request.
+    chosen = {c["trial"]: c for c in first["student_search"]["candidates"]}[first["student_search"]["chosen"]]
+    assert saved_choice(checkpoints) == chosen["student"]
+    assert saved_choice(str(tmp_path / "nowhere")) is None
     assert all(c["parameters"] <= 3000 for c in first["student_search"]["candidates"] if c["fits"])
 
 

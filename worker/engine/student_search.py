@@ -27,11 +27,13 @@ from worker.engine.errors import EngineError
 from worker.engine.search import trial_metric
 from worker.engine.student_space import (
     SMALLEST,
+    latency_words,
     measure,
     measured_on,
     over_budget,
     pareto_front,
     sample_candidate,
+    spec_words,
     target_device,
 )
 
@@ -164,7 +166,7 @@ def _smallest_that_fit(setup: SearchSetup, budget: dict, device: str) -> list[di
     if fitting:
         return fitting
     figures = "; ".join(
-        f"{_spec_words(spec)}: {parameters:,} parameters, " + _latency_words(latency) + f" ({why})"
+        f"{spec_words(spec)}: {parameters:,} parameters, " + latency_words(latency) + f" ({why})"
         for spec, parameters, latency, why in measured
     )
     raise EngineError(
@@ -252,21 +254,11 @@ def _latency_key(budget: dict) -> str:
     return next(iter(budget.get("max_latency_ms") or {}), "batch_1")
 
 
-def _spec_words(spec: dict) -> str:
-    return " ".join([spec["architecture"]] + [f"{k}={json.dumps(v)}" for k, v in spec.items() if k != "architecture"])
-
-
-def _latency_words(latency: dict) -> str:
-    if all(v is None for v in latency.values()):
-        return "not timed"
-    return ", ".join(f"{k} {v:.4g} ms" for k, v in latency.items())
-
-
 def _show(c: dict) -> str:
     metric = "not trained" if c["validation_metric"] is None else f"validation {c['validation_metric']:.4f}"
-    latency = _latency_words(c["latency_ms"])
+    latency = latency_words(c["latency_ms"])
     ending = f" ({c['why_not']})" if c["why_not"] else ""
-    return f"{_spec_words(c['student'])}: {c['parameters']:,} parameters, {latency}, {metric}{ending}"
+    return f"{spec_words(c['student'])}: {c['parameters']:,} parameters, {latency}, {metric}{ending}"
 
 
 def _path(checkpoint_dir: str | None) -> str | None:
@@ -283,6 +275,16 @@ def _read(checkpoint_dir: str | None, request: dict) -> dict | None:
     except (OSError, ValueError):
         return None
     return saved if saved.get("request") == request else None
+
+
+def saved_choice(checkpoint_dir: str | None) -> dict | None:
+    """The student spec a (stopped) job's search chose, from its checkpoint folder; None before it chose."""
+    path = _path(checkpoint_dir)
+    try:
+        with open(path or "") as f:
+            return json.load(f)["chosen_spec"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _write(checkpoint_dir: str | None, request: dict, spec: dict, section: dict) -> None:

@@ -7,6 +7,7 @@ the budget costs milliseconds, not a training run.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -147,3 +148,15 @@ def pareto_front(candidates: list[dict], key: str) -> set[int]:
 
     points = {c["trial"]: point(c) for c in candidates}
     return {t for t, p in points.items() if not any(dominates(q, p) for u, q in points.items() if u != t)}
+
+
+def spec_words(spec: dict) -> str:
+    """A spec in a line: `mlp hidden_sizes=[64]`."""
+    return " ".join([spec["architecture"]] + [f"{k}={json.dumps(v)}" for k, v in spec.items() if k != "architecture"])
+
+
+def latency_words(latency: dict) -> str:
+    """Latencies in a line, or "not timed"."""
+    if all(v is None for v in latency.values()):
+        return "not timed"
+    return ", ".join(f"{k} {v:.4g} ms" for k, v in latency.items())
