@@ -58,6 +58,8 @@ def run_request(request: dict, emit: Callable[[dict], None], should_stop: StopFi
     def progress(event) -> None:
         emit({"event": {"type": event.type, "message": event.message, "data": event.data}})
 
+    # Scratch space on the job's disk, not the sandbox's RAM-backed /tmp (an unpacked Hugging Face teacher).
+    os.environ["DISTILLERY_SCRATCH_DIR"] = os.path.dirname(os.path.abspath(request["out_dir"]))
     try:
         config = DistillConfig.from_dict(request["config"])
         train = DatasetSpec(**request["train"])

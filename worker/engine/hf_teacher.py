@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
+import weakref
 
 import torch
 from torch import nn
@@ -66,7 +68,9 @@ def load_hf_classifier(path: str, device: str) -> tuple[HFClassifier, dict]:
         )
     from transformers import AutoModelForSequenceClassification
 
-    folder = unpack(path, tempfile.mkdtemp(prefix="hf-teacher-"))
+    # On disk beside the job's output when the job child says where (DISTILLERY_SCRATCH_DIR): the sandbox's /tmp
+    # is a tmpfs, whose pages count against the job's memory limit as much as the loaded weights do.
+    folder = unpack(path, tempfile.mkdtemp(prefix="hf-teacher-", dir=os.environ.get("DISTILLERY_SCRATCH_DIR")))
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             folder, local_files_only=True, trust_remote_code=False, use_safetensors=True
@@ -75,6 +79,7 @@ def load_hf_classifier(path: str, device: str) -> tuple[HFClassifier, dict]:
         raise EngineError("invalid_model", f"transformers cannot load the model: {str(exc)[:300]}") from None
     teacher = HFClassifier(model, _pad_id(folder, model)).to(device).eval()
     teacher.folder = folder  # its tokenizer files travel with an exported hf student
+    weakref.finalize(teacher, shutil.rmtree, folder, True)  # the unpacked copy goes with the teacher
     return teacher, info
 
 
