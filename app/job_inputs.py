@@ -154,6 +154,24 @@ def check_student_size(student: Model) -> None:
         )
 
 
+def _check_hf_student(s_info: dict, teacher: Model) -> None:
+    """An uploaded Hugging Face student: a sequence classifier reading the teacher's token ids."""
+    t_info = teacher.info or {}
+    if teacher.format != "hf" or s_info.get("task") != "sequence_classification":
+        raise Unprocessable(
+            "an uploaded Hugging Face student must be a sequence classifier distilled from a Hugging Face teacher; "
+            f"this teacher is {teacher.format} and the student a {s_info.get('task')} model",
+            code="invalid_student",
+        )
+    s_vocab, t_vocab = s_info.get("vocab_size"), t_info.get("vocab_size")
+    if s_vocab != t_vocab:
+        raise Unprocessable(
+            f"the student's vocabulary ({s_vocab} ids) differs from the teacher's ({t_vocab}): they must share one "
+            "tokenizer; or use {'architecture': 'hf'}, built from the teacher",
+            code="invalid_student",
+        )
+
+
 def check_webhook(url: str) -> None:
     """Refuse a webhook_url on a loopback, private or link-local address (unless settings allow it)."""
     try:
@@ -170,6 +188,9 @@ def job_inputs(session: Session, tenant: Tenant, body: JobCreate) -> tuple[Model
         ready_input(session, Dataset, body.eval_dataset_id, tenant, "eval dataset") if body.eval_dataset_id else None
     )
     if body.student.model_id:
-        check_student_size(ready_input(session, Model, body.student.model_id, tenant, "student model"))
+        student = ready_input(session, Model, body.student.model_id, tenant, "student model")
+        check_student_size(student)
+        if student.format == "hf":
+            _check_hf_student(student.info or {}, teacher)
     check_fit(body, teacher, train, eval_)
     return teacher, train, eval_

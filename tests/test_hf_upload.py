@@ -125,3 +125,9 @@ def _distil_a_bert_teacher_over_http(client: Client, tmp_path) -> None:
     assert report["teacher"]["latency"]["runtime"] == "transformers (eager)"
     student = client.http.get(f"/v1/jobs/{job['id']}/artifacts/student.pt")
     assert student.status_code == 200 and len(student.content) > 1000
+    # An uploaded Hugging Face student must share the teacher's tokenizer: a vocabulary of another size is refused.
+    other, _ = hf.bert_classifier(tmp_path / "other-vocab", vocab=32)
+    uploaded = client.ready_upload("models", hf.zip_folder(other, tmp_path / "other-vocab.zip"))
+    resp = client.http.post("/v1/jobs", json={**body, "student": {"model_id": uploaded["id"]}})
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid_student", resp.text
+    assert "vocabulary (32 ids) differs from the teacher's" in resp.json()["error"]["message"]

@@ -108,3 +108,34 @@ def _table(spec: DatasetSpec, classes: list[str]):
         path=spec.path, format="csv", label_column=None, text_column=None,
         tokenizer_path=spec.tokenizer_path, max_length=spec.max_length, classes=classes,
     )  # fmt: skip
+
+
+def test_an_uploaded_hf_student_trains_on_the_teachers_token_ids_and_exports_a_folder(tmp_path):
+    import zipfile
+
+    import numpy as np
+    from transformers import AutoModelForSequenceClassification
+
+    from tests.support import hf_folders as hf
+
+    teacher_folder, _ = hf.bert_classifier(tmp_path / "teacher")
+    teacher = hf.zip_folder(teacher_folder, tmp_path / "teacher.zip")
+    student_folder, student_parameters = hf.bert_classifier(tmp_path / "student", labels=("a", "b"), layers=1)
+    rng = np.random.default_rng(0)
+    data = tmp_path / "ids.npz"
+    np.savez(data, x=rng.integers(2, 64, size=(120, 12)).astype(np.int64), y=rng.integers(0, 3, 120))
+    spec = DatasetSpec(str(data), "npz")
+    student = {"model_path": str(hf.zip_folder(student_folder, tmp_path / "student.zip"))}
+    config = DistillConfig.from_dict({"student": student, "epochs": 2, "recipe": "plain", "export": []})
+    report = distill(str(teacher), spec, None, config, str(tmp_path / "out"))
+    # The student's head was two labels; it was given a head for the data's three, so its count grew by one row.
+    assert report["student"]["num_parameters"] == student_parameters + 16 + 1
+    with zipfile.ZipFile(tmp_path / "out" / "student_hf.zip") as zf:
+        zf.extractall(tmp_path / "exported")
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "exported").config.num_labels == 3
+
+    small, _ = hf.bert_classifier(tmp_path / "small-vocab", vocab=32)
+    student = {"model_path": str(hf.zip_folder(small, tmp_path / "small.zip"))}
+    config = DistillConfig.from_dict({"student": student, "epochs": 1, "recipe": "plain", "export": []})
+    with pytest.raises(EngineError, match="knows 32 token ids but the data uses"):
+        distill(str(teacher), spec, None, config, str(tmp_path / "out2"))

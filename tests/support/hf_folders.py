@@ -22,16 +22,18 @@ def _tokenizer(folder: Path, words: list[str]) -> None:
     fast.save_pretrained(folder)
 
 
-def bert_classifier(folder: Path, labels=("neg", "pos", "neutral")) -> tuple[Path, int]:
-    """A 2-layer BERT sequence classifier with its tokenizer, saved with save_pretrained; (folder, parameters)."""
+def bert_classifier(
+    folder: Path, labels=("neg", "pos", "neutral"), layers: int = 2, vocab: int = 64
+) -> tuple[Path, int]:
+    """A small BERT sequence classifier with its tokenizer, saved with save_pretrained; (folder, parameters)."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=64,
+        vocab_size=vocab,
         hidden_size=16,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=32,
         max_position_embeddings=64,
@@ -41,7 +43,7 @@ def bert_classifier(folder: Path, labels=("neg", "pos", "neutral")) -> tuple[Pat
     )
     model = BertForSequenceClassification(config)
     model.save_pretrained(folder)
-    _tokenizer(folder, [f"w{i}" for i in range(60)])
+    _tokenizer(folder, [f"w{i}" for i in range(vocab - 4)])
     return folder, sum(p.numel() for p in model.parameters())
 
 

@@ -83,7 +83,7 @@ def _export_artifacts(prep, student, config, out_dir, example, measured, emit) -
             artifacts += _onnx_artifacts(student, config, out_dir, example, measured, extra)
         except Exception as exc:  # an optional format failing must not cost the user the whole job
             failures["onnx"] = f"{type(exc).__name__}: {exc}"
-    if config.student.get("architecture") == "hf":
+    if getattr(student, "tokenizer_folder", None) is not None or config.student.get("architecture") == "hf":
         from worker.engine.hf_student import HF_EXPORT, export_hf_folder
 
         export_hf_folder(student, prep.classes, out_dir)  # always: the form a Hugging Face user deploys

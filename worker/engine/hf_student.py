@@ -63,6 +63,31 @@ def build_hf_student(spec: dict, teacher) -> HFClassifier:
     return wrapped
 
 
+def load_hf_student(path: str, num_classes: int | None, vocab_size: int | None, pad_id: int | None) -> HFClassifier:
+    """An uploaded Hugging Face sequence classifier as the student: its own weights, a head for the data's classes.
+
+    Its vocabulary must cover the data's token ids (the data is tokenised with the teacher's tokenizer, so in
+    practice the two must share one tokenizer).
+    """
+    from worker.engine.hf_teacher import load_hf_classifier
+
+    try:
+        student, info = load_hf_classifier(path, "cpu", num_labels=num_classes)
+    except EngineError as exc:
+        raise EngineError("invalid_student", exc.message.replace("this Hugging Face model", "the student")) from None
+    if vocab_size is not None and (info.get("vocab_size") or 0) < vocab_size:
+        raise EngineError(
+            "invalid_student",
+            f"the uploaded student knows {info.get('vocab_size')} token ids but the data uses {vocab_size}: a "
+            "Hugging Face student must share the teacher's tokenizer (or use the hf architecture, built from it)",
+        )
+    if pad_id is not None:
+        student.pad_id = pad_id
+    student.tokenizer_folder = student.folder
+    student.train()
+    return student
+
+
 def teacher_layer_for(j: int, t_layers: int, s_layers: int) -> int:
     """The teacher layer that student layer j starts from (0, 2, 4, ... for half the layers)."""
     return j * t_layers // s_layers

@@ -57,8 +57,9 @@ def unpack(path: str, into: str) -> str:
     return into
 
 
-def load_hf_classifier(path: str, device: str) -> tuple[HFClassifier, dict]:
-    """(the teacher module on `device` in eval mode, its upload info)."""
+def load_hf_classifier(path: str, device: str, num_labels: int | None = None) -> tuple[HFClassifier, dict]:
+    """(the module on `device` in eval mode, its upload info); `num_labels` gives it a fresh head of that size
+    when its own differs (an uploaded student fine-tuned to the data's classes)."""
     info = inspect_hf(path)  # the upload's checks again: the child trusts nothing the parent says
     if info["task"] != "sequence_classification":
         raise EngineError(
@@ -72,8 +73,9 @@ def load_hf_classifier(path: str, device: str) -> tuple[HFClassifier, dict]:
     # is a tmpfs, whose pages count against the job's memory limit as much as the loaded weights do.
     folder = unpack(path, tempfile.mkdtemp(prefix="hf-teacher-", dir=os.environ.get("DISTILLERY_SCRATCH_DIR")))
     try:
+        relabel = {} if num_labels is None else {"num_labels": num_labels, "ignore_mismatched_sizes": True}
         model = AutoModelForSequenceClassification.from_pretrained(
-            folder, local_files_only=True, trust_remote_code=False, use_safetensors=True
+            folder, local_files_only=True, trust_remote_code=False, use_safetensors=True, **relabel
         )
     except Exception as exc:
         raise EngineError("invalid_model", f"transformers cannot load the model: {str(exc)[:300]}") from None

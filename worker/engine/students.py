@@ -111,7 +111,7 @@ def build_student(
     if not isinstance(spec, dict):
         raise EngineError("invalid_student", f"student must be an object, got {spec!r}")
     if "model_path" in spec:
-        return load_uploaded_student(spec["model_path"])
+        return load_uploaded_student(spec["model_path"], num_classes, vocab_size, pad_id)
     architecture = spec.get("architecture")
     if architecture == "hf":
         from worker.engine.hf_student import build_hf_student
@@ -165,14 +165,20 @@ def _text_student(spec, architecture, input_shape, input_dtype, num_classes, voc
         raise EngineError("invalid_student", str(exc)) from exc
 
 
-def load_uploaded_student(path: str) -> nn.Module:
-    """Load an uploaded TorchScript student for fine-tuning (its parameters stay trainable)."""
+def load_uploaded_student(
+    path: str, num_classes: int | None = None, vocab_size: int | None = None, pad_id: int | None = None
+) -> nn.Module:
+    """Load an uploaded TorchScript or Hugging Face student for fine-tuning (its parameters stay trainable)."""
     from worker.engine.teachers import sniff_format
 
     try:
         fmt = sniff_format(path)
     except EngineError as exc:
         raise EngineError("invalid_student", exc.message) from exc
+    if fmt == "hf":
+        from worker.engine.hf_student import load_hf_student
+
+        return load_hf_student(path, num_classes, vocab_size, pad_id)
     if fmt != "torchscript":
         raise EngineError("invalid_student", "an uploaded student must be TorchScript so it can be trained")
     with warnings.catch_warnings():
