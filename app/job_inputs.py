@@ -67,7 +67,7 @@ def _check_hf_teacher_fit(t_info: dict, d_info: dict) -> None:
             code="unsupported_model_format",
         )
     dtype = (d_info.get("input") or {}).get("dtype")
-    if dtype not in TOKEN_DTYPES:
+    if dtype not in (*TOKEN_DTYPES, "text"):
         raise Unprocessable(
             "a Hugging Face teacher reads token ids: upload the text table with the teacher's own tokenizer.json "
             "(from its folder) as the `tokenizer` field",
@@ -115,9 +115,14 @@ def _check_architecture_fit(arch: str | None, d_info: dict, searched: bool) -> N
         raise Unprocessable(
             f"the cnn student needs examples shaped [C, H, W]; these are {d_input}{where}", code="invalid_student"
         )
-    if arch in TEXT_ARCHITECTURES and d_dtype not in TOKEN_DTYPES:
+    if arch in TEXT_ARCHITECTURES and d_dtype not in (*TOKEN_DTYPES, "text"):
         raise Unprocessable(
             f"the {arch} student needs token ids; this dataset holds {d_dtype}{where}", code="invalid_student"
+        )
+    if arch in ("mlp", "cnn") and d_dtype == "text":
+        raise Unprocessable(
+            f"the {arch} student needs float features; this dataset is text tokenised at job time",
+            code="invalid_student",
         )
     if searched and arch in ("mlp", "cnn") and d_dtype in TOKEN_DTYPES:
         raise Unprocessable(
@@ -128,6 +133,14 @@ def _check_architecture_fit(arch: str | None, d_info: dict, searched: bool) -> N
 def check_fit(body: JobCreate, teacher: Model, train: Dataset, eval_: Dataset | None) -> None:
     """Refuse jobs that can never run, from what validation recorded about the inputs."""
     d_info = train.info or {}
+    if d_info.get("tokenizer_from") == "teacher" and not (
+        teacher.format == "hf" and (teacher.info or {}).get("tokenizer")
+    ):
+        raise Unprocessable(
+            "this dataset was uploaded with tokenizer_from=teacher, so only a Hugging Face teacher with its own "
+            f"tokenizer.json can tokenise it (this teacher is {teacher.format}); upload it again with tokenizer.json",
+            code="input_mismatch",
+        )
     if teacher.format == "hf":
         _check_hf_teacher_fit(teacher.info or {}, d_info)
     elif body.student.architecture == "hf":

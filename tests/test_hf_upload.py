@@ -125,6 +125,17 @@ def _distil_a_bert_teacher_over_http(client: Client, tmp_path) -> None:
     assert report["teacher"]["latency"]["runtime"] == "transformers (eager)"
     student = client.http.get(f"/v1/jobs/{job['id']}/artifacts/student.pt")
     assert student.status_code == 200 and len(student.content) > 1000
+    # The same text uploaded without a tokenizer, tokenised at job time by the teacher's own: the same teacher score.
+    untokenised = client.ready_upload("datasets", files["eval"], tokenizer_from="teacher", max_length=32)
+    assert untokenised["info"]["input"]["dtype"] == "text" and untokenised["info"]["tokenizer_from"] == "teacher"
+    resp = client.http.post("/v1/jobs", json={**body, "eval_dataset_id": untokenised["id"]})
+    assert resp.status_code == 201, resp.text
+    again = client.wait_job(resp.json()["id"])
+    assert again["status"] == "succeeded", again
+    report = client.http.get(f"/v1/jobs/{again['id']}/report").json()
+    assert report["teacher"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    both = client.upload("datasets", files["eval"], tokenizer=files["tokenizer"], tokenizer_from="teacher")
+    assert both.status_code == 422 and "not both" in both.text
     # An uploaded Hugging Face student must share the teacher's tokenizer: a vocabulary of another size is refused.
     other, _ = hf.bert_classifier(tmp_path / "other-vocab", vocab=32)
     uploaded = client.ready_upload("models", hf.zip_folder(other, tmp_path / "other-vocab.zip"))

@@ -38,6 +38,7 @@ UPLOAD_BODY = multipart_openapi(
         "name": "Optional display name",
         "label_column": "Label column of a table (default: label, if present)",
         "text_column": "Text column to tokenise with the tokenizer",
+        "tokenizer_from": '"teacher": no tokenizer file; the job tokenises the text with its Hugging Face teacher\'s',
         "max_length": "Tokens per example (default 128)",
         "classes": "Order of string labels: a JSON list or comma-separated names",
         "image_size": "Image datasets: HxW (or one number) every image is resized to (default: the first image's)",
@@ -85,8 +86,17 @@ def parse_options(form: ReceivedForm) -> dict:
         if len(size) != 2 or not all(1 <= v <= 4096 for v in size):
             raise Unprocessable("image_size must be HxW with each side between 1 and 4096")
         options["image_size"] = size
-    if options.get("text_column") and "tokenizer" not in form.files:
-        raise Unprocessable("text_column needs a tokenizer: send tokenizer.json as the 'tokenizer' file field")
+    if fields.get("tokenizer_from"):
+        if fields["tokenizer_from"].strip() != "teacher":
+            raise Unprocessable('tokenizer_from takes one value, "teacher" (a Hugging Face teacher\'s own tokenizer)')
+        if "tokenizer" in form.files:
+            raise Unprocessable("send either a tokenizer file or tokenizer_from=teacher, not both")
+        options["tokenizer_from"] = "teacher"
+    elif options.get("text_column") and "tokenizer" not in form.files:
+        raise Unprocessable(
+            "text_column needs a tokenizer: send tokenizer.json as the 'tokenizer' file field, or "
+            "tokenizer_from=teacher to tokenise with a Hugging Face teacher's own tokenizer at job time"
+        )
     return options
 
 

@@ -13,7 +13,7 @@ STUDENT = {"architecture": "lstm", "embedding_dim": 16, "hidden_dim": 32, "bidir
 
 
 @pytest.mark.slow
-def test_a_bert_teacher_distils_into_a_small_lstm_on_real_text(tmp_path):
+def test_a_bert_teacher_distils_into_a_small_lstm_on_real_text(tmp_path, teacher_path):
     from tests.support.real_text import make_real_text_fixture
 
     files = make_real_text_fixture(tmp_path / "text")  # the corpus and its tokenizer (no LSTM teacher)
@@ -34,6 +34,16 @@ def test_a_bert_teacher_distils_into_a_small_lstm_on_real_text(tmp_path):
     assert report["student"]["num_parameters"] * 3 <= teacher_parameters
     assert report["student"]["accuracy"] >= 0.9 * teacher_accuracy
     assert report["student"]["agreement"] > report["baseline"]["agreement"]
+
+    # Uploaded without a tokenizer (tokenizer_from "teacher"): the job tokenises with the teacher's tokenizer.json.
+    def untokenised(name: str) -> DatasetSpec:
+        return DatasetSpec(str(files[name]), "csv", max_length=32, tokenizer_from="teacher")
+
+    quick = DistillConfig.from_dict({"student": STUDENT, "export": [], "epochs": 1, "recipe": "plain"})
+    again = distill(str(teacher), untokenised("train"), untokenised("eval"), quick, str(tmp_path / "again"))
+    assert again["teacher"]["accuracy"] == pytest.approx(teacher_accuracy, abs=1e-6)
+    with pytest.raises(EngineError, match="not a Hugging Face folder"):
+        distill(teacher_path, untokenised("train"), None, quick, str(tmp_path / "other"))
 
 
 def test_an_hf_student_starts_from_every_other_teacher_layer(tmp_path):

@@ -35,6 +35,7 @@ class DatasetSpec:
     classes: list[str] | None = None
     sha256: str | None = None
     image_size: list[int] | None = None  # image_folder: [H, W] every image is resized to
+    tokenizer_from: str | None = None  # "teacher": a text table tokenised at job time by the hf teacher's tokenizer
 
 
 @dataclass

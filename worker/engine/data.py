@@ -66,7 +66,7 @@ def is_text(spec: DatasetSpec) -> bool:
 
     A CSV with an `input_ids` column is pre-tokenised text even without a tokenizer.
     """
-    if spec.text_column or spec.tokenizer_path or spec.format in ("jsonl", "parquet"):
+    if spec.text_column or spec.tokenizer_path or spec.tokenizer_from or spec.format in ("jsonl", "parquet"):
         return True
     return spec.format == "csv" and "input_ids" in _csv_header(spec.path)
 
@@ -219,6 +219,8 @@ def inspect_dataset(spec: DatasetSpec, limits: DataLimits | None = None) -> dict
     The info stays small: `classes` is bounded by limits.max_classes, and `columns` lists at most
     INFO_MAX_COLUMNS names (`num_columns` counts them all).
     """
+    if spec.tokenizer_from and not spec.tokenizer_path:
+        return _describe_untokenised(spec, limits)
     data = load_dataset(spec, limits)
     columns = data.columns
     info = {
@@ -234,4 +236,18 @@ def inspect_dataset(spec: DatasetSpec, limits: DataLimits | None = None) -> dict
         info["num_columns"] = len(columns)
     if data.pad_id is not None:
         info.update({"pad_id": data.pad_id, **(data.text_info or {})})
+    return info
+
+
+def _describe_untokenised(spec: DatasetSpec, limits: DataLimits | None) -> dict:
+    from worker.engine.text import TextDatasetError, describe_untokenised
+
+    try:
+        info = describe_untokenised(spec, limits)
+    except TextDatasetError as exc:
+        raise EngineError("invalid_dataset", exc.message) from exc
+    columns = info["columns"]
+    info.update(format=spec.format, columns=columns[:INFO_MAX_COLUMNS])
+    if len(columns) > INFO_MAX_COLUMNS:
+        info["num_columns"] = len(columns)
     return info

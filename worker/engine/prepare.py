@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from typing import cast
 
@@ -44,6 +45,22 @@ class Prepared:
     num_label_classes: int | None = None  # the most classes any labelled split names
 
 
+def with_teacher_tokenizer(spec: DatasetSpec, teacher: Teacher) -> DatasetSpec:
+    """A table uploaded with tokenizer_from "teacher", pointed at the Hugging Face teacher's own tokenizer.json."""
+    if spec.tokenizer_from != "teacher" or spec.tokenizer_path:
+        return spec
+    folder = getattr(teacher.module, "folder", None) if teacher.format == "hf" else None
+    path = os.path.join(folder, "tokenizer.json") if folder else None
+    if path is None or not os.path.isfile(path):
+        raise EngineError(
+            "invalid_dataset",
+            "this dataset is to be tokenised with the teacher's tokenizer, but the teacher "
+            + ("has no tokenizer.json" if teacher.format == "hf" else f"is {teacher.format}, not a Hugging Face folder")
+            + "; upload the dataset again with its tokenizer.json",
+        )
+    return dataclasses.replace(spec, tokenizer_path=path)
+
+
 def prepare(
     teacher_path: str,
     train_spec: DatasetSpec,
@@ -54,6 +71,8 @@ def prepare(
 ) -> Prepared:
     """Load and cross-check the inputs; raise EngineError with a message a user can act on."""
     teacher = load_teacher(teacher_path, device)
+    train_spec = with_teacher_tokenizer(train_spec, teacher)
+    eval_spec = None if eval_spec is None else with_teacher_tokenizer(eval_spec, teacher)
     train = load_dataset(train_spec, data_limits)
     evaluation = None
     if eval_spec is not None:

@@ -175,6 +175,31 @@ def _label_column(spec: Any, data: dict, columns: list[str], given_classes, limi
     return None, [str(c) for c in given_classes] if given_classes else None
 
 
+def describe_untokenised(spec: Any, limits: DataLimits | None = None) -> dict:
+    """Info of a text table uploaded to be tokenised at job time by its teacher's tokenizer (tokenizer_from)."""
+    limits = resolve(limits)
+    given_classes = getattr(spec, "classes", None)
+    columns, data, n = read_table(spec, limits)
+    text_column = getattr(spec, "text_column", None) or "text"
+    if text_column not in columns:
+        raise TextDatasetError(f"text column {text_column!r} not found; the columns are {short_list(columns)}")
+    bad = next((i for i, t in enumerate(data[text_column]) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TextDatasetError(f"text column {text_column!r} is not text in row {bad + 1}")
+    y, classes = _label_column(spec, data, columns, given_classes, limits)
+    return {
+        "rows": n,
+        "columns": columns,
+        "input": {"shape": None, "dtype": "text"},
+        "has_labels": y is not None,
+        "num_classes": len(classes) if classes else None,
+        "classes": classes,
+        "text_column": text_column,
+        "tokenizer_from": "teacher",
+        "max_length": _max_length(spec, limits),
+    }
+
+
 def load_text(spec: Any, limits: DataLimits | None = None) -> dict:
     """Load a text dataset as a dict: x, y, classes, columns, pad_id, vocab_size, max_length (within `limits`)."""
     return _load(spec, limits)
