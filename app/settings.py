@@ -20,6 +20,15 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: sqlite:///<data_dir>/distillery.db
     broker_url: str | None = None  # default: kombu's SQLAlchemy transport on <data_dir>/broker.db
     storage_dir: Path | None = None  # default: <data_dir>/storage
+    # An S3-compatible object store for uploads and artifacts (s3://bucket/prefix); None keeps them in storage_dir.
+    # Endpoint, region and credentials come from the standard AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and
+    # AWS_SECRET_ACCESS_KEY, which s3_endpoint_url overrides; work files, checkpoints and caches stay local.
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None
+    # Artifact downloads answer 307 to a presigned URL instead of streaming through the API.
+    storage_presign: bool = False
+    # Stored files a worker has fetched are kept in <storage_dir>/store-cache up to this size (oldest out first).
+    store_cache_bytes: int = 50 * 1024**3
     max_upload_bytes: int = 2 * 1024**3
     api_host: str = "127.0.0.1"
     api_port: int = 8000

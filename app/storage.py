@@ -1,4 +1,9 @@
-"""The artifact store: a local folder laid out by tenant (S3-compatible stores can follow the same API)."""
+"""The artifact store: a local folder laid out by tenant, or an S3-compatible object store (app/object_store.py).
+
+`app.stores.open_storage(settings)` picks the one the settings name. Rows keep store-relative paths;
+`local_path` gives a file on this machine (the object store fetches it into a local cache), `keep_artifact`
+stores a job's output.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +44,18 @@ class LocalStorage:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, dest)
         return dest
+
+    def local_path(self, relative: str) -> Path:
+        """A readable local file of a stored path (here: the file itself)."""
+        return self.path(relative)
+
+    def exists(self, relative: str) -> bool:
+        """Whether the stored file is there."""
+        return self.path(relative).is_file()
+
+    def keep_artifact(self, full: Path) -> str:
+        """A job's artifact stays where the job wrote it; the store-relative path its row keeps."""
+        return self.relative(full)
 
     def upload_dir(self, tenant_id: str, kind: str, obj_id: str) -> str:
         """Relative folder of an uploaded model or dataset."""

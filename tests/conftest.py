@@ -40,7 +40,8 @@ def postgres_url():
 @pytest.fixture
 def redis_url():
     """A Redis database index of its own, emptied before and after the test."""
-    url = f"{REDIS_URL}/11"
+    # One index for the run; DISTILLERY_TEST_REDIS_DB gives a concurrent run on the same server its own.
+    url = f"{REDIS_URL}/{os.environ.get('DISTILLERY_TEST_REDIS_DB', '11')}"
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=5)
         client.flushdb()

@@ -49,18 +49,18 @@ def stage_job(job: Job, storage: LocalStorage) -> tuple[StagedJob | None, dict |
         return None, problem
 
     def spec(row: Dataset) -> dict:
-        return {"path": str(storage.path(row.path)), **dataset_spec_options(row, storage)}
+        return {"path": str(storage.local_path(row.path)), **dataset_spec_options(row, storage)}
 
     settings = get_settings()
     config = {**job.hyperparameters, "student": dict(job.student), "export": job.export, "baseline": job.baseline}
     staged = stage(
         storage.job_dir(job.tenant_id, job.id),
         job.attempt,
-        teacher=storage.path(teacher.path),
+        teacher=storage.local_path(teacher.path),
         train=spec(train),
         evaluation=spec(eval_) if eval_ else None,
         config=config,
-        student_model=storage.path(student.path) if student else None,
+        student_model=storage.local_path(student.path) if student else None,
         cache_dir=storage.cache_dir(job.tenant_id),
         extra={"max_student_parameters": settings.max_student_parameters, "data_limits": data_limits(settings)},
     )

@@ -25,7 +25,7 @@ from app.db import get_sessionmaker
 from app.lifecycle import fail_or_requeue_lost, record_event, resend_queued
 from app.models import Artifact, Dataset, Job, Model, utcnow
 from app.settings import get_settings
-from app.storage import LocalStorage
+from app.stores import open_storage
 from app.webhooks import delivery_ids
 from contract import TERMINAL
 
@@ -129,7 +129,7 @@ def apply_retention() -> int:
     if settings.retention_days is None:
         return 0
     cutoff = utcnow() - timedelta(days=settings.retention_days)
-    storage = LocalStorage.from_settings(settings)
+    storage = open_storage(settings)
     with get_sessionmaker()() as session:
         old = session.execute(
             select(Job.id, Job.tenant_id).where(

@@ -16,6 +16,7 @@ from app.lifecycle import Lease, claim, finish, hand_back, record_after_cancel
 from app.models import Job, utcnow
 from app.settings import get_settings
 from app.storage import LocalStorage
+from app.stores import open_storage
 from worker.celery_app import HANDOFF, WORKER_ID
 from worker.job_artifacts import record_artifacts
 from worker.job_progress import METRIC_KEYS, JobRecorder, keep_lease
@@ -69,7 +70,7 @@ def run(job_id: str) -> None:
 def _supervise(job: Job, recorder: JobRecorder) -> None:
     """Stage the job's folder, run its child under the Supervisor, and record the outcome."""
     settings = get_settings()
-    storage = LocalStorage.from_settings(settings)
+    storage = open_storage(settings)
     staged, problem = stage_job(job, storage)
     if problem:
         finish(recorder.lease, "failed", error=problem)

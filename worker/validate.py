@@ -19,6 +19,7 @@ from app.db import get_sessionmaker
 from app.models import Dataset, Model, utcnow
 from app.settings import Settings, get_settings
 from app.storage import LocalStorage
+from app.stores import open_storage
 from worker.sandbox import SandboxLimits, inspect_sandboxed, limits_from_env
 from worker.sandbox_policy import CODE_BEARING_FORMATS, code_bearing_refusal
 
@@ -33,7 +34,7 @@ def dataset_spec_options(row: Dataset, storage: LocalStorage) -> dict:
     return {
         "format": row.format,
         "sha256": row.sha256,
-        "tokenizer_path": str(storage.path(tokenizer)) if tokenizer else None,
+        "tokenizer_path": str(storage.local_path(tokenizer)) if tokenizer else None,
         **options,
     }
 
@@ -75,7 +76,7 @@ def inspect_upload(kind: str, row, storage: LocalStorage, settings: Settings) ->
     workdir = Path(tempfile.mkdtemp(prefix=f"validate-{row.id}-", dir=storage.tmp_dir))
     try:
         return inspect_sandboxed(
-            kind, storage.path(row.path), workdir, options, validation_limits(settings), extra_files=extra
+            kind, storage.local_path(row.path), workdir, options, validation_limits(settings), extra_files=extra
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -84,7 +85,7 @@ def inspect_upload(kind: str, row, storage: LocalStorage, settings: Settings) ->
 def validate(kind: str, obj_id: str) -> None:
     """Validate one model or dataset row that is still `validating`."""
     cls = Model if kind == "models" else Dataset
-    storage = LocalStorage.from_settings(get_settings())
+    storage = open_storage(get_settings())
     with get_sessionmaker()() as session:
         row = session.get(cls, obj_id)
         if row is None or row.status != "validating":

@@ -15,7 +15,7 @@ from app.models import Dataset
 from app.routes import uploads
 from app.routes.common import MAX_CURSOR, MAX_LIMIT, errors, paginate
 from app.sniff import sniff_dataset
-from app.storage import LocalStorage
+from app.stores import open_storage
 from app.uploads import ReceivedForm, multipart_openapi
 from contract.wire import DatasetPublic, Page
 
@@ -179,5 +179,5 @@ def delete_dataset(dataset: DatasetDep, session: SessionDep, tenant: TenantDep, 
     uploads.refuse_if_in_use(session, tenant, dataset.id, "dataset")
     session.delete(dataset)
     session.commit()
-    LocalStorage.from_settings(settings).remove_tree(dataset.path.rsplit("/", 1)[0])
+    open_storage(settings).remove_tree(dataset.path.rsplit("/", 1)[0])
     return Response(status_code=204)

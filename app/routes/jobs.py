@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
 
 from app.db import get_sessionmaker
@@ -14,6 +14,7 @@ from app.deps import JobDep, PolledJobDep, SessionDep, SettingsDep, TenantDep
 from app.errors import NotFound
 from app.lifecycle import cancel_job, create_job
 from app.models import Artifact, Job, JobEvent
+from app.object_store import ObjectStorage
 from app.routes.common import (
     ARTIFACT_RESPONSE,
     EVENT_STREAM_RESPONSE,
@@ -24,7 +25,7 @@ from app.routes.common import (
     errors,
     paginate,
 )
-from app.storage import LocalStorage
+from app.stores import open_storage
 from contract import TERMINAL, JobStatus
 from contract.wire import ArtifactsPage, EventPublic, EventsPage, JobCreate, JobPublic, Page, Report
 
@@ -187,23 +188,35 @@ def list_artifacts(job: JobDep, session: SessionDep) -> dict:
 @router.get(
     "/{job_id}/artifacts/{name}",
     response_class=FileResponse,
-    responses={**errors(404), 200: ARTIFACT_RESPONSE},
+    responses={
+        **errors(404),
+        200: ARTIFACT_RESPONSE,
+        307: {"description": "With DISTILLERY_STORAGE_PRESIGN: a presigned URL of the object store to fetch it from"},
+    },
     summary="Download an artifact",
     operation_id="jobs_artifacts_get",
 )
-def download_artifact(job: JobDep, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
+def download_artifact(job: JobDep, name: str, session: SessionDep, settings: SettingsDep) -> Response:
     """The artifact's bytes."""
     row = session.scalar(select(Artifact).where(Artifact.job_id == job.id, Artifact.name == name))
     if row is None:
         raise NotFound(f"job {job.id} has no artifact named {name!r}")
-    path = LocalStorage.from_settings(settings).path(row.path)
-    if not path.is_file():
+    storage = open_storage(settings)
+    headers = {"X-Checksum-Sha256": row.sha256, "X-Content-Type-Options": "nosniff"}
+    if not storage.exists(row.path):
         raise NotFound(f"the file of artifact {name!r} of job {job.id} is no longer stored", code="artifact_gone")
+    if isinstance(storage, ObjectStorage):
+        if settings.storage_presign:  # the bytes come from the store itself, not through this process
+            return RedirectResponse(storage.presigned_url(row.path, row.name), status_code=307, headers=headers)
+        disposition = {
+            "Content-Disposition": f'attachment; filename="{row.name}"',
+            "Content-Length": str(row.size_bytes),
+        }
+        return StreamingResponse(
+            storage.stream(row.path), media_type="application/octet-stream", headers={**headers, **disposition}
+        )
     return FileResponse(
-        path,
-        filename=row.name,
-        media_type="application/octet-stream",
-        headers={"X-Checksum-Sha256": row.sha256, "X-Content-Type-Options": "nosniff"},
+        storage.path(row.path), filename=row.name, media_type="application/octet-stream", headers=headers
     )
 
 

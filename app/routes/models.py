@@ -13,7 +13,7 @@ from app.models import Model
 from app.routes import uploads
 from app.routes.common import MAX_CURSOR, MAX_LIMIT, errors, paginate
 from app.sniff import sniff_model
-from app.storage import LocalStorage
+from app.stores import open_storage
 from app.uploads import multipart_openapi
 from contract.wire import ModelPublic, Page
 
@@ -97,5 +97,5 @@ def delete_model(model: ModelDep, session: SessionDep, tenant: TenantDep, settin
     uploads.refuse_if_in_use(session, tenant, model.id, "model")
     session.delete(model)
     session.commit()
-    LocalStorage.from_settings(settings).remove_tree(model.path.rsplit("/", 1)[0])
+    open_storage(settings).remove_tree(model.path.rsplit("/", 1)[0])
     return Response(status_code=204)

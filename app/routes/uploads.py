@@ -15,6 +15,7 @@ from app.models import Dataset, Job, Model, Tenant, new_id
 from app.queue import enqueue_validation
 from app.settings import Settings
 from app.storage import LocalStorage
+from app.stores import open_storage
 from app.uploads import ReceivedForm, receive_form
 from contract import ACTIVE
 
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 async def receive(request: Request, settings: Settings, file_fields: set[str]) -> tuple[LocalStorage, ReceivedForm]:
     """Stream the body to a temporary folder of the store; the caller must clean it up."""
-    storage = LocalStorage.from_settings(settings)
+    storage = open_storage(settings)
     form = await receive_form(request, storage.tmp_dir, settings.max_upload_bytes, file_fields)
     if "file" not in form.files:
         form.cleanup()

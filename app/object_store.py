@@ -1,0 +1,129 @@
+"""Uploads and artifacts in an S3-compatible object store (AWS S3, MinIO, R2, Ceph), through boto3.
+
+boto3 because it is the S3 client every one of those stores documents and tests against, it reads the standard
+AWS_* variables itself, and its transfer manager does multipart uploads and downloads; no request is signed by
+hand. Work files stay local (job folders, checkpoints, caches): the store holds what must outlive a machine, and
+a worker fetches the inputs it needs into a local cache keyed by the object's key and size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+from app.settings import Settings
+from app.storage import LocalStorage
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+PRESIGN_SECONDS = 900
+
+
+class ObjectStorage(LocalStorage):
+    """Stored files under s3://bucket/prefix; local folders (work, temporary, cache) under the storage dir."""
+
+    def __init__(self, root: Path, url: str, endpoint_url: str | None = None, cache_bytes: int = 50 * 1024**3):
+        super().__init__(root)
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"DISTILLERY_STORAGE_URL must look like s3://bucket/prefix, got {url!r}")
+        self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
+        self.cache_bytes = cache_bytes
+        import boto3
+
+        self.client = boto3.client("s3", endpoint_url=endpoint_url or None)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ObjectStorage:
+        """The object store the settings name."""
+        assert settings.storage_url is not None  # open_storage checks
+        return cls(
+            settings.resolved_storage_dir, settings.storage_url, settings.s3_endpoint_url, settings.store_cache_bytes
+        )
+
+    def key(self, relative: str) -> str:
+        """The object key of a store-relative path (refusing one that climbs out)."""
+        if relative.startswith("/") or ".." in relative.split("/"):
+            raise ValueError(f"path {relative!r} leaves the store")
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def put(self, source: Path, relative: str) -> Path:
+        """Upload a finished file (multipart above 8 MiB, by boto3's transfer manager), then drop the local copy."""
+        self.client.upload_file(str(source), self.bucket, self.key(relative))
+        Path(source).unlink(missing_ok=True)
+        return self.path(relative)
+
+    def keep_artifact(self, full: Path) -> str:
+        """Upload a job's artifact to the store under its job-folder path; the relative path its row keeps."""
+        relative = self.relative(full)
+        self.client.upload_file(str(full), self.bucket, self.key(relative))
+        return relative
+
+    def local_path(self, relative: str) -> Path:
+        """A local copy of a stored file, fetched once into the store cache (a worker's staging)."""
+        cached = self.path(f"store-cache/{relative}")
+        head = self.client.head_object(Bucket=self.bucket, Key=self.key(relative))
+        if cached.is_file() and cached.stat().st_size == head["ContentLength"]:
+            os.utime(cached)  # recently used: evicted last
+            return cached
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(cached.name + ".part")
+        self.client.download_file(self.bucket, self.key(relative), str(partial))
+        os.replace(partial, cached)
+        self._evict(keep=cached)
+        return cached
+
+    def _evict(self, keep: Path) -> None:
+        """Oldest-used cached files out until the cache fits store_cache_bytes."""
+        root = self.path("store-cache")
+        files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.stat().st_atime)
+        total = sum(p.stat().st_size for p in files)
+        for path in files:
+            if total <= self.cache_bytes:
+                break
+            if path != keep:
+                total -= path.stat().st_size
+                path.unlink(missing_ok=True)
+
+    def exists(self, relative: str) -> bool:
+        """Whether the stored object is there."""
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(relative))
+        except self.client.exceptions.ClientError:
+            return False
+        return True
+
+    def stream(self, relative: str) -> Iterator[bytes]:
+        """The object's bytes in chunks (a download through the API)."""
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key(relative))["Body"]
+        try:
+            yield from body.iter_chunks(CHUNK)
+        finally:
+            body.close()
+
+    def presigned_url(self, relative: str, filename: str) -> str:
+        """A time-limited GET URL of the object, naming the file for the browser."""
+        return self.client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": self.key(relative),
+                "ResponseContentDisposition": f'attachment; filename="{filename}"',
+            },
+            ExpiresIn=PRESIGN_SECONDS,
+        )
+
+    def remove_tree(self, relative: str) -> None:
+        """Delete every object under a folder, its cached copies and any local folder of that name."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(relative).rstrip("/") + "/"):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+        shutil.rmtree(self.path(f"store-cache/{relative}"), ignore_errors=True)
+        super().remove_tree(relative)

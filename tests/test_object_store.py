@@ -1,0 +1,77 @@
+"""Uploads and artifacts in an S3-compatible object store (issue 13, point 1), against a real S3-protocol server
+(moto's server mode), real PostgreSQL and Redis, and a real worker: the whole job path with nothing of the
+tenant's in the local data dir but the worker's fetched-input cache."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import pytest
+
+from tests.support.digits import digits_arrays, train_digits_teacher, write_npz
+from tests.support.s3_server import keys, s3_server
+from tests.support.service import Client, running_service
+
+pytestmark = pytest.mark.slow
+PREFIX = "svc"
+
+
+def test_the_job_path_runs_on_the_object_store(tmp_path, postgres_url, redis_url):
+    with s3_server(tmp_path / "s3") as s3:
+        env = {k: v for k, v in s3.items() if k != "bucket"}
+        env["DISTILLERY_STORAGE_URL"] = f"s3://{s3['bucket']}/{PREFIX}"
+        with running_service(tmp_path / "svc", postgres_url, redis_url, extra_env=env) as svc:
+            client = Client(svc.url, svc.new_key("alice"))
+            x, y, xt, yt = digits_arrays()
+            teacher = client.ready_upload("models", train_digits_teacher(tmp_path))
+            train = client.ready_upload("datasets", write_npz(tmp_path / "train.npz", x, y))
+            body = {"teacher_id": teacher["id"], "train_dataset_id": train["id"], "hyperparameters": {"epochs": 1}}
+            body["hyperparameters"]["recipe"] = "plain"
+            created = client.http.post("/v1/jobs", json=body)
+            assert created.status_code == 201, created.text
+            job = client.wait_job(created.json()["id"])
+            assert job["status"] == "succeeded", job
+
+            stored = keys(s3, PREFIX + "/")
+            tenant = next(k for k in stored if "/models/" in k).split("/")[1]  # keys: <prefix>/<tenant>/...
+            assert any(k.endswith("/model.pt") and f"/models/{teacher['id']}/" in k for k in stored), stored
+            assert any(f"/datasets/{train['id']}/" in k for k in stored), stored
+            assert any(k.endswith("/student.pt") and f"/jobs/{job['id']}/" in k for k in stored), stored
+            # The local store holds the uploads only as the worker's fetched copies, never as the stored files.
+            local = svc.data_dir / "storage" / tenant
+            assert not (local / "models").exists() and not (local / "datasets").exists()
+
+            resp = client.http.get(f"/v1/jobs/{job['id']}/artifacts/student.pt")
+            assert resp.status_code == 200, resp.text
+            assert hashlib.sha256(resp.content).hexdigest() == resp.headers["x-checksum-sha256"]
+
+            # Deleting an upload removes its objects.
+            spare = client.ready_upload("datasets", write_npz(tmp_path / "spare.npz", xt, yt))
+            assert any(f"/datasets/{spare['id']}/" in k for k in keys(s3, PREFIX + "/"))
+            assert client.http.delete(f"/v1/datasets/{spare['id']}").status_code == 204
+            assert not any(f"/datasets/{spare['id']}/" in k for k in keys(s3, PREFIX + "/"))
+
+
+def test_a_presigned_url_fetches_the_object_from_the_store(tmp_path):
+    from app.object_store import ObjectStorage
+
+    with s3_server(tmp_path / "s3") as s3:
+        import os
+        from unittest import mock
+
+        with mock.patch.dict(os.environ, {k: v for k, v in s3.items() if k != "bucket"}):
+            store = ObjectStorage(tmp_path / "local", f"s3://{s3['bucket']}/p")
+            source = tmp_path / "blob.bin"
+            source.write_bytes(b"x" * (9 * 1024**2))  # above boto3's multipart threshold (8 MiB)
+            store.put(source, "t/jobs/j/out/blob.bin")
+            assert not source.exists()
+            url = store.presigned_url("t/jobs/j/out/blob.bin", "blob.bin")
+            fetched = httpx.get(url, timeout=30)
+            assert fetched.status_code == 200 and fetched.content == b"x" * (9 * 1024**2)
+            assert "blob.bin" in fetched.headers["content-disposition"]
+            assert b"".join(store.stream("t/jobs/j/out/blob.bin")) == fetched.content
+            local = store.local_path("t/jobs/j/out/blob.bin")
+            assert local.read_bytes() == fetched.content and "store-cache" in str(local)
+            store.remove_tree("t/jobs/j")
+            assert keys(s3, "p/") == [] and not local.exists()
