@@ -75,3 +75,50 @@ def test_a_presigned_url_fetches_the_object_from_the_store(tmp_path):
             assert local.read_bytes() == fetched.content and "store-cache" in str(local)
             store.remove_tree("t/jobs/j")
             assert keys(s3, "p/") == [] and not local.exists()
+
+
+def test_a_worker_on_another_disk_resumes_a_killed_job_from_the_checkpoint_in_the_store(
+    tmp_path, postgres_url, redis_url
+):
+    """Two workers that share only PostgreSQL, Redis and the store: SIGKILL the first mid-training; the second,
+    with a data dir of its own, fetches the checkpoint from the store and resumes from it."""
+    import signal
+    import time
+
+    from tests.support.job_service import digits_files, job_events, upload_digits, wait_epoch
+
+    fast = {
+        "DISTILLERY_LEASE_TIMEOUT_S": "4",
+        "DISTILLERY_REAPER_INTERVAL_S": "1",
+        "DISTILLERY_WORKER_HEARTBEAT_INTERVAL_S": "1",
+    }
+    with s3_server(tmp_path / "s3") as s3:
+        env = {**fast, **{k: v for k, v in s3.items() if k != "bucket"}}
+        env["DISTILLERY_STORAGE_URL"] = f"s3://{s3['bucket']}/{PREFIX}"
+        with running_service(tmp_path / "svc", postgres_url, redis_url, extra_env=env) as svc:
+            client = Client(svc.url, svc.new_key("acme"))
+            (tmp_path / "digits").mkdir()
+            body = {**upload_digits(client, digits_files(tmp_path / "digits"))}
+            body["hyperparameters"] = {"epochs": 40, "batch_size": 16, "recipe": "plain"}
+            job_id = client.http.post("/v1/jobs", json=body).json()["id"]
+            wait_epoch(client, job_id, 3)
+            deadline = time.monotonic() + 60  # the worker copies the checkpoint after each epoch's metrics
+            while not any(k.endswith("checkpoints/checkpoint.json") for k in keys(s3, PREFIX + "/")):
+                assert time.monotonic() < deadline, "no checkpoint reached the store"
+                time.sleep(0.2)
+            svc.kill_worker("w0", signal.SIGKILL)
+            elsewhere = tmp_path / "machine-b"
+            svc.start_worker(
+                "b", extra_env={"DISTILLERY_DATA_DIR": str(elsewhere), "DISTILLERY_STORAGE_DIR": str(elsewhere / "s")}
+            )
+            job = client.wait_job(job_id, timeout=300)
+            assert job["status"] == "succeeded", (job, svc.log_tail())
+            events = job_events(client, job_id)
+            resumes = [e for e in events if e["type"] == "resume"]
+            assert resumes, "\n".join(f"{e['type']}: {e['message'][:150]}" for e in events if e["type"] != "progress")
+            resume = resumes[0]
+            # From a checkpoint in the store, not from scratch (the last one copied before the kill: epoch 1 to 3).
+            assert resume["data"]["epoch"] >= 1
+            # Machine B had nothing of the job but what it fetched: the inputs into its cache, the checkpoint.
+            assert any((elsewhere / "s" / "store-cache").rglob("model.pt"))
+            assert any("/checkpoints/" in k for k in keys(s3, PREFIX + "/"))

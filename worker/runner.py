@@ -17,6 +17,7 @@ from app.models import Job, utcnow
 from app.settings import get_settings
 from app.storage import LocalStorage
 from app.stores import open_storage
+from worker import checkpoint_sync
 from worker.celery_app import HANDOFF, WORKER_ID
 from worker.job_artifacts import record_artifacts
 from worker.job_progress import METRIC_KEYS, JobRecorder, keep_lease
@@ -71,6 +72,7 @@ def _supervise(job: Job, recorder: JobRecorder) -> None:
     """Stage the job's folder, run its child under the Supervisor, and record the outcome."""
     settings = get_settings()
     storage = open_storage(settings)
+    checkpoint_sync.pull(storage, job.tenant_id, job.id)  # an attempt on another machine left its checkpoint there
     staged, problem = stage_job(job, storage)
     if problem:
         finish(recorder.lease, "failed", error=problem)
@@ -79,7 +81,7 @@ def _supervise(job: Job, recorder: JobRecorder) -> None:
     supervisor = Supervisor(
         staged,
         job_limits(_wall_s(job, settings), settings.job_memory_bytes, gpu),
-        emit=recorder,
+        emit=checkpoint_sync.pushing_after_epochs(recorder, storage, job.tenant_id, job.id),
         stop_reason=recorder.child_stop_reason,
         grace_s=settings.stuck_job_grace_s,
     )
