@@ -31,6 +31,14 @@ EvalOpt = Annotated[Path | None, typer.Option("--eval", help="Eval data (default
 StudentOpt = Annotated[str, typer.Option(help="'mlp:hidden_sizes=[32]' or a JSON object")]
 TokenizerOpt = Annotated[Path | None, typer.Option(help="tokenizer.json for a text column", **_FILE)]
 TextColumnOpt = Annotated[str | None, typer.Option(help="Text column of a table")]
+TokenizerFromTeacherOpt = Annotated[
+    bool,
+    typer.Option(
+        "--tokenizer-from-teacher",
+        metavar="",
+        help="No tokenizer file: the job tokenises the text with the Hugging Face teacher's own tokenizer",
+    ),
+]
 LabelColumnOpt = Annotated[str | None, typer.Option(help="Label column of a table (default: label)")]
 MaxLengthOpt = Annotated[int | None, typer.Option(help="Tokens per example (default 128)")]
 ClassesOpt = Annotated[str | None, typer.Option(help="Comma-separated order of string labels")]
@@ -118,6 +126,7 @@ def run(
     eval_: EvalOpt = None,
     student: StudentOpt = '{"architecture": "mlp", "hidden_sizes": [64]}',
     tokenizer: TokenizerOpt = None,
+    tokenizer_from_teacher: TokenizerFromTeacherOpt = False,
     text_column: TextColumnOpt = None,
     label_column: LabelColumnOpt = None,
     max_length: MaxLengthOpt = None,
@@ -137,6 +146,8 @@ def run(
     client.check_access()  # a wrong key or URL fails here, in one request, before a large upload
     files = [("model", teacher), ("dataset", train)] + ([("dataset", eval_)] if eval_ is not None else [])
     fields = {"tokenizer": tokenizer, "text_column": text_column, "label_column": label_column}
+    if tokenizer_from_teacher:
+        fields["tokenizer_from"] = "teacher"
     ready = upload_inputs(client, files, {**fields, "max_length": max_length, "classes": split(classes)})
     job = client.create_job(
         ready[0].id,

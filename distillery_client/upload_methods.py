@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import httpx
 
@@ -104,10 +104,12 @@ class UploadMethods(Connection):
         text_column: str | None = None,
         max_length: int | None = None,
         classes: list[str] | str | None = None,
+        tokenizer_from: Literal["teacher"] | None = None,
         progress: ByteProgress | None = None,
         on_reused: Reused | None = None,
     ) -> Dataset:
-        """Upload data (.npz, CSV, JSONL, Parquet), with a tokenizer.json for a text column.
+        """Upload data (.npz, CSV, JSONL, Parquet), with a tokenizer.json for a text column (or, for a Hugging Face
+        teacher, `tokenizer_from="teacher"`: the job tokenises the text with the teacher's own tokenizer).
 
         Identical bytes and options answer 200 with the existing dataset, which `on_reused` is given.
         """
@@ -119,6 +121,7 @@ class UploadMethods(Connection):
             "text_column": text_column,
             "max_length": max_length,
             "classes": classes,
+            "tokenizer_from": tokenizer_from,
         }
         extra = {"tokenizer": Path(tokenizer)} if tokenizer else None
         resp = self._upload("/v1/datasets", file, fields, progress, extra)

@@ -134,6 +134,11 @@ def _distil_a_bert_teacher_over_http(client: Client, tmp_path) -> None:
     assert again["status"] == "succeeded", again
     report = client.http.get(f"/v1/jobs/{again['id']}/report").json()
     assert report["teacher"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    from distillery_client import Distillery
+
+    sdk = Distillery(str(client.http.base_url), api_key=client.http.headers["Authorization"].split()[1])
+    via_sdk = sdk.wait_ready(sdk.upload_dataset(files["train"], tokenizer_from="teacher", max_length=32))[0]
+    assert via_sdk.info["input"]["dtype"] == "text"
     both = client.upload("datasets", files["eval"], tokenizer=files["tokenizer"], tokenizer_from="teacher")
     assert both.status_code == 422 and "not both" in both.text
     # An uploaded Hugging Face student must share the teacher's tokenizer: a vocabulary of another size is refused.
