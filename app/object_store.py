@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from app.settings import Settings
 from app.storage import LocalStorage
 
 logger = logging.getLogger(__name__)
@@ -38,14 +37,6 @@ class ObjectStorage(LocalStorage):
 
         self.client = boto3.client("s3", endpoint_url=endpoint_url or None)
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ObjectStorage:
-        """The object store the settings name."""
-        assert settings.storage_url is not None  # open_storage checks
-        return cls(
-            settings.resolved_storage_dir, settings.storage_url, settings.s3_endpoint_url, settings.store_cache_bytes
-        )
-
     def key(self, relative: str) -> str:
         """The object key of a store-relative path (refusing one that climbs out)."""
         if relative.startswith("/") or ".." in relative.split("/"):
@@ -58,8 +49,8 @@ class ObjectStorage(LocalStorage):
         Path(source).unlink(missing_ok=True)
         return self.path(relative)
 
-    def keep_artifact(self, full: Path) -> str:
-        """Upload a job's artifact to the store under its job-folder path; the relative path its row keeps."""
+    def keep_job_file(self, full: Path) -> str:
+        """Upload a file a job wrote (an artifact, a checkpoint) under its job-folder path; its relative path."""
         relative = self.relative(full)
         self.client.upload_file(str(full), self.bucket, self.key(relative))
         return relative

@@ -1,7 +1,7 @@
 """The artifact store: a local folder laid out by tenant, or an S3-compatible object store (app/object_store.py).
 
 `app.stores.open_storage(settings)` picks the one the settings name. Rows keep store-relative paths;
-`local_path` gives a file on this machine (the object store fetches it into a local cache), `keep_artifact`
+`local_path` gives a file on this machine (the object store fetches it into a local cache), `keep_job_file`
 stores a job's output.
 """
 
@@ -53,8 +53,8 @@ class LocalStorage:
         """Whether the stored file is there."""
         return self.path(relative).is_file()
 
-    def keep_artifact(self, full: Path) -> str:
-        """A job's artifact stays where the job wrote it; the store-relative path its row keeps."""
+    def keep_job_file(self, full: Path) -> str:
+        """A file a job wrote (an artifact, a checkpoint) stays where it is; its store-relative path."""
         return self.relative(full)
 
     def upload_dir(self, tenant_id: str, kind: str, obj_id: str) -> str:

@@ -52,7 +52,7 @@ def push(storage: LocalStorage, tenant_id: str, job_id: str) -> int:
         # The child writes the tensors, then the JSON naming their generation: uploading in the same order, and
         # again if either changed meanwhile, keeps the pair in the store from one epoch.
         for path in sorted(files, key=lambda p: p.suffix == ".json"):
-            storage.client.upload_file(str(path), storage.bucket, storage.key(storage.relative(path)))
+            storage.keep_job_file(path)
         if _stamps(files) == before:
             return len(files)
     logger.warning("job %s: its checkpoint kept changing while it was copied to the store", job_id)

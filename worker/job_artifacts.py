@@ -58,6 +58,6 @@ def record_artifacts(session: Session, job_id: str, out_dir: Path, storage: Loca
                 format=artifact_format(path.name),
                 size_bytes=info.st_size,
                 sha256=sha256_file(path),
-                path=storage.keep_artifact(path),
+                path=storage.keep_job_file(path),
             )
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -32,3 +33,23 @@ def atomic_write(path: str, content: bytes | Callable[[str], None]) -> str:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def read_saved(folder: str | None, name: str) -> dict | None:
+    """A JSON object saved by save_json in `folder` (a job's checkpoint folder); None when absent or unreadable."""
+    if folder is None:
+        return None
+    try:
+        with open(os.path.join(folder, name)) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def save_json(folder: str | None, name: str, data: dict) -> None:
+    """Save `data` as `name` in `folder` atomically (a job killed mid-write reads nothing, not half a file)."""
+    if folder is None:
+        return
+    os.makedirs(folder, exist_ok=True)
+    atomic_write(os.path.join(folder, name), json.dumps(data).encode())

@@ -14,14 +14,13 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 
 import torch
 
 from contract.student_search import check_student_search
-from worker.engine.atomic import atomic_write
+from worker.engine.atomic import read_saved, save_json
 from worker.engine.config import ProgressEvent
 from worker.engine.errors import EngineError
 from worker.engine.search import trial_metric
@@ -41,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 # Draws per trained candidate at most: a tight budget rejects many sizes, a narrow space repeats them.
 MAX_DRAWS_PER_TRIAL = 20
+CHOICE_FILE = "student_search.json"  # the search's choice, in the checkpoint folder (resume, salvage)
 
 
 @dataclasses.dataclass
@@ -261,35 +261,16 @@ def _show(c: dict) -> str:
     return f"{spec_words(c['student'])}: {c['parameters']:,} parameters, {latency}, {metric}{ending}"
 
 
-def _path(checkpoint_dir: str | None) -> str | None:
-    return None if checkpoint_dir is None else os.path.join(checkpoint_dir, "student_search.json")
-
-
 def _read(checkpoint_dir: str | None, request: dict) -> dict | None:
-    path = _path(checkpoint_dir)
-    if path is None or not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return saved if saved.get("request") == request else None
+    saved = read_saved(checkpoint_dir, CHOICE_FILE)
+    return saved if saved is not None and saved.get("request") == request else None
 
 
 def saved_choice(checkpoint_dir: str | None) -> dict | None:
     """The student spec a (stopped) job's search chose, from its checkpoint folder; None before it chose."""
-    path = _path(checkpoint_dir)
-    try:
-        with open(path or "") as f:
-            return json.load(f)["chosen_spec"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    spec = (read_saved(checkpoint_dir, CHOICE_FILE) or {}).get("chosen_spec")
+    return spec if isinstance(spec, dict) else None
 
 
 def _write(checkpoint_dir: str | None, request: dict, spec: dict, section: dict) -> None:
-    path = _path(checkpoint_dir)
-    if path is None or checkpoint_dir is None:
-        return
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    atomic_write(path, json.dumps({"request": request, "chosen_spec": spec, "section": section}).encode())
+    save_json(checkpoint_dir, CHOICE_FILE, {"request": request, "chosen_spec": spec, "section": section})

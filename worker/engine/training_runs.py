@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -13,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from worker.engine.atomic import atomic_write
+from worker.engine.atomic import read_saved, save_json
 from worker.engine.augmented_cache import AugmentedOutputs
 from worker.engine.config import DistillConfig, ProgressEvent
 from worker.engine.loop import Split, TrainResult, train_student
@@ -21,6 +20,8 @@ from worker.engine.recipe import RecipePlan
 from worker.engine.search import search_distillation_settings
 
 logger = logging.getLogger(__name__)
+
+RECIPE_FILE = "recipe.json"  # the search's choice, in the checkpoint folder: a resumed job does not search again
 
 
 @dataclass
@@ -126,30 +127,13 @@ def _search(inputs: RunInputs, plan: RecipePlan, emit, checkpoint_dir: str | Non
     return config, trials
 
 
-def _choice_path(checkpoint_dir: str | None) -> str | None:
-    return None if checkpoint_dir is None else os.path.join(checkpoint_dir, "recipe.json")
-
-
 def _read_choice(checkpoint_dir: str | None, plan: RecipePlan) -> dict | None:
-    path = _choice_path(checkpoint_dir)
-    if path is None or not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return saved if saved.get("plan") == plan.section() else None
+    saved = read_saved(checkpoint_dir, RECIPE_FILE)
+    return saved if saved is not None and saved.get("plan") == plan.section() else None
 
 
 def _write_choice(checkpoint_dir: str | None, plan: RecipePlan, chosen: dict, trials: list) -> None:
-    path = _choice_path(checkpoint_dir)
-    if path is None:
-        return
-    assert checkpoint_dir is not None  # it gave a path
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    blob = json.dumps({"plan": plan.section(), "chosen": chosen, "trials": trials}).encode()
-    atomic_write(path, blob)  # a job killed mid-write searches again rather than reading half a file
+    save_json(checkpoint_dir, RECIPE_FILE, {"plan": plan.section(), "chosen": chosen, "trials": trials})
 
 
 def _section(plan: RecipePlan, config: DistillConfig, trials: list, seconds: dict, augmented) -> dict:
