@@ -10,8 +10,8 @@ from app.errors import Conflict, NotFound, Unprocessable
 from app.models import Dataset, Model, Tenant
 from app.settings import get_settings
 from app.webhooks import WebhookTargetError, check_target
-from contract import TEXT_ARCHITECTURES
-from contract.wire import JobCreate
+from contract import TEXT_ARCHITECTURES, default_student_for
+from contract.wire import JobCreate, StudentSpec
 
 logger = logging.getLogger(__name__)
 
@@ -205,5 +205,9 @@ def job_inputs(session: Session, tenant: Tenant, body: JobCreate) -> tuple[Model
         check_student_size(student)
         if student.format == "hf":
             _check_hf_student(student.info or {}, teacher)
+    if "student" not in body.model_fields_set:
+        # The data kind decides the default: an MLP cannot read token ids.
+        dtype = ((train.info or {}).get("input") or {}).get("dtype")
+        body.student = StudentSpec.model_validate(default_student_for(dtype))
     check_fit(body, teacher, train, eval_)
     return teacher, train, eval_

@@ -33,11 +33,13 @@ from contract.losses import LOSSES, Loss
 from contract.students import (
     ARCHITECTURES,
     DEFAULT_STUDENT,
+    DEFAULT_TEXT_STUDENT,
     STUDENT_ARCHITECTURES,
     TEXT_ARCHITECTURES,
     SizeParameter,
     StudentArchitecture,
     check_student_parameters,
+    default_student_for,
 )
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "Bounds",
     "DEFAULT_EXPORTS",
     "DEFAULT_STUDENT",
+    "DEFAULT_TEXT_STUDENT",
     "ERROR_CODES",
     "EXPORT_FORMATS",
     "ErrorCode",
@@ -72,5 +75,6 @@ __all__ = [
     "UploadStatus",
     "check_augmentation",
     "check_student_parameters",
+    "default_student_for",
     "validate_hyperparameters",
 ]

@@ -6,6 +6,7 @@ A student is either one of these, `{"architecture": "mlp", "hidden_sizes": [64]}
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +155,21 @@ STUDENT_ARCHITECTURES = (*STUDENT_ARCHITECTURES, HF_STUDENT)
 ARCHITECTURES: dict[str, StudentArchitecture] = {a.name: a for a in STUDENT_ARCHITECTURES}
 TEXT_ARCHITECTURES: tuple[str, ...] = tuple(a.name for a in STUDENT_ARCHITECTURES if a.inputs == "tokens")
 DEFAULT_STUDENT: dict[str, Any] = {"architecture": "mlp", "hidden_sizes": [64]}
+# Token ids cannot go through an MLP: a job on text that names no student gets the BiLSTM that issue 9's trial on
+# real text distilled to above its teacher (with the auto recipe's token dropout).
+DEFAULT_TEXT_STUDENT: dict[str, Any] = {
+    "architecture": "lstm",
+    "embedding_dim": 32,
+    "hidden_dim": 32,
+    "bidirectional": True,
+}
+TOKEN_INPUT_DTYPES = ("int64", "int32", "text")
+
+
+def default_student_for(input_dtype: str | None) -> dict[str, Any]:
+    """The student a job that names none gets, by the kind of its training data (token ids or text: a BiLSTM)."""
+    chosen = DEFAULT_TEXT_STUDENT if input_dtype in TOKEN_INPUT_DTYPES else DEFAULT_STUDENT
+    return copy.deepcopy(chosen)
 
 
 def check_student_parameters(architecture: Any, parameters: Mapping[str, Any]) -> None:

@@ -28,7 +28,10 @@ TeacherOpt = Annotated[Path, typer.Option(help="Teacher model: TorchScript, .pt2
 TrainOpt = Annotated[Path, typer.Option("--train", "--data", help="Training data (.npz, CSV, JSONL, Parquet)", **_FILE)]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the student files and the report")]
 EvalOpt = Annotated[Path | None, typer.Option("--eval", help="Eval data (default: a seeded 20% of train)", **_FILE)]
-StudentOpt = Annotated[str, typer.Option(help="'mlp:hidden_sizes=[32]' or a JSON object")]
+StudentOpt = Annotated[
+    str | None,
+    typer.Option(help="'mlp:hidden_sizes=[32]' or a JSON object (default: by the data, mlp [64] or a BiLSTM for text)"),
+]
 TokenizerOpt = Annotated[Path | None, typer.Option(help="tokenizer.json for a text column", **_FILE)]
 TextColumnOpt = Annotated[str | None, typer.Option(help="Text column of a table")]
 TokenizerFromTeacherOpt = Annotated[
@@ -124,7 +127,7 @@ def run(
     train: TrainOpt,
     out_dir: OutOpt,
     eval_: EvalOpt = None,
-    student: StudentOpt = '{"architecture": "mlp", "hidden_sizes": [64]}',
+    student: StudentOpt = None,
     tokenizer: TokenizerOpt = None,
     tokenizer_from_teacher: TokenizerFromTeacherOpt = False,
     text_column: TextColumnOpt = None,
@@ -139,7 +142,7 @@ def run(
     **hyper_options: Any,
 ) -> None:
     """Upload a teacher and data, distil, follow the job live, and download the student and its report."""
-    student_spec, hyper = checked_student(student), hyperparameters(hyper_options)
+    student_spec, hyper = checked_student(student) if student else None, hyperparameters(hyper_options)
     formats = checked_export(export)
     check_out(out_dir, None, force)
     client = options.make_client(url, api_key)

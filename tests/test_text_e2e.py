@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from contract import DEFAULT_TEXT_STUDENT
 from tests.support.service import Client, running_service
 from tests.support.text import text_fixture
 
@@ -83,6 +84,14 @@ def test_lstm_teacher_distils_into_a_smaller_lstm_over_http(tmp_path):
             "export": ["torchscript", "safetensors"],
             "baseline": True,
         }
+        # A job that names no student gets one that reads token ids (was: an MLP that failed at run time).
+        unnamed = {k: v for k, v in body.items() if k not in ("student", "eval_dataset_id", "baseline")}
+        unnamed["hyperparameters"] = {"epochs": 1, "recipe": "plain"}
+        resp = client.http.post("/v1/jobs", json=unnamed)
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["student"] == DEFAULT_TEXT_STUDENT
+        default_job = client.wait_job(resp.json()["id"], timeout=JOB_TIMEOUT_S)
+        assert default_job["status"] == "succeeded", (default_job, svc.log_tail())
         resp = client.http.post("/v1/jobs", json=body)
         assert resp.status_code == 201, resp.text
         job = client.wait_job(resp.json()["id"], timeout=JOB_TIMEOUT_S)

@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", type=Path, help="eval data (default: a seeded 20%% of train)")
     p.add_argument(
         "--student",
-        default='{"architecture": "mlp", "hidden_sizes": [64]}',
-        help="'mlp:hidden_sizes=[32]' or a JSON object",
+        default=None,
+        help="'mlp:hidden_sizes=[32]' or a JSON object (default: by the data, mlp [64] or a BiLSTM for text)",
     )
     p.add_argument("--label-column"), p.add_argument("--text-column")
     p.add_argument("--tokenizer", type=Path, help="tokenizer.json for a text column")
@@ -125,7 +125,7 @@ def check_configuration(args: argparse.Namespace) -> dict:
     unknown = [e for e in export if e not in EXPORT_FORMATS]
     if unknown:
         raise BadConfiguration(f"--export: unknown format(s) {', '.join(unknown)}; known: {', '.join(EXPORT_FORMATS)}")
-    student = _check_student(args.student)
+    student = _check_student(args.student) if args.student else {}
     _check_files(args)
     return {**hyper, "student": student, "export": export, "baseline": args.baseline}
 

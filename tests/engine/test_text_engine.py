@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from contract import DEFAULT_STUDENT, DEFAULT_TEXT_STUDENT, default_student_for
 from worker.engine import DatasetSpec, DistillConfig, EngineError, distill, inspect_dataset
 from worker.engine.augment import augment_batch
 from worker.engine.data import load_dataset
@@ -244,3 +245,19 @@ def test_token_dropout_and_masking_never_touch_padding():
     half, _ = augment_batch(x, None, 2, {"token_dropout": 0.5}, torch.Generator().manual_seed(1), pad_id=PAD)
     assert torch.equal(half[x == PAD], x[x == PAD]) and not torch.equal(half, x)
     np.testing.assert_array_equal((half != PAD) & (half != x), np.zeros(x.shape, dtype=bool))
+
+
+def test_a_text_job_that_names_no_student_gets_one_that_reads_token_ids(tmp_path, text_files):
+    tok = text_files["tokenizer"]
+    config = text_config(epochs=1)
+    config.student = {}  # as from_dict leaves it when the job names none
+    report = distill(str(text_files["teacher"]), spec(text_files["train"], tok), None, config, str(tmp_path))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["config"]["student"] == DEFAULT_TEXT_STUDENT
+    assert report["student"]["num_parameters"] > 0
+
+
+def test_a_job_on_features_that_names_no_student_still_gets_the_mlp():
+    assert DistillConfig.from_dict({}).student == {}
+    assert default_student_for("float32") == DEFAULT_STUDENT
+    assert default_student_for("int64") == default_student_for("text") == DEFAULT_TEXT_STUDENT

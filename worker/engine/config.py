@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from contract import (
     DEFAULT_EXPORTS,
-    DEFAULT_STUDENT,
     EXPORT_FORMATS,
     HYPERPARAMETERS,
     HYPERPARAMETERS_BY_NAME,
@@ -56,7 +54,8 @@ class DistillConfig:
     A null grad_clip means no clipping: it is held as 0.0 (NO_CLIPPING) and to_dict() writes it back as null.
     """
 
-    student: dict = field(default_factory=lambda: copy.deepcopy(DEFAULT_STUDENT))
+    # Empty: none named; distill() picks one by the data's kind (contract.default_student_for).
+    student: dict = field(default_factory=dict)
     epochs: int = DEFAULTS["epochs"]
     batch_size: int = DEFAULTS["batch_size"]
     learning_rate: float = DEFAULTS["learning_rate"]
@@ -120,7 +119,7 @@ class DistillConfig:
             validate_hyperparameters(self.hyperparameters())
         except InvalidHyperparameters as exc:
             raise bad(exc.message) from None
-        if not isinstance(self.student, dict) or not self.student:
+        if not isinstance(self.student, dict):
             raise bad("student must be an object such as {'architecture': 'mlp', 'hidden_sizes': [64]}")
         if not isinstance(self.export, list) or any(e not in EXPORT_FORMATS for e in self.export):
             raise bad(f"export must be a list drawn from {list(EXPORT_FORMATS)}, got {self.export!r}")

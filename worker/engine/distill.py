@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from contract import default_student_for
 from worker.engine.augmented_cache import AugmentedOutputs
 from worker.engine.config import DatasetSpec, DistillConfig, ProgressEvent
 from worker.engine.errors import EngineError
@@ -113,6 +114,8 @@ def _distill(
     seed_everything(config.seed)
     os.makedirs(out_dir, exist_ok=True)
     prep = prepare(teacher_path, train_spec, eval_spec, config, device, data_limits)
+    if not config.student:
+        config.student = default_student_for(str(prep.train.x.dtype))
     labeled = prep.train.y is not None
     if not labeled:
         _warn_unlabeled(emit)
