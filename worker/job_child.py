@@ -13,6 +13,9 @@ It talks to its parent only through its folder and stdout, one JSON object a lin
     {"stopped": {"reason", "salvaged"}}          the end: asked to stop, with a checkpoint saved
 Anything else the libraries print goes to stderr (fd 1 is pointed there), which the parent logs and never shows
 a user. The parent asks it to stop by writing `stop_file` (the reason in it: cancel, shutdown, timeout, lost).
+
+A request with `"gpus": N > 1` runs as N ranks (worker/job_ranks.py): this process is rank 0 and starts the
+others as `python -m worker.job_child REQUEST_JSON --rank R N BACKEND FOLDER`.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 STOP_POLL_S = 0.1
 
@@ -49,8 +54,9 @@ class StopFile:
         return True
 
 
-def run_request(request: dict, emit: Callable[[dict], None], should_stop: StopFile) -> dict:
-    """Run one job as the request says; the final protocol message (report, error or stopped)."""
+def run_request(request: dict, emit: Callable[[dict], None], should_stop: StopFile, ranks=None) -> dict:
+    """Run one job as the request says (as one of its `ranks`); the final protocol message (report, error or
+    stopped)."""
     from worker.engine import DatasetSpec, DistillConfig, EngineError, distill
     from worker.engine.limits import DataLimits
     from worker.scrub import scrub_message
@@ -76,6 +82,7 @@ def run_request(request: dict, emit: Callable[[dict], None], should_stop: StopFi
             teacher_cache_dir=request.get("cache_dir"),
             max_student_parameters=request.get("max_student_parameters"),
             data_limits=DataLimits.from_dict(request["data_limits"]) if request.get("data_limits") else None,
+            **({"ranks": ranks} if ranks is not None else {}),
         )
         return {"report": report}
     except EngineError as exc:
@@ -119,18 +126,77 @@ def _protocol_stream():
     return protocol
 
 
+def run_ranked(request: dict, request_path: str, emit, should_stop: StopFile, finish) -> dict:
+    """Rank 0 of a job of several ranks: start the peers, run the job with them, settle their ends."""
+    from worker import job_ranks
+    from worker.engine.ranks import join, leave, plan_ranks
+
+    world, backend = plan_ranks(request.get("gpus"), (request.get("config") or {}).get("device"))
+    assert backend is not None  # world > 1
+    job_ranks.threads_per_rank(world)
+    folder = job_ranks.rendezvous_folder(request)
+    peers = job_ranks.start_peers(request_path, world, backend, folder)
+    job_ranks.watch(peers, folder, finish)
+    emit({"event": {"type": "info", "message": f"running as {world} ranks ({backend})", "data": {"ranks": world}}})
+    try:
+        ranks = join(0, world, backend, str(folder / "store"))
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        answer: dict = {"error": {"code": "internal", "message": f"the job's ranks could not meet ({exc})"}}
+    else:
+        answer = run_request(request, emit, should_stop, ranks)
+        leave(ranks)
+    return job_ranks.settle(answer, peers, folder)
+
+
+def run_peer(request: dict, rank: int, world: int, backend: str, folder: str) -> int:
+    """Rank `rank` (> 0) of a job: run the engine alongside rank 0, then write its answer for rank 0."""
+    from worker import job_ranks
+    from worker.engine.ranks import join, leave
+
+    job_ranks.watch_parent()
+    job_ranks.threads_per_rank(world)
+    try:
+        ranks = join(rank, world, backend, str(Path(folder) / "store"))
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        answer: dict = {"error": {"code": "internal", "message": f"rank {rank} could not join the job ({exc})"}}
+    else:
+        # No events and no stop file: rank 0 speaks for the job and shares its decision to stop.
+        answer = run_request(request, lambda message: None, StopFile(None), ranks)
+        leave(ranks)
+    job_ranks.write_answer(Path(folder), rank, {k: v for k, v in answer.items() if k != "report"} or {"done": 1})
+    return 0
+
+
 def main() -> int:
-    """Entry point: read the request, run it, write the protocol lines."""
-    protocol = _protocol_stream()
+    """Entry point: read the request, run it (as one rank or several), write the protocol lines."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     with open(sys.argv[1]) as fh:
         request = json.load(fh)
+    if len(sys.argv) == 7 and sys.argv[2] == "--rank":
+        os.dup2(2, 1)  # a peer has no protocol to keep clean: everything it prints goes to the log
+        rank, world, backend, folder = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+        return run_peer(request, rank, world, backend, folder)
+    protocol = _protocol_stream()
+    lock = threading.Lock()
 
     def emit(message: dict) -> None:
-        protocol.write(json.dumps(message, default=str) + "\n")
+        with lock:
+            protocol.write(json.dumps(message, default=str) + "\n")
 
-    answer = run_request(request, emit, StopFile(request.get("stop_file")))
-    emit(answer)
+    def finish(answer: dict) -> None:
+        """Write the answer once and end; a watchdog thread may call it while the main thread is stuck."""
+        with lock:
+            protocol.write(json.dumps(answer, default=str) + "\n")
+            protocol.flush()
+            os._exit(0)  # nothing after the answer: peers are settled, and the main thread may be stuck
+
+    should_stop = StopFile(request.get("stop_file"))
+    gpus = request.get("gpus")
+    if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus > 1:
+        finish(run_ranked(request, sys.argv[1], emit, should_stop, finish))
+    emit(run_request(request, emit, should_stop))
     protocol.flush()
     return 0
 

@@ -19,11 +19,12 @@ from worker.engine.evaluate import evaluate_and_export
 from worker.engine.limits import DataLimits
 from worker.engine.loop import Split
 from worker.engine.prepare import Prepared, prepare
+from worker.engine.ranks import SINGLE, Ranks
 from worker.engine.recipe import plan_recipe
 from worker.engine.report import build_report, write_report
 from worker.engine.student_search import final_check, search_for_job
 from worker.engine.students import build_student
-from worker.engine.teacher_outputs import cache_key, compute_teacher_outputs, preprocessing, teacher_outputs
+from worker.engine.teacher_pass import eval_split, job_cache_key, train_teacher_logits
 from worker.engine.training_runs import RunInputs, student_factory, train_runs
 
 logger = logging.getLogger(__name__)
@@ -57,11 +58,14 @@ def distill(
     teacher_cache_dir: str | None = None,
     max_student_parameters: int | None = None,
     data_limits: DataLimits | None = None,
+    ranks: Ranks = SINGLE,
 ) -> dict:
     """Distil the teacher into a student; write artifacts and report.json into out_dir; return the report.
 
     The one entry point of a job: in the service it runs inside the job's sandboxed child (worker/job_child.py),
-    which alone opens the uploads; `distillery distill` calls it on the user's own files.
+    which alone opens the uploads; `distillery distill` calls it on the user's own files. With several `ranks`
+    (worker/engine/ranks.py) each rank calls it alike; rank 0 alone evaluates, exports and returns the report
+    (the others return an empty dict once trained).
     """
     try:
         return _distill(
@@ -76,6 +80,7 @@ def distill(
             teacher_cache_dir,
             max_student_parameters,
             data_limits,
+            ranks,
         )
     except EngineError:
         raise
@@ -107,10 +112,11 @@ def _distill(
     teacher_cache_dir,
     max_student_parameters,
     data_limits,
+    ranks,
 ) -> dict:
     emit(ProgressEvent("phase", "validating inputs", {"phase": "validating"}))
     config.validate()
-    device = resolve_device(config.device)
+    device = ranks.device or resolve_device(config.device)
     seed_everything(config.seed)
     os.makedirs(out_dir, exist_ok=True)
     prep = prepare(teacher_path, train_spec, eval_spec, config, device, data_limits)
@@ -127,8 +133,8 @@ def _distill(
 
     emit(ProgressEvent("phase", "computing teacher outputs", {"phase": "teacher_outputs"}))
     online_only = config.augmenting and plan.name == "plain"
-    all_logits, cache_status = _train_teacher_logits(prep, train_spec, online_only, teacher_cache_dir, emit)
-    eval_x, eval_y, eval_logits = _eval_split(prep, eval_spec, all_logits, teacher_cache_dir)
+    all_logits, cache_status = train_teacher_logits(prep, train_spec, online_only, teacher_cache_dir, emit, ranks)
+    eval_x, eval_y, eval_logits = eval_split(prep, eval_spec, all_logits, teacher_cache_dir, ranks)
 
     emit(ProgressEvent("phase", "training the student", {"phase": "training"}))
     train_split, val_split = _train_val_splits(prep, all_logits, device)
@@ -136,12 +142,17 @@ def _distill(
     student_search = None
     if "search" in config.student:
         base = _run_inputs(prep, config, plan, train_spec, splits, device, teacher_cache_dir)
-        config, student_search = search_for_job(prep, plan, base, emit, (checkpoint_dir, max_student_parameters))
+        # Single-rank, on rank 0: candidates are timed, and ranks would not agree on timings.
+        limits = (checkpoint_dir, max_student_parameters)
+        searched = search_for_job(prep, plan, base, emit, limits) if ranks.main else None
+        config, student_search = ranks.from_main(searched)  # rank 0's pair
         plan.config = config
     inputs = _run_inputs(prep, config, plan, train_spec, splits, device, teacher_cache_dir)
-    inputs.should_stop = should_stop
+    inputs.should_stop, inputs.ranks = should_stop, ranks
     _check_student(inputs.new_student(), train_split.x[:2].to(device), prep.num_classes, max_student_parameters)
     runs = train_runs(inputs, plan, emit, checkpoint_dir)
+    if not ranks.main:
+        return {}
     report = _evaluate_and_report(
         prep, runs, out_dir, (eval_x, eval_y, eval_logits), (train_spec, eval_spec), emit, device, cache_status
     )
@@ -184,38 +195,6 @@ def _evaluate_and_report(prep, runs, out_dir, eval_split, specs, emit, device, c
     )
 
 
-def _train_teacher_logits(prep, spec, online_only, cache_dir, emit) -> tuple[torch.Tensor, str | None]:
-    """Teacher logits for every train row, or (plain recipe, augmenting) only for the held-out rows."""
-    if online_only:
-        emit(
-            ProgressEvent(
-                "info",
-                "augmentation is on: the teacher runs on every augmented batch, so its outputs are not cached",
-                {"teacher_outputs_cache": None},
-            )
-        )
-        held_out = np.concatenate([prep.val_index] + ([prep.eval_index] if prep.eval_index is not None else []))
-        logits = torch.zeros(prep.train.rows, prep.num_classes)
-        logits[held_out] = compute_teacher_outputs(prep.teacher, prep.train.x[held_out])
-        return logits, None
-    return teacher_outputs(prep.teacher, prep.train.x, cache_dir, _cache_key(prep, spec, prep.train_sha256))
-
-
-def _eval_split(prep, eval_spec, train_logits, cache_dir):
-    if prep.eval is None:
-        index = prep.eval_index
-        y = None if prep.train.y is None else prep.train.y[index]
-        return prep.train.x[index], y, train_logits[index]
-    logits, _ = teacher_outputs(prep.teacher, prep.eval.x, cache_dir, _cache_key(prep, eval_spec, prep.eval_sha256))
-    return prep.eval.x, prep.eval.y, logits
-
-
-def _cache_key(prep: Prepared, spec: DatasetSpec, dataset_sha256: str) -> str:
-    # Every split is read into the training rows' shape and dtype.
-    read_as = preprocessing(spec, prep.train.input_shape, str(prep.train.x.dtype))
-    return cache_key(prep.teacher_sha256, dataset_sha256, read_as)
-
-
 def _run_inputs(
     prep: Prepared, config, plan, train_spec, splits: tuple[Split, Split], device: str, cache_dir
 ) -> RunInputs:
@@ -252,7 +231,7 @@ def _run_inputs(
 def _augmented_key(prep: Prepared, spec: DatasetSpec, config) -> dict:
     """What decides the augmented batches and the teacher's outputs on them (the epoch is added per epoch)."""
     return {
-        "clean": _cache_key(prep, spec, prep.train_sha256),
+        "clean": job_cache_key(prep, spec, prep.train_sha256),
         "train_rows": hashlib.sha256(prep.train_index.astype(np.int64).tobytes()).hexdigest(),
         "augmentation": config.augmentation,
         "seed": config.seed,

@@ -20,6 +20,7 @@ from worker.engine.augmented_cache import AugmentedOutputs
 from worker.engine.config import DistillConfig, ProgressEvent
 from worker.engine.errors import EngineError
 from worker.engine.losses import distillation_loss
+from worker.engine.ranks import SINGLE, Ranks, data_parallel
 from worker.engine.train_state import TrainState, snapshot
 from worker.engine.training_steps import Batches, ProgressClock, evaluate, lr_at, maybe_compile, same_run
 
@@ -59,16 +60,12 @@ def train_student(
     pad_id: int | None = None,
     mask_id: int | None = None,
     augmented: AugmentedOutputs | None = None,
+    ranks: Ranks = SINGLE,
 ) -> TrainResult:
-    """Train `model` in place and leave it holding the best epoch's weights."""
+    """Train `model` in place (on every rank alike: ranks.py) and leave it holding the best epoch's weights."""
     emit = progress if (progress and report_progress) else (lambda event: None)
-    # Convolutions train 1.6-2x faster on CPU in NHWC (oneDNN), and NHWC is what cuDNN's tensor-core kernels
-    # want; set before the optimizer exists so that its moments take the same layout.
-    channels_last = wants_channels_last(model, train.x)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks memory_format
+    channels_last = _channels_last(model, train.x)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    forward = maybe_compile(model, config, progress)
     batches = Batches(
         train,
         model,
@@ -80,16 +77,18 @@ def train_student(
         mask_id=mask_id,
         channels_last=channels_last,
         augmented=augmented,
+        ranks=ranks,
     )
     clock = ProgressClock(emit, config.epochs, config.epochs * batches.per_epoch)
     select_by = "accuracy" if val.y is not None else "agreement"
 
     def save(state: TrainState) -> bool:
-        if checkpoint_dir:
+        if checkpoint_dir and ranks.main:
             ckpt.save_checkpoint(checkpoint_dir, *state.to_checkpoint(model, optimizer, config))
         return bool(checkpoint_dir)
 
-    state = resume_or_start(model, optimizer, config, checkpoint_dir, device, progress)
+    state = resume_or_start(model, optimizer, config, checkpoint_dir, device, progress, ranks)
+    forward = maybe_compile(data_parallel(model, ranks), config, progress)
     while state.epoch < config.epochs and not state.finished:
         train_loss = run_epoch(state, model, forward, optimizer, batches, config, alpha, should_stop, save, clock)
         row = _close_epoch(state, model, val, device, train_loss, select_by, config, emit)
@@ -102,6 +101,16 @@ def train_student(
         model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # the stub lacks memory_format
     model.eval()
     return TrainResult(state.history, state.best_epoch, state.best_metric)
+
+
+def _channels_last(model: nn.Module, x: torch.Tensor) -> bool:
+    """Put the model in NHWC when it trains faster so; whether it did."""
+    # Convolutions train 1.6-2x faster on CPU in NHWC (oneDNN), and NHWC is what cuDNN's tensor-core kernels
+    # want; set before the optimizer exists so that its moments take the same layout.
+    channels_last = wants_channels_last(model, x)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks memory_format
+    return channels_last
 
 
 def _close_epoch(state: TrainState, model, val: Split, device, train_loss: float, select_by, config, emit) -> dict:
@@ -123,11 +132,14 @@ def resume_or_start(
     checkpoint_dir: str | None,
     device: str,
     progress: Callable[[ProgressEvent], None] | None,
+    ranks: Ranks = SINGLE,
 ) -> TrainState:
     """The state of the checkpoint in `checkpoint_dir` (loading model, optimizer and RNGs), else a fresh one."""
     saved = ckpt.load_checkpoint(checkpoint_dir)
     if saved is not None and same_run(saved[1], config):
         state = TrainState.from_checkpoint(*saved, model, optimizer, device)
+        if state.loss_sum is not None and not ranks.main:
+            state.loss_sum.zero_()  # the checkpoint's running loss is all ranks' sum: counted once, by rank 0
         if progress:
             message = f"resuming from epoch {state.epoch + 1}, step {state.step}"
             progress(ProgressEvent("info", message, {"epoch": state.epoch, "step": state.step, "resumed": True}))
@@ -165,27 +177,32 @@ def run_epoch(
     # Like loss_sum, kept on the device and read once, at the end of the epoch.
     teacher_finite = torch.ones((), dtype=torch.bool, device=batches.device)
     model.train()
+    ranks = batches.ranks
     while state.step < batches.per_epoch:
-        if should_stop is not None and should_stop():
+        if ranks.agree_to_stop(should_stop, state.step):
+            state.loss_sum = ranks.sum(state.loss_sum)  # the checkpoint holds every rank's running loss
             where = f"stopped at epoch {state.epoch + 1}, step {state.step}; a checkpoint was saved"
             raise EngineError("cancelled", where if save(state) else "stopped on request")
         rows = slice(state.step * config.batch_size, (state.step + 1) * config.batch_size)
-        x, y, teacher_logits = batches.batch(state.perm[rows], perm_on_storage[rows], state.generator, state.step)
+        x, y, teacher_logits, weight = batches.batch(
+            state.perm[rows], perm_on_storage[rows], state.generator, state.step
+        )
         if config.augmenting:
             teacher_finite &= torch.isfinite(teacher_logits).all()
         lr = lr_at(state.global_step, clock.total_steps, config.learning_rate, config.warmup_fraction)
         progress = state.global_step / max(1, clock.total_steps)  # the paper's DKD warms up over training
-        loss = train_step(model, forward, optimizer, x, y, teacher_logits, lr, config, alpha, progress)
+        loss = train_step(model, forward, optimizer, x, y, teacher_logits, lr, config, alpha, progress, weight)
         # Accumulate on the device: reading .item() every step would synchronise the GPU.
-        state.loss_sum += loss.detach() * len(x)
+        state.loss_sum += loss.detach() * (len(x) if weight else 0)
         state.step += 1
         state.global_step += 1
         clock.step(state.epoch, state.global_step)
     # One read per epoch: the mean loss, and whether the teacher's outputs and the weights stayed finite.
     weights_finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
-    ends = torch.stack([state.loss_sum / batches.rows, teacher_finite.float(), weights_finite.float()])
-    train_loss, teacher_ok, weights_ok = ends.tolist()
-    check_finite(train_loss, teacher_ok == 1.0, weights_ok == 1.0, state.epoch)
+    ends = torch.stack([state.loss_sum, (~teacher_finite).float(), (~weights_finite).float()])
+    loss_sum, teacher_bad, weights_bad = ranks.sum(ends).tolist()  # any rank's bad outputs fail them all
+    train_loss = loss_sum / batches.rows
+    check_finite(train_loss, teacher_bad == 0.0, weights_bad == 0.0, state.epoch)
     return train_loss
 
 
@@ -200,8 +217,9 @@ def train_step(
     config: DistillConfig,
     alpha: float,
     progress: float = 1.0,
+    weight: float = 1.0,
 ) -> torch.Tensor:
-    """One optimizer step on one batch; returns the loss, still on the device."""
+    """One optimizer step on one batch, its loss scaled by `weight` (a rank's share); returns the loss."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
@@ -218,7 +236,7 @@ def train_step(
         progress,
     )
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * weight if weight != 1.0 else loss).backward()
     if config.grad_clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     optimizer.step()

@@ -18,6 +18,7 @@ from worker.engine.atomic import atomic_write
 from worker.engine.config import DatasetSpec
 from worker.engine.data import file_sha256
 from worker.engine.errors import EngineError
+from worker.engine.ranks import SINGLE, Ranks
 from worker.engine.teachers import Teacher
 
 logger = logging.getLogger(__name__)
@@ -84,12 +85,16 @@ def _first_rows_error(teacher: Teacher, x: np.ndarray, exc: Exception) -> Engine
 
 
 @torch.no_grad()
-def compute_teacher_outputs(teacher: Teacher, x: np.ndarray, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
-    """Teacher logits for every row of x, on the CPU, as float32 [N, C]."""
+def compute_teacher_outputs(
+    teacher: Teacher, x: np.ndarray, batch_size: int = INFERENCE_BATCH, ranks: Ranks = SINGLE
+) -> torch.Tensor:
+    """Teacher logits for every row of x, on the CPU, as float32 [N, C]; several ranks share the rows out."""
+    shared = ranks.active and len(x) >= ranks.world  # fewer rows than ranks: each rank computes them all
+    mine = np.ascontiguousarray(x[ranks.share(len(x))]) if shared else x
     parts = []
-    for start in range(0, len(x), batch_size):
-        parts.append(teacher(torch.from_numpy(x[start : start + batch_size])).float().cpu())
-    logits = torch.cat(parts)
+    for start in range(0, len(mine), batch_size):
+        parts.append(teacher(torch.from_numpy(mine[start : start + batch_size])).float().cpu())
+    logits = ranks.gather_rows(torch.cat(parts), len(x)) if shared else torch.cat(parts)
     if not torch.isfinite(logits).all():
         bad = int((~torch.isfinite(logits)).any(dim=1).sum())
         raise EngineError(
@@ -120,18 +125,23 @@ def cache_key(teacher_sha256: str, dataset_sha256: str, preprocessing: dict) -> 
 
 
 def teacher_outputs(
-    teacher: Teacher, x: np.ndarray, cache_dir: str | None, key: str
+    teacher: Teacher, x: np.ndarray, cache_dir: str | None, key: str, ranks: Ranks = SINGLE
 ) -> tuple[torch.Tensor, str | None]:
-    """Teacher logits for x, read from `cache_dir` when present there; returns (logits, "hit"|"miss"|None)."""
+    """Teacher logits for x, read from `cache_dir` when present there; returns (logits, "hit"|"miss"|None).
+
+    With several ranks, rank 0 alone reads and writes the cache and every rank gets its answer.
+    """
     if cache_dir is None:
-        return compute_teacher_outputs(teacher, x), None
+        return compute_teacher_outputs(teacher, x, ranks=ranks), None
     path = os.path.join(cache_dir, f"teacher-{key}.npy")
-    cached = _read_cache(path, len(x))
+    cached = _read_cache(path, len(x)) if ranks.main else None
+    cached = ranks.from_main(cached)  # type: ignore[assignment]  # rank 0's tensor or None
     if cached is not None:
         return cached, "hit"
-    logits = compute_teacher_outputs(teacher, x)
-    os.makedirs(cache_dir, exist_ok=True)
-    _write_cache(path, logits)
+    logits = compute_teacher_outputs(teacher, x, ranks=ranks)
+    if ranks.main:
+        os.makedirs(cache_dir, exist_ok=True)
+        _write_cache(path, logits)
     return logits, "miss"
 
 

@@ -16,6 +16,7 @@ from worker.engine.atomic import read_saved, save_json
 from worker.engine.augmented_cache import AugmentedOutputs
 from worker.engine.config import DistillConfig, ProgressEvent
 from worker.engine.loop import Split, TrainResult, train_student
+from worker.engine.ranks import SINGLE, Ranks
 from worker.engine.recipe import RecipePlan
 from worker.engine.search import search_distillation_settings
 
@@ -51,6 +52,7 @@ class RunInputs:
     pad_id: int | None
     mask_id: int | None
     should_stop: Callable[[], bool] | None
+    ranks: Ranks = SINGLE  # every run of the job trains on all of them
 
 
 def train_runs(inputs: RunInputs, plan: RecipePlan, emit, checkpoint_dir: str | None) -> Runs:
@@ -100,6 +102,7 @@ def _train(inputs: RunInputs, model, config, alpha, progress, checkpoint_dir, re
         pad_id=inputs.pad_id,
         mask_id=inputs.mask_id,
         augmented=inputs.augmented,
+        ranks=inputs.ranks,
     )
 
 
@@ -123,7 +126,10 @@ def _search(inputs: RunInputs, plan: RecipePlan, emit, checkpoint_dir: str | Non
     config, trials = search_distillation_settings(
         train_trial, plan.config, plan.search, plan.trials, plan.trial_epochs, emit
     )
-    _write_choice(checkpoint_dir, plan, {k: getattr(config, k) for k in plan.search}, trials)
+    # The trials ran on every rank alike; rank 0's choice is the job's, should a rank's timings or metrics differ.
+    config, trials = inputs.ranks.from_main((config, trials))  # type: ignore[misc]  # rank 0's own pair
+    if inputs.ranks.main:
+        _write_choice(checkpoint_dir, plan, {k: getattr(config, k) for k in plan.search}, trials)
     return config, trials
 
 

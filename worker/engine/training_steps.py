@@ -8,11 +8,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from worker.engine.augment import augment_batch
 from worker.engine.batching import batch_width, bucket_by_length, fetch, trim_margin, used_lengths
 from worker.engine.config import DistillConfig, ProgressEvent
+from worker.engine.ranks import SINGLE, Ranks
 
 if TYPE_CHECKING:
     from worker.engine.augmented_cache import AugmentedOutputs
@@ -61,8 +62,9 @@ class Batches:
         mask_id: int | None,
         channels_last: bool,
         augmented: AugmentedOutputs | None = None,
+        ranks: Ranks = SINGLE,
     ):
-        self.train, self.config, self.device, self.teacher = train, config, device, teacher
+        self.train, self.config, self.device, self.teacher, self.ranks = train, config, device, teacher, ranks
         self.augmented = augmented  # the auto recipe's cache of teacher outputs on augmented batches
         self.num_classes, self.pad_id, self.mask_id, self.channels_last = num_classes, pad_id, mask_id, channels_last
         self.rows = len(train.x)
@@ -87,36 +89,55 @@ class Batches:
 
     def batch(
         self, index: torch.Tensor, stored: torch.Tensor, generator: torch.Generator, step: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(x, y, teacher logits) of rows `index`, batch `step` of the epoch (`stored`: the indices where the
-        data lives)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, float]:
+        """(x, y, teacher logits, weight) of this rank's share of rows `index`, batch `step` of the epoch
+        (`stored`: the indices where the data lives). `weight` scales the share's mean loss so that the ranks'
+        averaged gradients are those of the whole batch's mean loss (1 in a single process)."""
+        part, weight = self._share(len(index))
+        if not self.config.augmenting:
+            return (*self._clean(index[part], stored[part]), weight)
         train, device = self.train, self.device
-        width = (
-            None
-            if self.lengths is None or self.margin is None
-            else batch_width(self.lengths, index, self.margin, self.full_width)
-        )
+        # The whole batch is augmented on every rank: the same random stream (and mixup pairs) as one process.
         y = None if train.y is None else fetch(train.y, stored, device)
-        if self.config.augmenting:
-            x = fetch(train.x, stored, device)
-            settings = self.config.augmentation
-            assert settings is not None  # augmenting
-            x, y = augment_batch(x, y, self.num_classes, settings, generator, self.pad_id or 0, self.mask_id)
-            # The teacher sees the same augmented batch, full width (through the cache when there is one).
-            if self.augmented is not None:
-                teacher_logits = self.augmented(step, x).to(device)
-            else:
-                assert self.teacher is not None  # the teacher runs online when augmenting
-                teacher_logits = self.teacher(x).to(device)
-            if width is not None:
-                x = x[:, :width]
+        x = fetch(train.x, stored, device)
+        settings = self.config.augmentation
+        assert settings is not None  # augmenting
+        x, y = augment_batch(x, y, self.num_classes, settings, generator, self.pad_id or 0, self.mask_id)
+        # The teacher sees the same augmented batch, full width (through the cache when there is one).
+        if self.augmented is not None:
+            teacher_logits = self.augmented(step, x).to(device)[part]
         else:
-            x = fetch(train.x, stored, device, width)
-            assert train.teacher_logits is not None  # cached when not augmenting
-            teacher_logits = fetch(train.teacher_logits, stored, device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y, teacher_logits
+            assert self.teacher is not None  # the teacher runs online when augmenting
+            teacher_logits = self.teacher(x[part]).to(device)
+        x, y = x[part], None if y is None else y[part]
+        width = self._width(index)  # the whole batch's: mixing may have brought in another row's tokens
+        if width is not None:
+            x = x[:, :width]
+        return self._layout(x), y, teacher_logits, weight
+
+    def _share(self, rows: int) -> tuple[slice, float]:
+        """This rank's rows of a batch of `rows`, and the weight of its mean loss."""
+        if not self.ranks.active:
+            return slice(None), 1.0
+        part = self.ranks.share(rows)
+        count = len(range(rows)[part])
+        # A last batch smaller than the ranks leaves some without a row: they step on one row weighted zero.
+        return (part, count * self.ranks.world / rows) if count else (slice(0, 1), 0.0)
+
+    def _width(self, index: torch.Tensor) -> int | None:
+        if self.lengths is None or self.margin is None:
+            return None
+        return batch_width(self.lengths, index, self.margin, self.full_width)
+
+    def _clean(self, index: torch.Tensor, stored: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, Tensor]:
+        train, device = self.train, self.device
+        y = None if train.y is None else fetch(train.y, stored, device)
+        x = fetch(train.x, stored, device, self._width(index))
+        assert train.teacher_logits is not None  # cached when not augmenting
+        return self._layout(x), y, fetch(train.teacher_logits, stored, device)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 class ProgressClock:
