@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from app.errors import install_handlers
 from app.logredact import install_log_redaction
 from app.openapi_links import add_links
-from app.routes import dashboard, datasets, health, jobs, metrics, models, reports, webhooks
+from app.routes import dashboard, datasets, direct_uploads, health, jobs, metrics, models, reports, webhooks
 from contract import wire as schemas
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ def create_app() -> FastAPI:
         health.router,
         models.router,
         datasets.router,
+        direct_uploads.router,
         jobs.router,
         webhooks.router,
         reports.router,

@@ -86,6 +86,11 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+# The format of a file sent straight to the object store (POST /v1/uploads), until the validating worker has
+# hashed it against its declared sha256 and recognised its format inside the sandbox.
+PENDING_FORMAT = "pending"
+
+
 class _Upload:
     """Columns shared by uploaded models and datasets."""
 
@@ -118,6 +123,29 @@ class Dataset(_Upload, Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     # label_column, text_column, max_length, classes, tokenizer path and sha256
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DirectUpload(Base):
+    """A presigned multipart upload in progress: the client sends the file's parts straight to the object store.
+
+    `complete` turns it into the model or dataset `object_id` (status validating); the reaper aborts it after
+    `expires_at`. The sha256 is the client's word until the validating worker has hashed the stored bytes.
+    """
+
+    __tablename__ = "direct_uploads"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # models | datasets
+    object_id: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)  # store-relative path of the object being uploaded
+    store_upload_id: Mapped[str] = mapped_column(Text)  # the store's multipart upload id
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    part_size: Mapped[int] = mapped_column(BigInteger)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class Job(Base):

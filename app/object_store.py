@@ -8,6 +8,7 @@ a worker fetches the inputs it needs into a local cache keyed by the object's ke
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from app.storage import LocalStorage
+from app.storage import ChecksumMismatch, LocalStorage
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,31 @@ class ObjectStorage(LocalStorage):
         self._evict(keep=cached)
         return cached
 
+    def verified_local_path(self, relative: str, sha256: str) -> Path:
+        """Fetch the object into the store cache while hashing it; ChecksumMismatch if it is not `sha256`.
+
+        One pass over the bytes: a file a client sent straight to the store (a presigned upload) has only the
+        client's word for its sha256 until this fetch, which the worker makes anyway to validate it.
+        """
+        cached = self.path(f"store-cache/{relative}")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(cached.name + ".part")
+        digest = hashlib.sha256()
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key(relative))["Body"]
+        try:
+            with open(partial, "wb") as out:
+                for chunk in body.iter_chunks(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+        finally:
+            body.close()
+        if digest.hexdigest() != sha256:
+            partial.unlink(missing_ok=True)
+            raise ChecksumMismatch(sha256, digest.hexdigest())
+        os.replace(partial, cached)
+        self._evict(keep=cached)
+        return cached
+
     def _evict(self, keep: Path) -> None:
         """Oldest-used cached files out until the cache fits store_cache_bytes."""
         root = self.path("store-cache")
@@ -118,3 +144,38 @@ class ObjectStorage(LocalStorage):
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
         shutil.rmtree(self.path(f"store-cache/{relative}"), ignore_errors=True)
         super().remove_tree(relative)
+
+    def start_multipart(self, relative: str) -> str:
+        """Begin a multipart upload of the object; the store's upload id."""
+        return self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key(relative))["UploadId"]
+
+    def part_urls(self, relative: str, upload_id: str, parts: int, expires_s: int) -> list[str]:
+        """Presigned PUT URLs of parts 1..parts (signed here, no request made: the client talks to the store)."""
+        params = {"Bucket": self.bucket, "Key": self.key(relative), "UploadId": upload_id}
+        return [
+            self.client.generate_presigned_url("upload_part", Params={**params, "PartNumber": n}, ExpiresIn=expires_s)
+            for n in range(1, parts + 1)
+        ]
+
+    def uploaded_parts(self, relative: str, upload_id: str) -> dict[int, tuple[str, int]]:
+        """{part number: (etag, size)} of the parts the store has received so far."""
+        paginator = self.client.get_paginator("list_parts")
+        pages = paginator.paginate(Bucket=self.bucket, Key=self.key(relative), UploadId=upload_id)
+        return {p["PartNumber"]: (p["ETag"], p["Size"]) for page in pages for p in page.get("Parts", [])}
+
+    def complete_multipart(self, relative: str, upload_id: str, parts: list[tuple[int, str]]) -> int:
+        """Join the parts into the object; its size in bytes as the store now reports it."""
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=self.key(relative),
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in parts]},
+        )
+        return self.client.head_object(Bucket=self.bucket, Key=self.key(relative))["ContentLength"]
+
+    def abort_multipart(self, relative: str, upload_id: str) -> None:
+        """Drop an unfinished multipart upload and the parts it holds (one already gone is fine)."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key(relative), UploadId=upload_id)
+        except self.client.exceptions.NoSuchUpload:
+            logger.info("multipart upload of %s was already gone", relative)

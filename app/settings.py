@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     # Stored files a worker has fetched are kept in <storage_dir>/store-cache up to this size (oldest out first).
     store_cache_bytes: int = 50 * 1024**3
     max_upload_bytes: int = 2 * 1024**3
+    # Presigned multipart uploads (POST /v1/uploads, object store only): the size of each part (at least S3's
+    # 5 MiB; raised for a file that would need more than 10,000 parts), and how long the part URLs and the
+    # unfinished upload last before the reaper aborts it.
+    direct_upload_part_bytes: int = Field(64 * 1024**2, ge=5 * 1024**2)
+    direct_upload_expiry_s: int = Field(24 * 3600, gt=0, le=7 * 24 * 3600)
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     # A worker heartbeat older than this makes /readyz fail.

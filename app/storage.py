@@ -15,6 +15,14 @@ from pathlib import Path
 from app.settings import Settings
 
 
+class ChecksumMismatch(Exception):
+    """A stored file's bytes hash to another sha256 than the one declared for them."""
+
+    def __init__(self, declared: str, actual: str):
+        super().__init__(f"the stored file's sha256 is {actual}, not the declared {declared}")
+        self.declared, self.actual = declared, actual
+
+
 class LocalStorage:
     """Files under one root folder; rows keep paths relative to it."""
 
@@ -48,6 +56,14 @@ class LocalStorage:
     def local_path(self, relative: str) -> Path:
         """A readable local file of a stored path (here: the file itself)."""
         return self.path(relative)
+
+    def verified_local_path(self, relative: str, sha256: str) -> Path:
+        """local_path, after checking that the file's bytes hash to `sha256` (ChecksumMismatch if not)."""
+        path = self.local_path(relative)
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise ChecksumMismatch(sha256, actual)
+        return path
 
     def exists(self, relative: str) -> bool:
         """Whether the stored file is there."""

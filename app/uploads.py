@@ -190,7 +190,9 @@ async def receive_form(request: Request, tmp_root: Path, max_bytes: int, file_fi
     return form
 
 
-def multipart_openapi(file_fields: dict[str, str], text_fields: dict[str, str]) -> dict:
+def multipart_openapi(
+    file_fields: dict[str, str], text_fields: dict[str, str], required: tuple[str, ...] = ("file",)
+) -> dict:
     """The requestBody declaration of a streamed multipart route, for the OpenAPI schema."""
     properties = {
         name: {"type": "string", "format": "binary", "description": desc} for name, desc in file_fields.items()
@@ -200,7 +202,9 @@ def multipart_openapi(file_fields: dict[str, str], text_fields: dict[str, str]) 
         "requestBody": {
             "required": True,
             "content": {
-                "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": properties}}
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": list(required), "properties": properties}
+                }
             },
         }
     }

@@ -23,6 +23,9 @@ class ErrorCode(StrEnum):
     UNSAFE_ARCHIVE = "unsafe_archive"  # 422: links, absolute paths, a zip bomb
     MODEL_IN_USE = "model_in_use"  # 409: DELETE while a queued or running job uses it
     DATASET_IN_USE = "dataset_in_use"  # 409
+    # 409: POST /v1/uploads on a server that keeps files on its own disk; send the file to /v1/models or /v1/datasets
+    DIRECT_UPLOAD_UNAVAILABLE = "direct_upload_unavailable"
+    SIZE_MISMATCH = "size_mismatch"  # 422: the parts of a direct upload do not add up to its declared size
     # --- HTTP answers: creating and reading jobs ---
     TEACHER_MODEL_NOT_FOUND = "teacher_model_not_found"  # 404
     STUDENT_MODEL_NOT_FOUND = "student_model_not_found"  # 404
@@ -63,7 +66,10 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"  # our bug, not the user's (500, or a failed job)
     # --- raised by the client SDK, never sent by the server ---
     CONNECTION_ERROR = "connection_error"
-    CHECKSUM_MISMATCH = "checksum_mismatch"  # a download's sha256 differs from the server's
+    # A download's sha256 differs from the server's; also (sent by the server) a direct upload whose stored bytes
+    # are not the sha256 declared for them.
+    CHECKSUM_MISMATCH = "checksum_mismatch"
+    STORE_ERROR = "store_error"  # the object store refused a part of a direct upload
     INVALID_UPLOAD = "invalid_upload"  # an invalid upload whose error carried no code
 
 

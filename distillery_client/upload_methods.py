@@ -11,6 +11,7 @@ from typing import Any, BinaryIO, Literal
 
 import httpx
 
+from distillery_client import direct_upload
 from distillery_client.connection import Connection
 from distillery_client.exceptions import DistilleryError
 from distillery_client.shapes import ByteProgress, Dataset, Model
@@ -54,10 +55,16 @@ class UploadMethods(Connection):
         fields: dict[str, Any],
         progress: ByteProgress | None,
         extra_files: dict[str, Path] | None = None,
+        direct_threshold: int | None = None,
     ) -> httpx.Response:
         if not self._access_checked:  # a wrong key or URL fails now, not after streaming a large file
             self.check_access()
         file = Path(file)
+        if file.stat().st_size > direct_upload.direct_threshold(direct_threshold):
+            kind = "model" if path == "/v1/models" else "dataset"
+            sent = direct_upload.send_direct(self, kind, file, fields, extra_files, progress)
+            if sent is not None:
+                return sent
         handles = []
         try:
             files = {}
@@ -82,13 +89,16 @@ class UploadMethods(Connection):
         name: str | None = None,
         progress: ByteProgress | None = None,
         on_reused: Reused | None = None,
+        direct_threshold: int | None = None,
     ) -> Model:
         """Upload a teacher or student model (TorchScript, .pt2, ONNX); it starts `validating`.
 
         When the service already holds the same bytes (it answers 200, not 201), it returns that model and
-        `on_reused` is called with it.
+        `on_reused` is called with it. A file over `direct_threshold` bytes (default: the
+        DISTILLERY_DIRECT_UPLOAD_THRESHOLD variable, else 64 MiB) goes straight to the service's object store in
+        parts, if it has one.
         """
-        resp = self._upload("/v1/models", file, {"name": name}, progress)
+        resp = self._upload("/v1/models", file, {"name": name}, progress, direct_threshold=direct_threshold)
         model = Model.model_validate(resp.json())
         if resp.status_code == 200 and on_reused is not None:
             on_reused(model)
@@ -107,11 +117,13 @@ class UploadMethods(Connection):
         tokenizer_from: Literal["teacher"] | None = None,
         progress: ByteProgress | None = None,
         on_reused: Reused | None = None,
+        direct_threshold: int | None = None,
     ) -> Dataset:
         """Upload data (.npz, CSV, JSONL, Parquet), with a tokenizer.json for a text column (or, for a Hugging Face
         teacher, `tokenizer_from="teacher"`: the job tokenises the text with the teacher's own tokenizer).
 
-        Identical bytes and options answer 200 with the existing dataset, which `on_reused` is given.
+        Identical bytes and options answer 200 with the existing dataset, which `on_reused` is given. A file over
+        `direct_threshold` bytes goes straight to the service's object store, as for upload_model.
         """
         if isinstance(classes, list | tuple):
             classes = json.dumps(list(classes))
@@ -124,7 +136,7 @@ class UploadMethods(Connection):
             "tokenizer_from": tokenizer_from,
         }
         extra = {"tokenizer": Path(tokenizer)} if tokenizer else None
-        resp = self._upload("/v1/datasets", file, fields, progress, extra)
+        resp = self._upload("/v1/datasets", file, fields, progress, extra, direct_threshold)
         dataset = Dataset.model_validate(resp.json())
         if resp.status_code == 200 and on_reused is not None:
             on_reused(dataset)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -21,9 +23,9 @@ def unavailable(what: str, exc: Exception):
     pytest.skip(message)
 
 
-@pytest.fixture
-def postgres_url():
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
     name = f"distillery_{uuid.uuid4().hex[:10]}"
     try:
         admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
@@ -32,14 +34,16 @@ def postgres_url():
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    yield f"{base}/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def redis_url():
-    """A Redis database index of its own, emptied before and after the test."""
+@contextlib.contextmanager
+def empty_redis_db() -> Iterator[str]:
+    """A Redis database index of its own, emptied before and after."""
     # One index for the run; DISTILLERY_TEST_REDIS_DB gives a concurrent run on the same server its own.
     url = f"{REDIS_URL}/{os.environ.get('DISTILLERY_TEST_REDIS_DB', '11')}"
     try:
@@ -47,8 +51,38 @@ def redis_url():
         client.flushdb()
     except Exception as exc:
         unavailable("Redis", exc)
-    yield url
-    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url():
+    """A Redis database index of its own, emptied before and after the test."""
+    with empty_redis_db() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url():
+    """A fresh PostgreSQL database shared by one module's tests (one service for the module)."""
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_redis_url():
+    """The test Redis index for one module's tests, emptied before and after the module."""
+    with empty_redis_db() as url:
+        yield url
 
 
 @pytest.fixture(params=["embedded", "postgres+redis"])

@@ -29,13 +29,28 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     kind, path, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     try:
-        out = {"info": _inspect(kind, path, options)}
+        out = {"info": _sniff(kind, path, options) if options.pop("sniff", False) else _inspect(kind, path, options)}
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # noqa: BLE001 - a library's panic too (pyo3's PanicException is a BaseException)
         out = {"error": _error(kind, exc)}
     sys.stdout.write("\n" + json.dumps(out) + "\n")
     return 0
+
+
+def _sniff(kind: str, path: str, options: dict) -> dict:
+    """{"format": ...} of a file sent straight to the store, recognised as the API recognises an upload it
+    receives (app/sniff.py): the same formats are accepted and the same content refused, with the same words."""
+    from pathlib import Path
+
+    from app.errors import ApiError
+    from app.sniff import sniff_dataset, sniff_model
+
+    try:
+        fmt = sniff_model(Path(path)) if kind == "models" else sniff_dataset(Path(path), options)
+    except ApiError as exc:
+        raise _Reported({"code": exc.code, "message": exc.message}) from None
+    return {"format": fmt}
 
 
 def _inspect(kind: str, path: str, options: dict) -> dict | None:

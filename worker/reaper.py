@@ -8,6 +8,7 @@
   duplicate a no-op.
 - A finished job's webhook whose pending retry (or first send) was lost is sent again.
 - With a retention setting, files of jobs that ended long ago are removed.
+- Presigned multipart uploads left unfinished past their expiry are aborted, and their parts dropped.
 Every change is a compare-and-set on the row, so several workers reaping at once do each thing once; what
 changes a job's state is app/lifecycle/'s (fail_or_requeue_lost, resend_queued).
 """
@@ -22,6 +23,7 @@ from sqlalchemy import and_, delete, or_, select, update
 
 from app import queue
 from app.db import get_sessionmaker
+from app.direct_uploads import abort_expired
 from app.lifecycle import fail_or_requeue_lost, record_event, resend_queued
 from app.models import Artifact, Dataset, Job, Model, utcnow
 from app.settings import get_settings
@@ -144,12 +146,22 @@ def apply_retention() -> int:
     return len(old)
 
 
+def abort_expired_uploads() -> list[str]:
+    """Abort presigned multipart uploads left unfinished past their expiry, and the parts the store holds."""
+    settings = get_settings()
+    if not settings.storage_url:
+        return []
+    with get_sessionmaker()() as session:
+        return abort_expired(session, open_storage(settings))
+
+
 def reap_once() -> None:
     """One pass of every reaper duty."""
     reap_stale_leases()
     resend_lost_messages()
     resend_stalled_webhooks()
     apply_retention()
+    abort_expired_uploads()
 
 
 def run_forever(stop: threading.Event) -> None:

@@ -16,9 +16,11 @@ from pathlib import Path
 from sqlalchemy import or_, update
 
 from app.db import get_sessionmaker
-from app.models import Dataset, Model, utcnow
+from app.models import PENDING_FORMAT, Dataset, Model, utcnow
+from app.routes.datasets import EXTENSIONS as DATASET_FILES
+from app.routes.models import EXTENSIONS as MODEL_FILES
 from app.settings import Settings, get_settings
-from app.storage import LocalStorage
+from app.storage import ChecksumMismatch, LocalStorage
 from app.stores import open_storage
 from worker.sandbox import SandboxLimits, inspect_sandboxed, limits_from_env
 from worker.sandbox_policy import CODE_BEARING_FORMATS, code_bearing_refusal
@@ -60,8 +62,47 @@ def validation_limits(settings: Settings) -> SandboxLimits:
     return limits
 
 
+def _new_workdir(storage: LocalStorage, row) -> Path:
+    storage.tmp_dir.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"validate-{row.id}-", dir=storage.tmp_dir))
+
+
+def recognise_direct_upload(kind: str, row, storage: LocalStorage, settings: Settings) -> tuple[Path, dict | None]:
+    """A file sent straight to the store: fetch it while hashing it against the declared sha256, then recognise
+    its format by content in a sandboxed child (the API never saw the bytes). (local file, None) with row.format
+    set, or (path, {"error": ...})."""
+    try:
+        source = storage.verified_local_path(row.path, row.sha256)
+    except ChecksumMismatch as exc:
+        message = f"{exc}: the bytes that reached the store are not the file described; upload it again"
+        return Path(row.path), {"error": {"code": "checksum_mismatch", "message": message}}
+    options = (
+        {k: v for k, v in (row.options or {}).items() if k in ("label_column", "text_column")}
+        if kind == "datasets"
+        else {}
+    )
+    workdir = _new_workdir(storage, row)
+    try:
+        answer = inspect_sandboxed(kind, source, workdir, {**options, "sniff": True}, validation_limits(settings))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if "error" in answer:
+        return source, answer
+    fmt = answer["info"].get("format")
+    if fmt not in (MODEL_FILES if kind == "models" else DATASET_FILES):  # the child is untrusted
+        return source, {"error": {"code": f"invalid_{kind[:-1]}", "message": "the file's format was not recognised"}}
+    row.format = fmt
+    return source, None
+
+
 def inspect_upload(kind: str, row, storage: LocalStorage, settings: Settings) -> dict:
     """{"info": ...} or {"error": ...} for a stored upload, from a sandboxed child that sees only a fresh folder."""
+    if row.format == PENDING_FORMAT:
+        source, refusal = recognise_direct_upload(kind, row, storage, settings)
+        if refusal is not None:
+            return refusal
+    else:
+        source = storage.local_path(row.path)
     if kind == "models" and row.format in CODE_BEARING_FORMATS:
         refusal = code_bearing_refusal(f"a {row.format} model")
         if refusal:
@@ -72,12 +113,9 @@ def inspect_upload(kind: str, row, storage: LocalStorage, settings: Settings) ->
         if options.get("tokenizer_path"):
             extra["tokenizer_path"] = Path(options.pop("tokenizer_path"))
         options["limits"] = data_limits(settings)
-    storage.tmp_dir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f"validate-{row.id}-", dir=storage.tmp_dir))
+    workdir = _new_workdir(storage, row)
     try:
-        return inspect_sandboxed(
-            kind, storage.local_path(row.path), workdir, options, validation_limits(settings), extra_files=extra
-        )
+        return inspect_sandboxed(kind, source, workdir, options, validation_limits(settings), extra_files=extra)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -110,6 +148,7 @@ def validate(kind: str, obj_id: str) -> None:
         if "info" in result
         else {"status": "invalid", "error": result["error"]}
     )
+    values["format"] = row.format  # recognised just now for a file sent straight to the store
     with get_sessionmaker()() as session:
         session.execute(update(cls).where(cls.id == obj_id, cls.status == "validating").values(**values))
         session.commit()

@@ -4,6 +4,7 @@ common    error envelope, pages, timestamps, health, webhook secret
 students  StudentSpec, one variant per built-in architecture (from contract.students' table)
 jobs      JobCreate, Hyperparameters, JobPublic
 uploads   ModelPublic, DatasetPublic
+direct_uploads  DirectUploadPublic, DirectUploadComplete (presigned multipart uploads)
 events    EventPublic, ArtifactPublic and their pages
 report    Report
 """
@@ -18,6 +19,7 @@ from contract.wire.common import (
     WebhookSecret,
     webhook_url_problem,
 )
+from contract.wire.direct_uploads import CompletedPart, DirectUploadComplete, DirectUploadPublic, UploadPart
 from contract.wire.events import ArtifactPublic, ArtifactsPage, EventPublic, EventsPage
 from contract.wire.jobs import (
     Hyperparameters,
@@ -54,7 +56,10 @@ __all__ = [
     "ArtifactPublic",
     "ArtifactsPage",
     "BaselineScores",
+    "CompletedPart",
     "DatasetPublic",
+    "DirectUploadComplete",
+    "DirectUploadPublic",
     "ErrorDetail",
     "ErrorResponse",
     "EventPublic",
@@ -78,6 +83,7 @@ __all__ = [
     "StudentSpec",
     "TeacherScores",
     "Timestamp",
+    "UploadPart",
     "UploadPublic",
     "UploadedStudent",
     "SearchedStudent",
