@@ -32,7 +32,8 @@
     tests/benchmarks/bench_augmented.py holds these rows; --ways plain|augmented runs one group only.
 
 Workloads: images (digits resized to 32x32 with 3 channels; a ResNet-style teacher, about 20M parameters
-at full size, into the engine's small CNN) and text (tests/support/text.py's corpus: an LSTM teacher into
+at full size and 309k with --quick (--teacher-width 8 gives the 78k one of earlier runs, cheaper than its
+student), into the engine's small CNN) and text (tests/support/text.py's corpus: an LSTM teacher into
 an LSTM 64/64). Every way trains the same student architecture from the same initial weights for the same
 epochs, batch size, learning rate, temperature and alpha; accuracies are on the same held-out split. The
 engine holds 10% of train out for choosing its best epoch, so it trains on 90% of the rows; samples/s are
@@ -137,13 +138,17 @@ def to_images(x: np.ndarray) -> np.ndarray:
     return t.repeat(1, 3, 1, 1).numpy().astype(np.float32)
 
 
-def image_workload(quick: bool, device: str, work: Path) -> Workload:
+def image_workload(quick: bool, device: str, work: Path, teacher_width: int | None = None) -> Workload:
     x_train, y_train, x_eval, y_eval = digits.digits_arrays()
     x_train, x_eval = to_images(x_train), to_images(x_eval)
     if not quick:  # a bigger transfer set: the digits four times, shifted by a pixel each way
         shifted = [np.roll(x_train, s, axis=a) for s, a in ((1, 2), (-1, 2), (1, 3))]
         x_train, y_train = np.concatenate([x_train, *shifted]), np.tile(y_train, 4)
-    width, blocks = (8, (1, 1, 1, 1)) if quick else (64, (3, 4, 6, 3))
+    # Quick: width 16 (309k parameters, 13 times the student's), so that the teacher costs more than a
+    # student step, as any teacher worth distilling does; width 8 (78k) cost less per batch than one training
+    # step of its own student.
+    width, blocks = (16, (1, 1, 1, 1)) if quick else (64, (3, 4, 6, 3))
+    width = teacher_width or width
     torch.manual_seed(0)
     teacher = ResNet(width, blocks).to(device)
     train_plain(teacher, x_train, y_train, epochs=3 if quick else 8, batch_size=64 if quick else 256, device=device)
@@ -433,6 +438,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the workload's epochs")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--ways", choices=["all", "plain", "augmented"], default="all", help="rows to run")
+    parser.add_argument(
+        "--teacher-width", type=int, default=None, help="the image teacher's base width (default 16 quick, 64 full)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -449,7 +457,10 @@ def main() -> None:
     rows, augmented = [], []
     for name in workloads:
         t0 = time.perf_counter()
-        w = (image_workload if name == "images" else text_workload)(args.quick, args.device, work)
+        if name == "images":
+            w = image_workload(args.quick, args.device, work, args.teacher_width)
+        else:
+            w = text_workload(args.quick, args.device, work)
         w.epochs = args.epochs or w.epochs
         teacher_params = sum(p.numel() for p in w.teacher.parameters())
         student_params = sum(p.numel() for p in new_student(w, "cpu").parameters())

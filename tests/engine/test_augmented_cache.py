@@ -97,3 +97,36 @@ def test_top_k_storage_keeps_the_top_logits_and_the_rest_of_the_mass():
 def test_few_classes_are_stored_whole():
     logits = torch.randn(4, 10)
     assert torch.equal(decompress(compress(logits), 10), logits)
+
+
+def test_the_labels_only_baseline_neither_runs_nor_reads_the_teacher_on_augmented_batches(
+    teacher_path, train_spec, test_spec, tmp_path, monkeypatch
+):
+    phase = {"baseline": False}
+    during_baseline = {"teacher": 0, "cache": 0}
+    teacher_call, cache_call = Teacher.__call__, AugmentedOutputs.__call__
+
+    def teacher_counting(self, x):
+        during_baseline["teacher"] += phase["baseline"]
+        return teacher_call(self, x)
+
+    def cache_counting(self, step, x):
+        during_baseline["cache"] += phase["baseline"]
+        return cache_call(self, step, x)
+
+    def progress(event):
+        if event.type == "info" and event.message.startswith("training the baseline"):
+            phase["baseline"] = True
+        elif event.type == "phase":
+            phase["baseline"] = False
+
+    monkeypatch.setattr(Teacher, "__call__", teacher_counting)
+    monkeypatch.setattr(AugmentedOutputs, "__call__", cache_counting)
+    config = DistillConfig.from_dict({**SETTINGS, "recipe": "plain", "augmentation": {"noise": 0.1}, "baseline": True})
+    report = distill(teacher_path, train_spec, test_spec, config, str(tmp_path / "out"), progress=progress)
+    assert report["baseline"] is not None and phase == {"baseline": False}
+    assert during_baseline == {"teacher": 0, "cache": 0}
+    config = DistillConfig.from_dict(SETTINGS)  # the auto recipe: its cache of augmented outputs is on
+    report = distill(teacher_path, train_spec, test_spec, config, str(tmp_path / "auto"), progress=progress)
+    assert report["baseline"] is not None and report["recipe"]["chosen"]["augmentation"]
+    assert during_baseline == {"teacher": 0, "cache": 0}

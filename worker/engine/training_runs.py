@@ -85,7 +85,22 @@ def train_runs(inputs: RunInputs, plan: RecipePlan, emit, checkpoint_dir: str | 
     return Runs(student, result, baseline, config, seconds["student"], section)
 
 
+class _NoTeacher:
+    """Zeros in the teacher's place for a labels-only run (alpha 0), whose loss never reads them."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(x), self.num_classes, device=x.device)
+
+
 def _train(inputs: RunInputs, model, config, alpha, progress, checkpoint_dir, report_progress) -> TrainResult:
+    teacher, augmented = inputs.teacher, inputs.augmented
+    if alpha == 0 and config.augmenting:
+        # The baseline: running the teacher on its augmented batches (or reading them from the cache, and counting
+        # that as teacher time saved) would be work and a saving that the job never needed.
+        teacher, augmented = _NoTeacher(inputs.num_classes), None
     return train_student(
         model,
         inputs.train,
@@ -94,14 +109,14 @@ def _train(inputs: RunInputs, model, config, alpha, progress, checkpoint_dir, re
         alpha=alpha,
         num_classes=inputs.num_classes,
         device=inputs.device,
-        teacher=inputs.teacher,
+        teacher=teacher,
         progress=progress,
         should_stop=inputs.should_stop,
         checkpoint_dir=checkpoint_dir,
         report_progress=report_progress,
         pad_id=inputs.pad_id,
         mask_id=inputs.mask_id,
-        augmented=inputs.augmented,
+        augmented=augmented,
         ranks=inputs.ranks,
     )
 
