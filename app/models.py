@@ -166,6 +166,9 @@ class Job(Base):
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
     export: Mapped[list[str]] = mapped_column(JSON)
     baseline: Mapped[bool] = mapped_column(Boolean, default=False)
+    # resources.gpus: None lets any worker take the job, 0 asks for a CPU worker, N for a worker with N GPUs
+    # (contract.resources); the job's queue and its class in /metrics follow from it.
+    gpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_runtime_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -180,6 +183,11 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        """The job's resource request as the API shows it."""
+        return {"gpus": self.gpus}
 
 
 class JobEvent(Base):
@@ -210,5 +218,7 @@ class WorkerHeartbeat(Base):
     __tablename__ = "worker_heartbeats"
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     queues: Mapped[str] = mapped_column(String(255), default="")
+    # The GPUs the worker advertises (0: a CPU worker); None from a worker older than resource classes.
+    gpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

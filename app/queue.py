@@ -8,13 +8,13 @@ from functools import lru_cache
 from celery import Celery
 
 from app.settings import Settings, get_settings
+from contract.resources import JOBS_QUEUE, job_queue
 
 logger = logging.getLogger(__name__)
 
 RUN_JOB = "distillery.run_job"
 VALIDATE_UPLOAD = "distillery.validate_upload"
 DELIVER_WEBHOOK = "distillery.deliver_webhook"
-JOBS_QUEUE = "jobs"
 UPLOADS_QUEUE = "uploads"
 
 
@@ -68,9 +68,10 @@ def get_celery() -> Celery:
     return make_celery(get_settings())
 
 
-def enqueue_job(job_id: str) -> None:
-    """Wake a worker for this job (the row, not the message, says what is owed)."""
-    get_celery().send_task(RUN_JOB, args=[job_id], queue=JOBS_QUEUE)
+def enqueue_job(job_id: str, gpus: int | None) -> None:
+    """Wake a worker of the job's resource class (`gpus`, the job's request); the row, not the message, says what
+    is owed."""
+    get_celery().send_task(RUN_JOB, args=[job_id], queue=job_queue(gpus))
 
 
 def enqueue_validation(kind: str, obj_id: str) -> None:

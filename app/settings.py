@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     direct_upload_expiry_s: int = Field(24 * 3600, gt=0, le=7 * 24 * 3600)
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # The GPUs this worker advertises and serves (its resource class: 0 is a CPU worker); None counts the GPUs the
+    # host shows it (NVIDIA device nodes, narrowed by CUDA_VISIBLE_DEVICES) without initialising CUDA.
+    worker_gpus: int | None = Field(None, ge=0)
     # A worker heartbeat older than this makes /readyz fail.
     worker_heartbeat_timeout_s: float = 60.0
     worker_heartbeat_interval_s: float = 10.0

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from rich.markup import escape
 
 from contract.student_syntax import parse_student
-from contract.wire import JobCreate, StudentSpec
+from contract.wire import JobCreate, Resources, StudentSpec
 from distillery_cli import options
 from distillery_cli.downloads import check_out, finish
 from distillery_cli.hyper_options import hyperparameters, with_hyperparameter_options
@@ -47,6 +47,10 @@ MaxLengthOpt = Annotated[int | None, typer.Option(help="Tokens per example (defa
 ClassesOpt = Annotated[str | None, typer.Option(help="Comma-separated order of string labels")]
 ExportOpt = Annotated[str, typer.Option(help="Comma-separated export formats")]
 BaselineOpt = Annotated[bool, typer.Option("--baseline", metavar="", help="Also train the student without the teacher")]
+GpusOpt = Annotated[
+    int | None,
+    typer.Option(help="GPUs the job trains on: 0 a CPU worker, N a worker with N GPUs (default: any worker)"),
+]
 
 
 def split(text: str | None) -> list[str] | None:
@@ -71,6 +75,16 @@ def checked_export(text: str) -> list[str]:
     except ValidationError as exc:
         raise fail(escape(validation_text(exc, "--export")), 2) from None
     return formats
+
+
+def checked_gpus(gpus: int | None) -> int | None:
+    """The GPU count as the API will take it (0 to contract.resources.MAX_GPUS), or exit 2."""
+    if gpus is not None:
+        try:
+            Resources.model_validate({"gpus": gpus})
+        except ValidationError as exc:
+            raise fail(escape(f"--gpus: {exc.errors()[0]['msg']}"), 2) from None
+    return gpus
 
 
 def _interrupted_uploads(uploads: list) -> None:
@@ -136,6 +150,7 @@ def run(
     classes: ClassesOpt = None,
     export: ExportOpt = "torchscript,safetensors",
     baseline: BaselineOpt = False,
+    gpus: GpusOpt = None,
     force: Annotated[bool, ForceOpt] = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -143,7 +158,7 @@ def run(
 ) -> None:
     """Upload a teacher and data, distil, follow the job live, and download the student and its report."""
     student_spec, hyper = checked_student(student) if student else None, hyperparameters(hyper_options)
-    formats = checked_export(export)
+    formats, gpus = checked_export(export), checked_gpus(gpus)
     check_out(out_dir, None, force)
     client = options.make_client(url, api_key)
     client.check_access()  # a wrong key or URL fails here, in one request, before a large upload
@@ -160,6 +175,7 @@ def run(
         hyperparameters=hyper or None,
         export=formats,
         baseline=baseline,
+        gpus=gpus,
     )
     err.print(f"job [bold]{job.id}[/] {job.status}")
     job = follow(client, job.id)

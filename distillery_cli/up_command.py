@@ -145,9 +145,11 @@ def up(
     key = _default_key()
     logs = settings.data_dir.resolve() / "logs"
     # Two workers: uploads are validated while a long job trains. Their output goes to a log file each (at
-    # DISTILLERY_LOG_LEVEL=debug, to this terminal with Celery's banners).
-    names = ["jobs", "uploads"]
-    argvs = [worker_argv(q, q, quiet=not debug, loglevel="DEBUG" if debug else "INFO") for q in names]
+    # DISTILLERY_LOG_LEVEL=debug, to this terminal with Celery's banners). The one job worker serves every resource
+    # class this machine can: its own (`jobs`), and CPU jobs too when it has a GPU (jobs.cpu).
+    queues = {"jobs": "jobs,jobs.cpu", "uploads": "uploads"}
+    names = list(queues)
+    argvs = [worker_argv(queues[n], n, quiet=not debug, loglevel="DEBUG" if debug else "INFO") for n in names]
     workers = Workers(argvs, names, None if debug else [logs / f"worker-{q}.log" for q in names])
     server = _server_class(uvicorn)(
         uvicorn.Config("app.main:app", host=host, port=port, log_level="info" if debug else "warning")

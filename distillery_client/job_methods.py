@@ -29,10 +29,14 @@ class JobMethods(Connection):
         hyperparameters: dict | None = None,
         export: list[str] | None = None,
         baseline: bool | None = None,
+        gpus: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
     ) -> Job:
-        """Submit a job; `student` is a dict or the short syntax `'mlp:hidden_sizes=[32]'` (or JSON text)."""
+        """Submit a job; `student` is a dict or the short syntax `'mlp:hidden_sizes=[32]'` (or JSON text).
+
+        `gpus`: 0 runs it on a CPU worker, N on a worker with at least N GPUs; None lets any worker take it.
+        """
         body: dict[str, Any] = {"teacher_id": teacher_id, "train_dataset_id": train_dataset_id}
         if eval_dataset_id:
             body["eval_dataset_id"] = eval_dataset_id
@@ -44,6 +48,8 @@ class JobMethods(Connection):
             body["export"] = export
         if baseline is not None:
             body["baseline"] = baseline
+        if gpus is not None:
+            body["resources"] = {"gpus": gpus}
         body.update({k: v for k, v in extra.items() if v is not None})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return Job.model_validate(self._json("POST", "/v1/jobs", json=body, headers=headers))

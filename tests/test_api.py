@@ -34,7 +34,7 @@ DESIGN_JOB_KEYS = {
     "finished_at",
 }
 # Fields this service adds to DESIGN.md's Job (documented in the OpenAPI schema): nothing else may appear.
-JOB_KEYS = DESIGN_JOB_KEYS | {"max_runtime_s", "webhook_url"}
+JOB_KEYS = DESIGN_JOB_KEYS | {"max_runtime_s", "webhook_url", "resources"}
 UPLOAD_KEYS = {"id", "name", "format", "status", "size_bytes", "sha256", "created_at", "error", "info"}
 EVENT_KEYS = {"id", "type", "level", "message", "data", "created_at"}
 REPORT_KEYS = {

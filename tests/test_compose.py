@@ -207,3 +207,24 @@ def test_uploads_validate_on_their_own_worker_as_up_does(services):
     assert uploads, "no worker serves the uploads queue alone"
     assert "deploy" not in services[uploads[0]], "the uploads worker needs no GPU"
     assert {"seccomp=unconfined", "apparmor=unconfined"} <= set(services[uploads[0]].get("security_opt") or [])
+
+
+def test_the_gpu_worker_serves_the_gpu_class_and_a_cpu_worker_the_cpu_class(services):
+    """Resource classes: the GPU worker advertises one GPU (so `--queues jobs` means jobs and jobs.gpu); the CPU
+    job worker, behind a profile, advertises none (jobs and jobs.cpu) and shares what the API has."""
+    from worker.resources import job_queue_changes
+
+    def job_queues(service: dict) -> list[str]:
+        argv = command(service)
+        consumed = argv[argv.index("--queues") + 1].split(",")
+        gpus = int(settings_of(service)["worker_gpus"])
+        add, drop = job_queue_changes(consumed, gpus)
+        return sorted(q for q in consumed + add if q not in drop and q.startswith("jobs"))
+
+    assert job_queues(services["worker"]) == ["jobs", "jobs.gpu"]
+    cpu = [svc for svc in services.values() if command(svc)[:2] == ["distillery", "worker"] and "deploy" not in svc]
+    cpu = [svc for svc in cpu if "jobs" in command(svc)[command(svc).index("--queues") + 1].split(",")]
+    assert len(cpu) == 1 and cpu[0].get("profiles"), "a CPU job worker, off by default"
+    assert job_queues(cpu[0]) == ["jobs", "jobs.cpu"]
+    for field in SHARED:
+        assert settings_of(cpu[0]).get(field) == settings_of(services["api"]).get(field), field

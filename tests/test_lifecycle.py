@@ -26,7 +26,7 @@ def db(tmp_path, monkeypatch):
     from app import queue
 
     sent: list[tuple] = []
-    monkeypatch.setattr(queue, "enqueue_job", lambda job_id: sent.append(("job", job_id)))
+    monkeypatch.setattr(queue, "enqueue_job", lambda job_id, _gpus: sent.append(("job", job_id)))
     monkeypatch.setattr(queue, "enqueue_webhook", lambda *args, **kwargs: sent.append(("webhook", *args)))
     with in_process_database(tmp_path, monkeypatch) as sessionmaker:
         sessionmaker.sent = sent

@@ -62,7 +62,7 @@ def test_many_reapers_resend_each_message_once(db, monkeypatch):
             sent.append(item)
 
     # The lifecycle (jobs) and the reaper (uploads) both send through app.queue.
-    monkeypatch.setattr(queue, "enqueue_job", lambda job_id: record("jobs", job_id))
+    monkeypatch.setattr(queue, "enqueue_job", lambda job_id, _gpus: record("jobs", job_id))
     monkeypatch.setattr(queue, "enqueue_validation", lambda kind, obj_id: record(kind, obj_id))
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []

@@ -18,7 +18,7 @@ from worker.examples import write_example
 def _jobs_worker(up: psutil.Process) -> psutil.Process | None:
     for child in up.children(recursive=True):
         try:
-            if "--queues=jobs" in child.cmdline():
+            if any(arg.startswith("--queues=jobs") for arg in child.cmdline()):
                 return child
         except psutil.NoSuchProcess:
             continue

@@ -1,5 +1,8 @@
 """The worker's Celery app: the same configuration as the API's client, plus the tasks and a heartbeat.
 
+Resource classes (worker/resources.py): the worker advertises its GPUs in its heartbeat and consumes the job
+queues of its class (`--queues jobs` stands for them all).
+
 Long GPU jobs: acks are late and prefetch is one (app/queue.py), the pool is solo so CUDA is initialised
 in the process that trains, and one worker serves one GPU (pin it with CUDA_VISIBLE_DEVICES). A job's
 Celery hard time limit is DISTILLERY_JOB_TIME_LIMIT_S; Redis's visibility timeout
@@ -14,7 +17,7 @@ import os
 import socket
 import threading
 
-from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown, worker_shutting_down
 from sqlalchemy import delete
 
 from app.db import get_sessionmaker
@@ -22,6 +25,7 @@ from app.models import WorkerHeartbeat, utcnow
 from app.queue import make_celery
 from app.settings import get_settings
 from worker import logcontext
+from worker.resources import job_queue_changes, visible_gpu_count, worker_gpus
 
 logger = logging.getLogger(__name__)
 
@@ -35,31 +39,51 @@ _stop = threading.Event()
 HANDOFF = threading.Event()
 
 
-def beat_once(queues: str = "") -> None:
-    """Record that this worker is alive (read by /readyz)."""
+def beat_once(queues: str = "", gpus: int | None = None) -> None:
+    """Record that this worker is alive (read by /readyz), the queues it consumes and the GPUs it advertises."""
     with get_sessionmaker()() as session:
         row = session.get(WorkerHeartbeat, WORKER_ID)
         if row is None:
-            session.add(WorkerHeartbeat(id=WORKER_ID, queues=queues, started_at=utcnow(), heartbeat_at=utcnow()))
+            row = WorkerHeartbeat(id=WORKER_ID, queues=queues, gpus=gpus, started_at=utcnow(), heartbeat_at=utcnow())
+            session.add(row)
         else:
             row.heartbeat_at = utcnow()
         session.commit()
 
 
-def _heartbeat_loop(queues: str) -> None:
+def _heartbeat_loop(queues: str, gpus: int) -> None:
     interval = get_settings().worker_heartbeat_interval_s
     while not _stop.is_set():
         try:
-            beat_once(queues)
+            beat_once(queues, gpus)
         except Exception:  # a database blip must not kill the worker
             logger.exception("worker heartbeat failed")
         _stop.wait(interval)
 
 
+@celeryd_after_setup.connect
+def _consume_class_queues(sender=None, instance=None, **_kwargs) -> None:
+    # After -Q is applied: `jobs` becomes the job queues of this worker's class, and queues of jobs that need more
+    # GPUs than it has are dropped, so that such a job never reaches it.
+    queues = instance.app.amqp.queues
+    gpus = worker_gpus()
+    add, drop = job_queue_changes(list(queues.consume_from), gpus)
+    for name in add:
+        queues.select_add(name)
+    if drop:
+        logger.error("this worker advertises %d GPUs: not consuming %s (its jobs need more)", gpus, ", ".join(drop))
+        queues.deselect(drop)
+    visible = visible_gpu_count()
+    if gpus > visible:
+        logger.warning("DISTILLERY_WORKER_GPUS=%d but %d GPUs are visible: jobs train on what is there", gpus, visible)
+    logger.info("worker advertises %d GPUs; job queues: %s", gpus, ", ".join(queues.consume_from))
+
+
 @worker_ready.connect
 def _start_heartbeat(sender=None, **_kwargs) -> None:
     queues = ",".join(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else ""
-    threading.Thread(target=_heartbeat_loop, args=(queues,), name="heartbeat", daemon=True).start()
+    args = (queues, worker_gpus())
+    threading.Thread(target=_heartbeat_loop, args=args, name="heartbeat", daemon=True).start()
     from worker.reaper import run_forever
 
     threading.Thread(target=run_forever, args=(_stop,), name="reaper", daemon=True).start()

@@ -41,8 +41,11 @@ def _problem(job: Job, teacher, train, eval_, student) -> dict | None:
     return None
 
 
-def stage_job(job: Job, storage: LocalStorage) -> tuple[StagedJob | None, dict | None]:
-    """(the attempt's folder laid out for its child, None), or (None, {"code", "message"}) when it cannot run."""
+def stage_job(job: Job, storage: LocalStorage, gpus: int = 0) -> tuple[StagedJob | None, dict | None]:
+    """(the attempt's folder laid out for its child, None), or (None, {"code", "message"}) when it cannot run.
+
+    `gpus`: the GPUs the job trains on, handed to the child as the request's `gpus` (0: the CPU).
+    """
     teacher, train, eval_, student = _input_rows(job)
     problem = _problem(job, teacher, train, eval_, student)
     if problem:
@@ -62,6 +65,10 @@ def stage_job(job: Job, storage: LocalStorage) -> tuple[StagedJob | None, dict |
         config=config,
         student_model=storage.local_path(student.path) if student else None,
         cache_dir=storage.cache_dir(job.tenant_id),
-        extra={"max_student_parameters": settings.max_student_parameters, "data_limits": data_limits(settings)},
+        extra={
+            "max_student_parameters": settings.max_student_parameters,
+            "data_limits": data_limits(settings),
+            "gpus": gpus,
+        },
     )
     return staged, None

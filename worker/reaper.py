@@ -9,6 +9,8 @@
 - A finished job's webhook whose pending retry (or first send) was lost is sent again.
 - With a retention setting, files of jobs that ended long ago are removed.
 - Presigned multipart uploads left unfinished past their expiry are aborted, and their parts dropped.
+- A queued job that no live worker can serve (no fresh heartbeat consumes its resource class's queue) gets one
+  `waiting` event saying what it waits for.
 Every change is a compare-and-set on the row, so several workers reaping at once do each thing once; what
 changes a job's state is app/lifecycle/'s (fail_or_requeue_lost, resend_queued).
 """
@@ -24,7 +26,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from app import queue
 from app.db import get_sessionmaker
 from app.direct_uploads import abort_expired
-from app.lifecycle import fail_or_requeue_lost, record_event, resend_queued
+from app.lifecycle import fail_or_requeue_lost, note_waiting_jobs, record_event, resend_queued
 from app.models import Artifact, Dataset, Job, Model, utcnow
 from app.settings import get_settings
 from app.stores import open_storage
@@ -162,6 +164,7 @@ def reap_once() -> None:
     resend_stalled_webhooks()
     apply_retention()
     abort_expired_uploads()
+    note_waiting_jobs()
 
 
 def run_forever(stop: threading.Event) -> None:

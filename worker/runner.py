@@ -22,7 +22,8 @@ from worker.celery_app import HANDOFF, WORKER_ID
 from worker.job_artifacts import record_artifacts
 from worker.job_progress import METRIC_KEYS, JobRecorder, keep_lease
 from worker.job_staging import stage_job
-from worker.supervisor import Outcome, StagedJob, Supervisor, host_has_gpu, job_limits
+from worker.resources import can_run, gpus_for, requested_gpus, worker_gpus
+from worker.supervisor import ChildEvent, Outcome, StagedJob, Supervisor, host_has_gpu, job_limits
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,15 @@ def _wall_s(job: Job, settings) -> float:
 
 def run(job_id: str) -> None:
     """Run one job end to end in its sandboxed child, if this delivery wins the claim."""
+    wanted = requested_gpus(job_id)
     if HANDOFF.is_set():
         # A stopping worker takes no new job: pass the message on (acking it here would lose it).
-        queue.enqueue_job(job_id)
+        queue.enqueue_job(job_id, wanted)
+        return
+    if not can_run(wanted, worker_gpus()):
+        # Only a stray message gets here (this worker does not consume that class's queue): send it where it belongs.
+        logger.warning("job %s needs %s GPUs, more than this worker has; sent to its class's queue", job_id, wanted)
+        queue.enqueue_job(job_id, wanted)
         return
     job = claim(job_id, WORKER_ID)
     if job is None:
@@ -73,11 +80,16 @@ def _supervise(job: Job, recorder: JobRecorder) -> None:
     settings = get_settings()
     storage = open_storage(settings)
     checkpoint_sync.pull(storage, job.tenant_id, job.id)  # an attempt on another machine left its checkpoint there
-    staged, problem = stage_job(job, storage)
+    gpus, shortfall = gpus_for(job, worker_gpus())
+    if shortfall:
+        logger.warning("job %s: %s", job.id, shortfall)
+        recorder(ChildEvent("warning", shortfall, {"gpus": gpus}))  # fenced by the lease, like the child's events
+    staged, problem = stage_job(job, storage, gpus)
     if problem:
         finish(recorder.lease, "failed", error=problem)
         return
-    gpu = host_has_gpu() and not str(job.hyperparameters.get("device") or "").startswith("cpu")
+    # The child sees the GPUs only when the job gets some: a CPU job on a GPU worker trains with them hidden.
+    gpu = gpus > 0 and host_has_gpu() and not str(job.hyperparameters.get("device") or "").startswith("cpu")
     supervisor = Supervisor(
         staged,
         job_limits(_wall_s(job, settings), settings.job_memory_bytes, gpu),

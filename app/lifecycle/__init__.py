@@ -15,6 +15,7 @@ worker that lost the job cannot overwrite what the job's newer owner wrote.
     endings    finish, hand_back, cancel_job, record_after_cancel
     reaping    fail_or_requeue_lost, resend_queued
     job_events record_event, record_event_now (events that change no state)
+    waiting    note_if_waiting, note_waiting_jobs: a queued job no live worker can serve says so, once
 """
 
 from app.lifecycle.creation import create_job, request_hash
@@ -22,6 +23,7 @@ from app.lifecycle.endings import cancel_job, finish, hand_back, record_after_ca
 from app.lifecycle.job_events import record_event, record_event_now
 from app.lifecycle.leases import Lease, Ownership, claim, heartbeat, ownership, record_progress
 from app.lifecycle.reaping import fail_or_requeue_lost, resend_queued
+from app.lifecycle.waiting import note_waiting_jobs
 
 __all__ = [
     "Lease",
@@ -33,6 +35,7 @@ __all__ = [
     "finish",
     "hand_back",
     "heartbeat",
+    "note_waiting_jobs",
     "ownership",
     "record_after_cancel",
     "record_event",

@@ -14,6 +14,7 @@ from app import queue
 from app.errors import TooManyRequests, Unprocessable
 from app.job_inputs import check_webhook, job_inputs
 from app.lifecycle.job_events import STATUS_EVENT, add_event
+from app.lifecycle.waiting import note_if_waiting
 from app.models import Job, Tenant, new_id, utcnow
 from app.settings import get_settings
 from contract import ACTIVE, JobStatus
@@ -24,7 +25,10 @@ logger = logging.getLogger(__name__)
 
 def request_hash(body: JobCreate) -> str:
     """A stable digest of a job request, for Idempotency-Key checks."""
-    return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    request = body.model_dump(mode="json")
+    if request.get("resources") == {"gpus": None}:
+        del request["resources"]  # the default: a request made before resource classes keeps its digest
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 
 def _check_capacity(session: Session, tenant: Tenant) -> None:
@@ -74,6 +78,7 @@ def _new_job(tenant: Tenant, body: JobCreate, idempotency_key: str | None, diges
         hyperparameters=body.hyperparameters.model_dump(),
         export=list(body.export),
         baseline=body.baseline,
+        gpus=body.resources.gpus,
         max_runtime_s=body.max_runtime_s,
         progress={},
         metrics={},
@@ -99,6 +104,7 @@ def create_job(session: Session, tenant: Tenant, body: JobCreate, idempotency_ke
     job = _new_job(tenant, body, idempotency_key, digest, job_inputs(session, tenant, body))
     session.add(job)
     add_event(session, job.id, STATUS_EVENT, "job queued", {"status": JobStatus.QUEUED.value})
+    note_if_waiting(session, job)
     try:
         session.commit()
     except IntegrityError:
@@ -109,7 +115,7 @@ def create_job(session: Session, tenant: Tenant, body: JobCreate, idempotency_ke
             raise
         return _same_request(existing, digest)
     try:
-        queue.enqueue_job(job.id)
+        queue.enqueue_job(job.id, job.gpus)
     except Exception:  # the job stays queued; the reaper re-sends queued jobs
         logger.exception("could not enqueue job %s; the reaper will re-send it", job.id)
     return job

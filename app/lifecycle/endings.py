@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -64,8 +64,9 @@ def hand_back(lease: Lease) -> bool:
             {"status": JobStatus.QUEUED.value, "reason": "worker_shutdown", "attempt": lease.attempt},
             level="warning",
         )
+        gpus = session.scalar(select(Job.gpus).where(Job.id == lease.job_id))
         session.commit()
-    queue.enqueue_job(lease.job_id)
+    queue.enqueue_job(lease.job_id, gpus)
     return True
 
 

@@ -50,15 +50,15 @@ def fail_or_requeue_lost(cutoff: datetime, max_attempts: int) -> tuple[list[str]
 
     Attempts handed back on shutdown do not count (lost_attempts, not attempt): preemption is not failure.
     """
-    requeued: list[str] = []
+    requeued: list[tuple[str, int | None]] = []
     failed: list[str] = []
     with get_sessionmaker()() as session:
         stale = session.execute(
-            select(Job.id, Job.attempt, Job.lost_attempts, Job.worker_id).where(
+            select(Job.id, Job.attempt, Job.lost_attempts, Job.worker_id, Job.gpus).where(
                 Job.status == JobStatus.RUNNING.value, Job.heartbeat_at < cutoff
             )
         ).all()
-        for job_id, attempt, lost_before, worker_id in stale:
+        for job_id, attempt, lost_before, worker_id, gpus in stale:
             values, message, data = _lost_values(attempt, lost_before + 1, max_attempts)
             fence = (
                 Job.id == job_id,
@@ -72,12 +72,15 @@ def fail_or_requeue_lost(cutoff: datetime, max_attempts: int) -> tuple[list[str]
             add_event(session, job_id, STATUS_EVENT, message, data, level="warning")
             session.commit()
             logger.warning("job %s (worker %s): %s", job_id, worker_id, message)
-            (requeued if values["status"] == JobStatus.QUEUED.value else failed).append(job_id)
-    for job_id in requeued:
-        queue.enqueue_job(job_id)
+            if values["status"] == JobStatus.QUEUED.value:
+                requeued.append((job_id, gpus))
+            else:
+                failed.append(job_id)
+    for job_id, gpus in requeued:
+        queue.enqueue_job(job_id, gpus)
     for job_id in failed:
         notify_job_ended(job_id)
-    return requeued, failed
+    return [job_id for job_id, _gpus in requeued], failed
 
 
 def resend_queued(cutoff: datetime) -> list[str]:
@@ -86,17 +89,19 @@ def resend_queued(cutoff: datetime) -> list[str]:
     Each re-send is a compare-and-set on the row's send time: of several reapers passing at once, one sends, and
     the next re-send waits another period. The claim makes any duplicate delivery a no-op.
     """
-    jobs: list[str] = []
+    jobs: list[tuple[str, int | None]] = []
     with get_sessionmaker()() as session:
         stale = session.execute(
-            select(Job.id, Job.enqueued_at).where(Job.status == JobStatus.QUEUED.value, Job.enqueued_at < cutoff)
+            select(Job.id, Job.enqueued_at, Job.gpus).where(
+                Job.status == JobStatus.QUEUED.value, Job.enqueued_at < cutoff
+            )
         )
-        for job_id, sent in stale.all():
+        for job_id, sent, gpus in stale.all():
             swap = update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value, Job.enqueued_at == sent)
             if cast(CursorResult, session.execute(swap.values(enqueued_at=utcnow()))).rowcount == 1:
-                jobs.append(job_id)
+                jobs.append((job_id, gpus))
         session.commit()
-    for job_id in jobs:
+    for job_id, gpus in jobs:
         logger.info("re-sending queued job %s", job_id)
-        queue.enqueue_job(job_id)
-    return jobs
+        queue.enqueue_job(job_id, gpus)
+    return [job_id for job_id, _gpus in jobs]

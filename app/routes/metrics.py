@@ -12,6 +12,14 @@ same and several API processes behind a load balancer agree:
 - distillery_workers_fresh                       gauge: workers whose heartbeat is newer than the timeout
 - distillery_worker_last_heartbeat_age_seconds{worker,queues}  gauge, per worker row
 - distillery_worker_heartbeat_age_seconds        gauge: age of the newest heartbeat (+Inf when none)
+- distillery_queue_depth{class}                  gauge: queued jobs by resource class (any, cpu, gpu, gpu2, ...;
+                                                 contract.resources), the number an autoscaler scales a pool on
+- distillery_queue_oldest_age_seconds{class}     gauge: seconds since the oldest queued job of the class was
+                                                 created (0 when none waits)
+- distillery_running_jobs{class}                 gauge: running jobs by resource class (an autoscaler adds them to
+                                                 the depth, so that it never scales in a worker that is training)
+- distillery_workers_by_class{class}             gauge: live workers by the class their GPUs give them (cpu, gpu,
+                                                 gpu2, ...)
 
 /metrics needs no API key (Prometheus scrapes it); it shows no tenant's data, only totals. Keep it on a
 private network or behind the proxy's access rules like /readyz.
@@ -20,7 +28,9 @@ private network or behind the proxy's access rules like /readyz.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -31,7 +41,8 @@ from sqlalchemy import func, select
 from app.db import get_sessionmaker
 from app.models import Dataset, Job, Model, WorkerHeartbeat, utcnow
 from app.settings import get_settings
-from contract import JOB_STATUSES, TERMINAL
+from contract import JOB_STATUSES, TERMINAL, JobStatus
+from contract.resources import BASE_CLASSES, resource_class
 
 router = APIRouter(tags=["operations"])
 
@@ -70,6 +81,16 @@ class DatabaseCollector:
             workers = session.execute(
                 select(WorkerHeartbeat.id, WorkerHeartbeat.queues, WorkerHeartbeat.heartbeat_at)
             ).all()
+            active = session.execute(
+                select(Job.status, Job.gpus, func.count(), func.min(Job.created_at))
+                .where(Job.status.in_((JobStatus.QUEUED.value, JobStatus.RUNNING.value)))
+                .group_by(Job.status, Job.gpus)
+            ).all()
+            live_gpus = session.execute(
+                select(WorkerHeartbeat.gpus).where(
+                    WorkerHeartbeat.heartbeat_at >= now - timedelta(seconds=settings.worker_heartbeat_timeout_s)
+                )
+            ).all()
 
         jobs = GaugeMetricFamily("distillery_jobs", "Jobs by status.", labels=["status"])
         for status in sorted(set(JOB_STATUSES) | set(by_status)):
@@ -78,6 +99,8 @@ class DatabaseCollector:
         yield from _job_timings(timings)
         yield from _upload_gauges(uploads)
         yield from _worker_gauges(workers, now, now - timedelta(seconds=settings.worker_heartbeat_timeout_s))
+        yield from _queue_gauges(active, now)
+        yield _class_workers(live_gpus)
 
 
 def _job_timings(timings):
@@ -136,6 +159,48 @@ def _worker_gauges(workers, now, cutoff):
         "Seconds since the newest heartbeat of any worker (+Inf when there is none).",
         value=(now - newest).total_seconds() if newest else math.inf,
     )
+
+
+def _queue_gauges(active: Sequence[Any], now: datetime) -> Iterator[GaugeMetricFamily]:
+    """Queue depth, the oldest queued job's age and running jobs by resource class, from (status, gpus, count,
+    oldest created) rows. The job rows, not the broker, are counted: exact, and the same for every broker."""
+    depth: dict[str, float] = dict.fromkeys(BASE_CLASSES, 0)
+    running: dict[str, float] = dict.fromkeys(BASE_CLASSES, 0)
+    oldest: dict[str, float] = dict.fromkeys(BASE_CLASSES, 0.0)
+    for status, gpus, count, created_at in active:
+        name = resource_class(gpus)
+        if status == JobStatus.RUNNING.value:
+            running[name] = running.get(name, 0) + count
+            continue
+        depth[name] = depth.get(name, 0) + count
+        oldest[name] = max(oldest.get(name, 0.0), (now - created_at).total_seconds())
+    families = (
+        GaugeMetricFamily("distillery_queue_depth", "Queued jobs by resource class.", labels=["class"]),
+        GaugeMetricFamily(
+            "distillery_queue_oldest_age_seconds",
+            "Seconds since the oldest queued job of each resource class was created (0 when none waits).",
+            labels=["class"],
+        ),
+        GaugeMetricFamily("distillery_running_jobs", "Running jobs by resource class.", labels=["class"]),
+    )
+    for family, values in zip(families, (depth, oldest, running), strict=True):
+        for name in sorted(set(depth) | set(running)):
+            family.add_metric([name], max(0.0, values.get(name, 0)))
+        yield family
+
+
+def _class_workers(live_gpus: Sequence[Any]) -> GaugeMetricFamily:
+    """Live workers by the class their GPUs give them (cpu, gpu, gpu2, ...)."""
+    workers: dict[str, int] = {}
+    for (gpus,) in live_gpus:
+        name = resource_class(gpus or 0)
+        workers[name] = workers.get(name, 0) + 1
+    family = GaugeMetricFamily(
+        "distillery_workers_by_class", "Live workers by the resource class their GPUs give them.", labels=["class"]
+    )
+    for name in sorted(workers):
+        family.add_metric([name], workers[name])
+    return family
 
 
 @router.get(

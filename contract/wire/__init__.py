@@ -2,7 +2,7 @@
 
 common    error envelope, pages, timestamps, health, webhook secret
 students  StudentSpec, one variant per built-in architecture (from contract.students' table)
-jobs      JobCreate, Hyperparameters, JobPublic
+jobs      JobCreate, Hyperparameters, Resources, JobPublic
 uploads   ModelPublic, DatasetPublic
 direct_uploads  DirectUploadPublic, DirectUploadComplete (presigned multipart uploads)
 events    EventPublic, ArtifactPublic and their pages
@@ -28,6 +28,7 @@ from contract.wire.jobs import (
     Metrics,
     Progress,
     ResolvedHyperparameters,
+    Resources,
 )
 from contract.wire.report import (
     REPORT_EXAMPLE,
@@ -79,6 +80,7 @@ __all__ = [
     "Progress",
     "Report",
     "ResolvedHyperparameters",
+    "Resources",
     "StudentScores",
     "StudentSpec",
     "TeacherScores",

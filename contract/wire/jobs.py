@@ -17,6 +17,7 @@ from pydantic import (
 
 from contract import DEFAULT_EXPORTS, EXPORT_FORMATS, HYPERPARAMETERS, Hyperparameter, check_augmentation
 from contract.jobs import JobStatus, Phase
+from contract.resources import MAX_GPUS
 from contract.wire.common import ErrorDetail, OutModel, Timestamp, webhook_url_problem
 from contract.wire.students import StudentSpec, default_student
 
@@ -79,6 +80,20 @@ ResolvedHyperparameters = create_model(  # type: ignore[call-overload]  # fields
 )
 
 
+class Resources(BaseModel):
+    """What a job needs from its worker; `gpus` absent (null) lets any worker take it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    gpus: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_GPUS,
+        description="GPUs the job trains on: 0 runs it on a CPU worker, N on a worker with at least N GPUs; "
+        "null (the default) lets any worker take it, and a GPU worker gives it one GPU",
+    )
+
+
 class JobCreate(BaseModel):
     """A distillation job request."""
 
@@ -103,6 +118,7 @@ class JobCreate(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     export: list[ExportFormatName] = Field(default_factory=lambda: list(DEFAULT_EXPORTS))
     baseline: bool = False
+    resources: Resources = Field(default_factory=Resources)
     max_runtime_s: int | None = Field(
         None, ge=1, le=30 * 24 * 3600, description="Fail the job with code `timeout` after this many seconds"
     )
@@ -177,6 +193,7 @@ class JobPublic(OutModel):
                     },
                     "export": ["torchscript", "safetensors"],
                     "baseline": False,
+                    "resources": {"gpus": 1},
                     "max_runtime_s": None,
                     "webhook_url": None,
                     "progress": {"epoch": 7, "epochs": 20, "step": 140, "total_steps": 400, "fraction": 0.35},
@@ -201,6 +218,7 @@ class JobPublic(OutModel):
     hyperparameters: ResolvedHyperparameters
     export: list[ExportFormatName]
     baseline: bool
+    resources: Resources = Field(default_factory=Resources)
     max_runtime_s: int | None = None
     webhook_url: str | None = None
     progress: Progress
