@@ -8,7 +8,7 @@
 # (pydantic: the job child's supervisor reads the sandbox settings; the machine's Python lacks it.)
 # then call the device tool's run with command "bash tests/benchmarks/gpu_checks.sh", carry [".whl"],
 # timeout_s 560, and give the machine back. Results land in $OUT: gpu.txt, job_child.txt, engine_tests.txt,
-# bench_engine.txt.
+# bench_engine.txt, ddp.txt.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-checks}
 mkdir -p "$out"
@@ -31,3 +31,11 @@ timeout ${JOB_T:-150} python3 tests/benchmarks/gpu_job_child.py --device cuda 2>
 timeout ${TEST_T:-150} python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/engine -rs \
     tests/engine/test_cuda.py tests/engine/test_distill.py 2>&1 | tee "$out/engine_tests.txt"
 timeout ${BENCH_T:-230} python3 tests/benchmarks/bench_engine.py ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_engine.txt"
+# Several ranks for one job (`gpus: 2`, worker/job_ranks.py): NCCL, one CUDA device per rank, needs 2 devices.
+gpus=$(python3 -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+if [ "${gpus:-0}" -ge 2 ]; then
+    timeout ${DDP_T:-200} python3 tests/benchmarks/bench_ddp.py --device cuda --gpus 2 --rows 200000 \
+        --hidden 1024 1024 --batch-size 1024 --epochs 3 2>&1 | tee "$out/ddp.txt"
+else
+    echo "skipped: the NCCL ranks check needs 2 CUDA devices, this machine has ${gpus:-0}" | tee "$out/ddp.txt"
+fi

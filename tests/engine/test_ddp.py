@@ -28,6 +28,7 @@ CONFIG = {
     "learning_rate": 0.01,
     "seed": 0,
     "export": ["safetensors"],
+    "device": "cpu",  # gloo ranks even where CUDA devices are (gpu_checks.sh runs the NCCL path)
 }
 RUN_BOUND_S = 150  # a run past this is a hang: the test kills it and fails
 
@@ -43,13 +44,13 @@ def digits_files(tmp_path_factory) -> dict:
     }
 
 
-def write_request(job: Path, files: dict, gpus: int | None, attempt: int = 1) -> Path:
+def write_request(job: Path, files: dict, gpus: int | None, attempt: int = 1, config: dict = CONFIG) -> Path:
     """A request as the supervisor stages it (without the sandbox): the job folder, an attempt, its stop file."""
     attempt_dir = job / f"attempt-{attempt}"
     attempt_dir.mkdir(parents=True)
     request = {
         **files,
-        "config": CONFIG,
+        "config": config,
         "out_dir": str(attempt_dir / "artifacts"),
         "salvage_dir": str(attempt_dir / "salvaged"),
         "checkpoint_dir": str(job / "checkpoints"),
@@ -119,6 +120,25 @@ def test_two_gloo_ranks_train_the_student_one_rank_does(one_rank, digits_files, 
     assert abs(answer["report"]["student"]["accuracy"] - report["student"]["accuracy"]) <= 0.01
     assert losses(events2) == pytest.approx(losses(events), abs=1e-3)
     assert peer_answers(tmp_path / "job" / "attempt-1") == [{"done": 1}]
+
+
+def test_the_auto_recipe_searches_and_trains_the_baseline_as_one_rank_does(digits_files, tmp_path):
+    """The recipe's trials run on both ranks (augmented batches, the augmented-output cache) and choose alike."""
+    x, y, _, _ = digits.digits_arrays()
+    files = {**digits_files, "train": {"path": str(digits.write_npz(tmp_path / "small.npz", x[:400], y[:400])),
+                                       "format": "npz"}, "eval": None}  # fmt: skip
+    config = {**CONFIG, "recipe": "auto", "epochs": 4, "batch_size": 32, "student": {"architecture": "mlp"}}
+    reports = []
+    for gpus in (None, 2):
+        answer, _, _ = run_child(write_request(tmp_path / f"job-{gpus}", files, gpus, config=config))
+        assert "report" in answer, answer
+        reports.append(answer["report"])
+    one, two = reports
+    assert two["recipe"]["chosen"] == one["recipe"]["chosen"]
+    metrics = [[t["validation_metric"] for t in r["recipe"]["trials"]] for r in reports]
+    assert len(metrics[0]) >= 2 and metrics[1] == pytest.approx(metrics[0], abs=0.02)
+    for part in ("student", "baseline"):
+        assert abs(two[part]["accuracy"] - one[part]["accuracy"]) <= 0.01, part
 
 
 def test_cancel_stops_both_ranks_with_a_checkpoint_and_two_ranks_resume(one_rank, digits_files, tmp_path):
