@@ -85,18 +85,20 @@ def test_an_hf_student_from_teacher_layers_exports_a_folder_transformers_loads(t
     from tests.support.real_text import make_real_text_fixture
     from worker.engine.text import load_text_table
 
-    files = make_real_text_fixture(tmp_path / "text")
-    teacher, teacher_accuracy, teacher_parameters = train_bert_teacher(files, tmp_path)
+    # Six layers over a 1,000-word vocabulary: with the embeddings a smaller share of the teacher, one layer
+    # copied from it makes a student 3 times smaller (of two layers and 3,000 words, 80% were embeddings).
+    files = make_real_text_fixture(tmp_path / "text", max_words=1000)
+    teacher, teacher_accuracy, teacher_parameters = train_bert_teacher(files, tmp_path, layers=6, intermediate_size=256)
     spec = DatasetSpec(str(files["eval"]), "csv", tokenizer_path=str(files["tokenizer"]), max_length=32)
     train = DatasetSpec(str(files["train"]), "csv", tokenizer_path=str(files["tokenizer"]), max_length=32)
     config = DistillConfig.from_dict({"student": {"architecture": "hf", "num_hidden_layers": 1}, "export": []})
     report = distill(str(teacher), train, spec, config, str(tmp_path / "out"))
     print(f"teacher {teacher_accuracy:.4f} ({teacher_parameters:,}); {report['student']}; {report['baseline']}")
+    assert report["student"]["num_parameters"] * 3 <= teacher_parameters
     assert report["student"]["accuracy"] >= 0.95 * teacher_accuracy
-    # On this corpus a 70% teacher does not lift accuracy over labels alone (the baseline, itself started from the
-    # teacher's layers, reached 72.0% against the student's 70.6% when this was written); agreement it does lift.
+    # Better than the same student (also started from the teacher's layers) trained on the labels alone.
+    assert report["student"]["accuracy"] > report["baseline"]["accuracy"]
     assert report["student"]["agreement"] > report["baseline"]["agreement"]
-    assert report["student"]["num_parameters"] < teacher_parameters
 
     # The exported folder loads with transformers alone and scores what the report says, on the same token ids.
     with zipfile.ZipFile(tmp_path / "out" / "student_hf.zip") as zf:

@@ -122,9 +122,11 @@ def tar_folder(folder: Path, out: Path) -> Path:
     return out
 
 
-def train_bert_teacher(files: dict, out: Path, epochs: int = 12, max_length: int = 32) -> tuple[Path, float, int]:
-    """A small BERT classifier trained here on the real-text fixture with its tokenizer; (zip, eval accuracy,
-    parameters). The folder holds the fixture's tokenizer.json, as a user's save_pretrained folder would."""
+def train_bert_teacher(
+    files: dict, out: Path, epochs: int = 12, max_length: int = 32, layers: int = 2, intermediate_size: int = 128
+) -> tuple[Path, float, int]:
+    """A small BERT classifier (width 64) trained here on the real-text fixture with its tokenizer; (zip, eval
+    accuracy, parameters). The folder holds the fixture's tokenizer.json, as a user's save_pretrained folder would."""
     import shutil
     from types import SimpleNamespace
 
@@ -144,12 +146,13 @@ def train_bert_teacher(files: dict, out: Path, epochs: int = 12, max_length: int
     vocab = json.loads(Path(files["tokenizer"]).read_text())["model"]["vocab"]
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+        vocab_size=len(vocab), hidden_size=64, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=intermediate_size,
         max_position_embeddings=max_length, num_labels=len(classes), pad_token_id=0,
         id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)},
     )  # fmt: skip
     model = BertForSequenceClassification(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3 if layers <= 2 else 1e-3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     gen = torch.Generator().manual_seed(0)
     model.train()

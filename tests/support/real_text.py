@@ -59,8 +59,9 @@ def library_rows(library: str, count: int = PER_LIBRARY) -> list[str]:
     return list(seen)
 
 
-def make_real_text_fixture(out_dir: str | Path) -> dict:
-    """Write train.csv, eval.csv (text, library) and tokenizer.json; return their paths."""
+def make_real_text_fixture(out_dir: str | Path, max_words: int | None = None) -> dict:
+    """Write train.csv, eval.csv (text, library) and tokenizer.json (of the `max_words` most frequent words
+    when given); return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [(text, library) for library in LIBRARIES for text in library_rows(library)]
@@ -71,7 +72,7 @@ def make_real_text_fixture(out_dir: str | Path) -> dict:
             writer = csv.writer(f)
             writer.writerow(["text", "label"])
             writer.writerows(part)
-    build_tokenizer([t for t, _ in rows[:cut]], out / "tokenizer.json")
+    build_tokenizer([t for t, _ in rows[:cut]], out / "tokenizer.json", max_words)
     return {"dir": out, "train": out / "train.csv", "eval": out / "eval.csv", "tokenizer": out / "tokenizer.json"}
 
 

@@ -72,12 +72,13 @@ def make_corpus(n: int, seed: int, label_noise: float = 0.05) -> list[tuple[str,
     return rows
 
 
-def build_tokenizer(texts: list[str], path: Path) -> Path:
-    """Write a WordLevel tokenizer.json built from the corpus: [PAD]=0, [UNK]=1, padding configured."""
+def build_tokenizer(texts: list[str], path: Path, max_words: int | None = None) -> Path:
+    """Write a WordLevel tokenizer.json built from the corpus: [PAD]=0, [UNK]=1, padding configured; the
+    `max_words` most frequent words when given, the others [UNK]."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
     counts = Counter(w for t in texts for w in t.lower().split())
-    words = sorted(counts, key=lambda w: (-counts[w], w))
+    words = sorted(counts, key=lambda w: (-counts[w], w))[:max_words]
     vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
