@@ -267,3 +267,30 @@ def test_two_ranks_meet_inside_the_sandbox(digits_files, tmp_path):
     assert outcome.error is None and outcome.crash is None, (outcome, events)
     assert outcome.report["student"]["accuracy"] > 0.9
     assert any(e.message == "running as 2 ranks (gloo)" for e in events)
+
+
+def test_the_job_error_is_the_failing_rank_own_not_a_lost_connection():
+    from worker.job_ranks import combined
+
+    lost = {"error": {"code": "internal", "message": "RuntimeError: [gloo] Connection closed by peer"}}
+    own = {"error": {"code": "non_finite", "message": "the training loss became NaN in epoch 2"}}
+    assert combined(lost, {1: own}) == {
+        "error": {"code": "non_finite", "message": "rank 1 of the job failed: the training loss became NaN in epoch 2"}
+    }
+    assert combined(own, {1: lost}) == own  # rank 0's own error stands
+    assert combined(lost, {1: lost}) == lost
+    assert combined({"report": {}}, {1: own}) == {"report": {}}
+
+
+def test_a_peer_that_dies_while_rank_zero_waits_on_it_ends_the_job(tmp_path, monkeypatch):
+    """Before the process group forms (or in a long wait) no collective fails: the watchdog ends the job."""
+    import queue
+
+    from worker import job_ranks
+
+    monkeypatch.setattr(job_ranks, "STUCK_AFTER_PEER_S", 0.5)
+    peer = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    ended: queue.Queue = queue.Queue()
+    job_ranks.watch([peer], tmp_path, ended.put)
+    answer = ended.get(timeout=30)
+    assert answer == {"error": {"code": "internal", "message": "rank 1 of the job ended unexpectedly (exit code 3)"}}
