@@ -82,7 +82,14 @@ def worker_argv(queues: str, name: str, quiet: bool = False, loglevel: str = "IN
 
 def worker(
     data_dir: DataDir = None,
-    queues: Annotated[str, typer.Option(help="Queues to serve")] = "jobs,uploads",
+    queues: Annotated[
+        str,
+        typer.Option(
+            help="Queues to serve; `jobs` means every job queue of this worker's resource class (jobs.cpu without a "
+            "GPU, jobs.gpu .. jobs.gpuN with N GPUs; DISTILLERY_WORKER_GPUS declares N); add jobs.cpu to a GPU "
+            "worker for CPU jobs too"
+        ),
+    ] = "jobs,uploads",
     name: Annotated[str, typer.Option(help="Worker name")] = "worker",
 ) -> None:
     """Start one worker (one per GPU; pin it with CUDA_VISIBLE_DEVICES)."""

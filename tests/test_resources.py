@@ -218,6 +218,7 @@ def test_metrics_give_queue_depth_and_oldest_age_per_class(api):
     _beat(sessionmaker, "jobs,jobs.cpu", 0)
     _beat(sessionmaker, "jobs,jobs.cpu", None)  # a worker older than resource classes: counted as CPU
     _beat(sessionmaker, "jobs,jobs.gpu,jobs.gpu2", 2)
+    _beat(sessionmaker, "uploads", 1)  # validates uploads only: in no job class
     ids = {}
     for name, resources in (("gpu", {"gpus": 1}), ("gpu_b", {"gpus": 1}), ("gpu2", {"gpus": 2}), ("any", {})):
         ids[name] = client.post("/v1/jobs", json={**client.body, "resources": resources}).json()["id"]
@@ -230,3 +231,33 @@ def test_metrics_give_queue_depth_and_oldest_age_per_class(api):
     ages = _samples(client, "distillery_queue_oldest_age_seconds")
     assert 600 <= ages["gpu"] < 3600 and 0 <= ages["gpu2"] < 600 and ages["cpu"] == ages["any"] == 0
     assert _samples(client, "distillery_workers_by_class") == {"cpu": 2, "gpu2": 1}
+
+
+def test_the_sdk_sends_gpus_as_the_resource_request_and_the_cli_refuses_a_bad_count_before_any_upload(api, tmp_path):
+    import httpx
+    from typer.testing import CliRunner
+
+    from distillery_cli.cli import app as cli_app
+    from distillery_client import Distillery
+
+    client, _sessionmaker, sent = api
+
+    def forward(request: httpx.Request) -> httpx.Response:
+        answer = client.request(request.method, request.url.path, content=request.content, headers=request.headers)
+        return httpx.Response(answer.status_code, content=answer.content, headers=answer.headers)
+
+    key = client.headers["Authorization"].split()[1]
+    with Distillery("http://testserver", key, transport=httpx.MockTransport(forward)) as sdk:
+        ids = (client.body["teacher_id"], client.body["train_dataset_id"])
+        assert sdk.create_job(*ids, student="mlp", gpus=2).resources.gpus == 2
+        assert sdk.create_job(*ids, student="mlp").resources.gpus is None
+        assert sdk.create_job(*ids, student="mlp", gpus=0).resources.gpus == 0
+    assert sent == ["jobs.gpu2", "jobs", "jobs.cpu"]
+
+    teacher = tmp_path / "t.pt"
+    teacher.write_bytes(b"x")
+    common = ["run", "--teacher", str(teacher), "--train", str(teacher), "--out", str(tmp_path / "o")]
+    for count, problem in (("17", "less than or equal to 16"), ("-1", "greater than or equal to 0")):
+        result = CliRunner().invoke(cli_app, [*common, "--gpus", count, "--url", "http://127.0.0.1:9"])
+        assert result.exit_code == 2, result.output
+        assert f"--gpus: Input should be {problem}" in " ".join(result.stderr.split())

@@ -18,7 +18,7 @@ same and several API processes behind a load balancer agree:
                                                  created (0 when none waits)
 - distillery_running_jobs{class}                 gauge: running jobs by resource class (an autoscaler adds them to
                                                  the depth, so that it never scales in a worker that is training)
-- distillery_workers_by_class{class}             gauge: live workers by the class their GPUs give them (cpu, gpu,
+- distillery_workers_by_class{class}             gauge: live job workers by the class their GPUs give them (cpu, gpu,
                                                  gpu2, ...)
 
 /metrics needs no API key (Prometheus scrapes it); it shows no tenant's data, only totals. Keep it on a
@@ -42,7 +42,7 @@ from app.db import get_sessionmaker
 from app.models import Dataset, Job, Model, WorkerHeartbeat, utcnow
 from app.settings import get_settings
 from contract import JOB_STATUSES, TERMINAL, JobStatus
-from contract.resources import BASE_CLASSES, resource_class
+from contract.resources import BASE_CLASSES, is_job_queue, resource_class
 
 router = APIRouter(tags=["operations"])
 
@@ -87,7 +87,7 @@ class DatabaseCollector:
                 .group_by(Job.status, Job.gpus)
             ).all()
             live_gpus = session.execute(
-                select(WorkerHeartbeat.gpus).where(
+                select(WorkerHeartbeat.queues, WorkerHeartbeat.gpus).where(
                     WorkerHeartbeat.heartbeat_at >= now - timedelta(seconds=settings.worker_heartbeat_timeout_s)
                 )
             ).all()
@@ -190,13 +190,15 @@ def _queue_gauges(active: Sequence[Any], now: datetime) -> Iterator[GaugeMetricF
 
 
 def _class_workers(live_gpus: Sequence[Any]) -> GaugeMetricFamily:
-    """Live workers by the class their GPUs give them (cpu, gpu, gpu2, ...)."""
+    """Live job workers by the class their GPUs give them (cpu, gpu, gpu2, ...); uploads-only workers are left out."""
     workers: dict[str, int] = {}
-    for (gpus,) in live_gpus:
+    for queues, gpus in live_gpus:
+        if not any(is_job_queue(q) for q in (queues or "").split(",")):
+            continue
         name = resource_class(gpus or 0)
         workers[name] = workers.get(name, 0) + 1
     family = GaugeMetricFamily(
-        "distillery_workers_by_class", "Live workers by the resource class their GPUs give them.", labels=["class"]
+        "distillery_workers_by_class", "Live job workers by the resource class their GPUs give them.", labels=["class"]
     )
     for name in sorted(workers):
         family.add_metric([name], workers[name])
