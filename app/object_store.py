@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 PRESIGN_SECONDS = 900
+COMPLETE_TIMEOUT_S = 900
 
 
 class ObjectStorage(LocalStorage):
@@ -35,8 +36,13 @@ class ObjectStorage(LocalStorage):
         self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
         self.cache_bytes = cache_bytes
         import boto3
+        from botocore.config import Config
 
-        self.client = boto3.client("s3", endpoint_url=endpoint_url or None)
+        # Joining the parts of a large multipart upload can take minutes before the store answers (S3 documents
+        # it; moto copies them in memory): a read timeout shorter than that makes boto3 retry a completion that
+        # is already under way.
+        config = Config(read_timeout=COMPLETE_TIMEOUT_S)
+        self.client = boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
 
     def key(self, relative: str) -> str:
         """The object key of a store-relative path (refusing one that climbs out)."""

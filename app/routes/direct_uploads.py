@@ -234,7 +234,7 @@ def finish(session: Session, storage: ObjectStorage, row: DirectUpload, body: Di
     "/{upload_id}/complete",
     status_code=201,
     response_model=ModelPublic | DatasetPublic,
-    responses=errors(404, 409),
+    responses=errors(400, 404, 409),
     summary="Complete a direct upload",
     operation_id="uploads_complete",
 )
