@@ -128,12 +128,15 @@ def _distil_a_bert_teacher_over_http(client: Client, tmp_path) -> None:
     # The same text uploaded without a tokenizer, tokenised at job time by the teacher's own: the same teacher score.
     untokenised = client.ready_upload("datasets", files["eval"], tokenizer_from="teacher", max_length=32)
     assert untokenised["info"]["input"]["dtype"] == "text" and untokenised["info"]["tokenizer_from"] == "teacher"
-    resp = client.http.post("/v1/jobs", json={**body, "eval_dataset_id": untokenised["id"]})
+    # ... into a student of the teacher's own family, downloaded as a folder that transformers loads alone.
+    hf_student = {"architecture": "hf", "num_hidden_layers": 1}
+    resp = client.http.post("/v1/jobs", json={**body, "eval_dataset_id": untokenised["id"], "student": hf_student})
     assert resp.status_code == 201, resp.text
     again = client.wait_job(resp.json()["id"])
     assert again["status"] == "succeeded", again
     report = client.http.get(f"/v1/jobs/{again['id']}/report").json()
     assert report["teacher"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    _load_the_downloaded_hf_student(client, again["id"], tmp_path / "downloaded", report)
     from distillery_client import Distillery
 
     sdk = Distillery(str(client.http.base_url), api_key=client.http.headers["Authorization"].split()[1])
@@ -147,3 +150,18 @@ def _distil_a_bert_teacher_over_http(client: Client, tmp_path) -> None:
     resp = client.http.post("/v1/jobs", json={**body, "student": {"model_id": uploaded["id"]}})
     assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid_student", resp.text
     assert "vocabulary (32 ids) differs from the teacher's" in resp.json()["error"]["message"]
+
+
+def _load_the_downloaded_hf_student(client: Client, job_id: str, out, report: dict) -> None:
+    import io
+    import zipfile
+
+    from transformers import AutoModelForSequenceClassification
+
+    resp = client.http.get(f"/v1/jobs/{job_id}/artifacts/student_hf.zip")
+    assert resp.status_code == 200, resp.text
+    zipfile.ZipFile(io.BytesIO(resp.content)).extractall(out)
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_hidden_layers == 1
+    assert sum(p.numel() for p in model.parameters()) == report["student"]["num_parameters"]
+    assert (out / "tokenizer.json").exists()
