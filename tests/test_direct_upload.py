@@ -8,6 +8,9 @@ the sandbox) and distilled by a job; sizes that do not add up, a wrong sha256, a
 from __future__ import annotations
 
 import hashlib
+import re
+import subprocess
+import sys
 import time
 
 import httpx
@@ -211,3 +214,23 @@ def test_a_local_store_answers_409_and_the_sdk_falls_back(tmp_path):
         with Distillery(local.url, local.new_key("dave")) as client:
             model = client.upload_model(train_digits_teacher(tmp_path), direct_threshold=0)
             assert model.format == "torchscript"
+
+
+def test_distillery_run_sends_files_over_the_threshold_straight_to_the_store_with_a_progress_bar(svc, s3, tmp_path):
+    x, y, _, _ = digits_arrays()
+    teacher, train = train_digits_teacher(tmp_path), write_npz(tmp_path / "cli-train.npz", x, y)
+    env = {**svc.env, "DISTILLERY_URL": svc.url, "DISTILLERY_API_KEY": svc.new_key("cli"), "COLUMNS": "160"}
+    env["DISTILLERY_DIRECT_UPLOAD_THRESHOLD"] = "1"  # every file of this run goes straight to the store
+    argv = ["run", "--teacher", str(teacher), "--train", str(train), "--epochs", "1", "--out", str(tmp_path / "out")]
+    result = subprocess.run(
+        [sys.executable, "-m", "distillery_cli", *argv], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "upload teacher.pt" in result.stderr and "upload cli-train.npz" in result.stderr, result.stderr
+    assert (tmp_path / "out" / "student.pt").is_file()
+    model_id = re.search(r"\b(mdl_\w+) .*: ready \(torchscript\)", result.stderr)
+    dataset_id = re.search(r"\b(dst_\w+) .*: ready \(npz\)", result.stderr)
+    assert model_id and dataset_id, result.stderr
+    stored = keys(s3, PREFIX + "/")
+    assert any(k.endswith(f"/models/{model_id.group(1)}/model.bin") for k in stored)
+    assert any(k.endswith(f"/datasets/{dataset_id.group(1)}/data.bin") for k in stored)

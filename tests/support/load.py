@@ -60,6 +60,8 @@ def run_load(service: Service, files: dict[str, Path], jobs: int = 200, threads:
         ).all()
     claims = {job_id: count for job_id, count in rows}
     turnaround = sorted(_ts(j["finished_at"]) - _ts(j["created_at"]) for j in finished)
+    # Queue latency: from the job's creation until a worker started it.
+    waited = sorted(_ts(j["started_at"]) - _ts(j["created_at"]) for j in finished if j["started_at"])
     return {
         "ids": ids,
         "statuses": [j["status"] for j in finished],
@@ -69,4 +71,6 @@ def run_load(service: Service, files: dict[str, Path], jobs: int = 200, threads:
         "jobs_per_minute": 60 * jobs / elapsed,
         "turnaround_median_s": statistics.median(turnaround),
         "turnaround_p95_s": turnaround[int(0.95 * (len(turnaround) - 1))],
+        "queue_median_s": statistics.median(waited) if waited else None,
+        "queue_p95_s": waited[int(0.95 * (len(waited) - 1))] if waited else None,
     }
