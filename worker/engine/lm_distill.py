@@ -1,0 +1,207 @@
+"""Distil a causal language model: one job trains the student by its method and, beside it, the same student by
+plain fine-tuning on the same data (the SFT baseline, since KD can lose), then reports both against the teacher.
+
+Methods: forward_kl / reverse_kl / jsd (online logit KD, the teacher run on every batch), offline (logit KD from
+the teacher's cached top-k + tail signal, `objective` naming the divergence), seq_kd (Kim and Rush 2016: SFT on
+the teacher's greedy generations for the prompts; any tokenizer pair). Rows without a completion get the
+teacher's generation (cached too); the baseline trains only on the rows that came with one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import random
+from dataclasses import asdict, dataclass, field
+
+from worker.engine.errors import EngineError
+from worker.engine.lm_data import LMRows, encode, load_lm_rows
+from worker.engine.lm_evaluate import gap_recovered, student_figures
+from worker.engine.lm_generate import compare_generations, generation_speed, greedy
+from worker.engine.lm_models import CausalLM, build_causal_student, check_method_fits, export_causal_lm, load_causal_lm
+from worker.engine.lm_signal import ForwardCounter, SignalCache, estimate_bytes, signal_key, teacher_topk
+from worker.engine.lm_train import METHODS, LMTrainSettings, train_lm
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LMConfig:
+    """A causal-LM distillation job; `student` is {"architecture": "hf", ...} (the teacher's family) or
+    {"path": archive} (an uploaded hf causal LM with its own tokenizer)."""
+
+    method: str = "forward_kl"
+    student: dict = field(default_factory=lambda: {"architecture": "hf"})
+    train: LMTrainSettings = field(default_factory=LMTrainSettings)
+    max_length: int = 64
+    max_new_tokens: int = 32
+    top_k: int = 32
+    eval_top_k: int = 64
+    validation_fraction: float = 0.1
+    generation_prompts: int = 32
+    # seq_kd: 0 trains on the teacher's greedy generations (Kim and Rush 2016 use beam search, the mode's
+    # stand-in); n > 0 on n unbiased samples per prompt instead. The data's own completions are kept beside them.
+    seq_kd_samples: int = 0
+    speed: bool = True
+    export: bool = True
+
+
+class _Job:
+    """What one job holds while it runs: models, cache, the rendered rows."""
+
+    def __init__(self, teacher: CausalLM, student: CausalLM, config: LMConfig, cache: SignalCache):
+        self.teacher, self.student, self.config, self.cache = teacher, student, config, cache
+        self.counter = ForwardCounter(teacher.model)
+
+    def generations(self, prompts: list[str], sample_seed: int | None = None) -> list[str]:
+        """The teacher's greedy generations for `prompts` (or samples, by seed), from the cache when it has them."""
+        settings = {"max_new_tokens": self.config.max_new_tokens, "sample_seed": sample_seed}
+        key = signal_key(self.teacher.sha256, "generations", prompts, settings)
+        return self.cache.json(key, lambda: greedy(self.teacher.model, self.teacher.tokenizer, prompts,
+                                                   self.config.max_new_tokens, sample_seed=sample_seed))  # fmt: skip
+
+    def topk(self, rows: LMRows, completions: list[str], k: int, kind: str) -> dict:
+        """The teacher's top-k + tail signal over the rows (teacher tokenizer), from the cache when it has it."""
+        settings = {"k": k, "temperature": self.config.train.temperature, "max_length": self.config.max_length}
+        key = signal_key(self.teacher.sha256, kind, [rows.prompts, completions], settings)
+        data = encode(self.teacher.tokenizer, rows.prompts, completions, self.config.max_length)
+        return self.cache.tensors(key, lambda: teacher_topk(self.teacher.model, data, k, self.config.train.temperature))
+
+
+def _same(teacher: CausalLM, student: CausalLM) -> bool:
+    from worker.engine.lm_models import same_vocabulary
+
+    return same_vocabulary(teacher, student)
+
+
+def _student(spec: dict, teacher: CausalLM) -> CausalLM:
+    if spec.get("path"):
+        return load_causal_lm(str(spec["path"]), "cpu", role="student")
+    if spec.get("architecture", "hf") != "hf":
+        raise EngineError("invalid_student", "a causal-LM student is the teacher's family ('hf') or an upload")
+    return build_causal_student(spec, teacher)
+
+
+def _split(rows: LMRows, fraction: float, seed: int) -> tuple[LMRows, LMRows]:
+    """(training rows, validation rows): the validation rows are ones that came with a completion."""
+    labelled = [i for i, c in enumerate(rows.completions) if c is not None]
+    random.Random(seed).shuffle(labelled)
+    held = set(labelled[: max(1, int(fraction * len(labelled)))]) if labelled else set()
+
+    def pick(keep) -> LMRows:
+        index = [i for i in range(len(rows.prompts)) if keep(i)]
+        return LMRows([rows.prompts[i] for i in index], [rows.completions[i] for i in index])
+
+    return pick(lambda i: i not in held), pick(lambda i: i in held)
+
+
+def distill_lm(teacher_path: str, train_path: str, eval_path: str, config: LMConfig, out_dir: str, cache_dir: str):
+    """Run one causal-LM distillation job; the report (also written to out_dir/report.json)."""
+    if config.method not in METHODS or config.method == "sft":
+        raise EngineError("invalid_config", f"method must be one of {[m for m in METHODS if m != 'sft']}")
+    os.makedirs(out_dir, exist_ok=True)
+    teacher = load_causal_lm(teacher_path)
+    student = _student(config.student, teacher)
+    check_method_fits(config.method, teacher, student)  # before any teacher pass or training
+    job = _Job(teacher, student, config, SignalCache(cache_dir))
+    train_rows, validation_rows = _split(load_lm_rows(train_path, teacher.tokenizer), config.validation_fraction,
+                                         config.train.seed)  # fmt: skip
+    eval_rows = load_lm_rows(eval_path, teacher.tokenizer)
+    held = [i for i, c in enumerate(eval_rows.completions) if c]
+    eval_rows = LMRows([eval_rows.prompts[i] for i in held], [eval_rows.completions[i] for i in held])
+    if not eval_rows.prompts:
+        raise EngineError("invalid_dataset", "the held-out data needs rows with completions")
+    report = _train_both(job, train_rows, validation_rows)
+    report.update(_evaluate(job, eval_rows, report.pop("_models")))
+    report["teacher_signal"] = {
+        "forward_passes": job.counter.count,
+        "cache_hits": job.cache.hits,
+        "cache_misses": job.cache.misses,
+        "bytes_written": job.cache.bytes_written,
+        "cache_bytes": job.cache.size(),
+    }
+    if config.export:
+        report["exports"] = {"hf": os.path.basename(export_causal_lm(student, out_dir))}
+    report["settings"] = {**asdict(config), "student": {k: str(v) for k, v in config.student.items()}}
+    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    return report
+
+
+def _train_both(job: _Job, rows: LMRows, validation_rows: LMRows) -> dict:
+    """Train the SFT baseline and the distilled student; their histories and the models (under _models)."""
+    config, student = job.config, job.student
+    baseline = CausalLM(copy.deepcopy(student.model), student.tokenizer, student.folder)
+    missing = [p for p, c in zip(rows.prompts, rows.completions, strict=True) if c is None]
+    generated = dict(zip(missing, job.generations(missing), strict=True)) if missing else {}
+    filled = [c if c is not None else generated[p] for p, c in zip(rows.prompts, rows.completions, strict=True)]
+    labelled = [(p, c) for p, c in zip(rows.prompts, rows.completions, strict=True) if c is not None]
+    if not labelled:
+        raise EngineError("invalid_dataset", "the training data needs some rows with completions for the baseline")
+    tok, length = student.tokenizer, config.max_length
+    validation = encode(tok, validation_rows.prompts, [c or "" for c in validation_rows.completions], length)
+    sft_data = encode(tok, [p for p, _ in labelled], [c for _, c in labelled], length)
+    baseline_history = train_lm(baseline.model, sft_data, validation, "sft", config.train)
+    signal, planned = None, None
+    if config.method == "seq_kd":
+        # The teacher's generations are added to the completions the data brings, not put in their place.
+        prompts, generations = [p for p, _ in labelled], [c for _, c in labelled]
+        for seed in range(config.seq_kd_samples) if config.seq_kd_samples else [None]:
+            prompts, generations = prompts + rows.prompts, generations + job.generations(rows.prompts, seed)
+        data = encode(tok, prompts, generations, length)
+    else:
+        data = encode(tok, rows.prompts, filled, length)
+        if config.method == "offline":
+            planned = estimate_bytes(len(data), data.ids.shape[1], config.top_k)
+            signal = job.topk(rows, filled, config.top_k, "train_topk")
+    teacher_model = job.teacher.model if config.method in ("forward_kl", "reverse_kl", "jsd") else None
+    history = train_lm(student.model, data, validation, config.method, config.train, teacher_model, signal)
+    return {
+        "task": "causal_lm",
+        "method": config.method,
+        "planned_signal_bytes": planned,
+        "rows": {"train": len(rows.prompts), "with_completion": len(labelled), "validation": len(validation)},
+        "_models": (student, baseline),
+        "history": {"student": history, "baseline": baseline_history},
+    }
+
+
+def _evaluate(job: _Job, rows: LMRows, models: tuple[CausalLM, CausalLM]) -> dict:
+    """Held-out figures of teacher, student and baseline; generations compared; speeds; gap recovered."""
+    config, teacher = job.config, job.teacher
+    completions = [c or "" for c in rows.completions]
+    eval_signal = job.topk(rows, completions, config.eval_top_k, "eval_topk")
+    teacher_nll = -_teacher_log_likelihood(eval_signal)
+    prompts = rows.prompts[: config.generation_prompts]
+    teacher_text = job.generations(prompts)
+    out: dict = {"teacher": {"num_parameters": teacher.num_parameters, "nll": teacher_nll}}
+    out["teacher"]["perplexity"] = math.exp(min(teacher_nll, 700.0))
+    for name, lm in zip(("student", "baseline"), models, strict=True):
+        data = encode(lm.tokenizer, rows.prompts, completions, config.max_length)
+        signal = eval_signal if _same(teacher, lm) else None
+        figures = student_figures(lm.model, data, signal)
+        figures["generations"] = compare_generations(
+            greedy(lm.model, lm.tokenizer, prompts, config.max_new_tokens), teacher_text, prompts
+        )
+        out[name] = figures
+    if config.speed:
+        out["student"]["speed"] = generation_speed(models[0].model, models[0].tokenizer, prompts)
+        speed_key = signal_key(teacher.sha256, "speed", str(next(teacher.model.parameters()).device), {})
+        out["teacher"]["speed"] = job.cache.json(
+            speed_key, lambda: generation_speed(teacher.model, teacher.tokenizer, prompts)
+        )
+    out["gap_recovered"] = {
+        "on": "log-perplexity (mean next-token NLL)",
+        "value": gap_recovered(out["student"]["nll"], out["baseline"]["nll"], teacher_nll),
+    }
+    return out
+
+
+def _teacher_log_likelihood(signal: dict) -> float:
+    """The teacher's mean log-probability of the actual next completion token, from its cached signal."""
+    values = signal["target_log_probs"]
+    mask = signal["completion_mask"].bool()
+    return float(values[mask].mean())

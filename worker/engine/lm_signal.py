@@ -1,0 +1,118 @@
+"""The teacher's signal, computed once per (teacher, data, settings) and reused by every later student.
+
+Stored under the cache folder by a key that hashes the teacher archive's sha256, the data's content and the
+settings that shape the signal: per-token top-k log-probabilities plus the tail mass (safetensors, never a
+pickle), the teacher's generations (JSON), and the teacher's held-out figures. Every teacher forward pass goes
+through a counting hook, so a job can say how many it made: zero when everything came from the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+
+import torch
+
+from worker.engine.atomic import save_json
+from worker.engine.lm_data import LMBatch
+from worker.engine.lm_losses import topk_signal
+
+logger = logging.getLogger(__name__)
+
+
+class ForwardCounter:
+    """Counts forward passes of a module (each generated token's step is one) through a forward hook."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.count = 0
+        module.register_forward_hook(self._hook)
+
+    def _hook(self, *_args) -> None:
+        self.count += 1
+
+
+def signal_key(teacher_sha256: str, kind: str, content: object, settings: dict) -> str:
+    """A hex key for one signal: the teacher, what kind, the data it covers and the settings that shape it."""
+    text = json.dumps([teacher_sha256, kind, content, settings], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class SignalCache:
+    """A folder of signals by key; `hits`, `misses` and `bytes_written` say what this job used and spent."""
+
+    def __init__(self, root: str):
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        self.hits = 0
+        self.misses = 0
+        self.bytes_written = 0
+
+    def _path(self, key: str, suffix: str) -> str:
+        return os.path.join(self.root, key + suffix)
+
+    def json(self, key: str, compute: Callable[[], object]):
+        """The JSON value stored under `key`, computed and stored first when absent."""
+        path = self._path(key, ".json")
+        if os.path.exists(path):
+            self.hits += 1
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)["value"]
+        self.misses += 1
+        value = compute()
+        save_json(self.root, key + ".json", {"value": value})
+        self.bytes_written += os.path.getsize(path)
+        return value
+
+    def tensors(self, key: str, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The tensors stored under `key` (safetensors), computed and stored first when absent."""
+        from safetensors.torch import load_file, save_file
+
+        path = self._path(key, ".safetensors")
+        if os.path.exists(path):
+            self.hits += 1
+            return load_file(path)
+        self.misses += 1
+        value = {name: t.contiguous().cpu() for name, t in compute().items()}
+        partial = path + ".partial"
+        save_file(value, partial)
+        os.replace(partial, path)  # a crash mid-write never leaves a truncated signal under the real name
+        self.bytes_written += os.path.getsize(path)
+        return value
+
+    def size(self) -> int:
+        """Bytes the whole cache folder holds."""
+        return sum(os.path.getsize(os.path.join(self.root, n)) for n in os.listdir(self.root))
+
+
+@torch.no_grad()
+def teacher_topk(model, batch: LMBatch, k: int, temperature: float, batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """The teacher's top-k + tail log-probabilities at every next-token position: indices [N, L-1, k] (int32),
+    log_probs [N, L-1, k+1] (float32), its log-probability of the actual next token [N, L-1] and where
+    the completion's tokens are (completion_mask [N, L-1])."""
+    model.eval()
+    device = next(model.parameters()).device
+    indices, log_probs, target, masks = [], [], [], []
+    for start in range(0, len(batch), batch_size):
+        ids = batch.ids[start : start + batch_size].to(device)
+        attention = batch.attention[start : start + batch_size].to(device)
+        logits = model(input_ids=ids, attention_mask=attention.long()).logits[:, :-1].float()
+        idx, lp = topk_signal(logits, k, temperature)
+        indices.append(idx.to(torch.int32).cpu())
+        log_probs.append(lp.cpu())
+        full = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
+        target.append(full.cpu())
+        masks.append(batch.completion[start : start + batch_size, 1:] & batch.attention[start : start + batch_size, 1:])
+    return {
+        "indices": torch.cat(indices),
+        "log_probs": torch.cat(log_probs),
+        "target_log_probs": torch.cat(target),
+        "completion_mask": torch.cat(masks).to(torch.uint8),
+    }
+
+
+def estimate_bytes(rows: int, length: int, k: int) -> int:
+    """What a top-k signal over rows x length positions stores: int32 indices, float32 log-probs, the target."""
+    return rows * max(0, length - 1) * (4 * k + 4 * (k + 1) + 4)

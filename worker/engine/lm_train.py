@@ -1,0 +1,117 @@
+"""Training a causal-LM student: SFT (the baseline and sequence-level KD), online logit KD against the live
+teacher, and offline logit KD against the cached top-k + tail signal.
+
+The loss is on completion tokens only. Logit KD mixes the next-token cross-entropy and the token-level
+divergence: ce_weight * CE + (1 - ce_weight) * D, D as in worker/engine/lm_losses.py. Every method keeps the
+weights of its epoch with the lowest validation loss (next-token NLL on rows held out from training), so that
+the baseline and the distilled students are chosen the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from worker.engine.errors import EngineError
+from worker.engine.lm_data import LMBatch
+from worker.engine.lm_losses import OBJECTIVES, masked_token_ce, token_kd_loss, topk_kd_loss
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("sft", "seq_kd", *OBJECTIVES, "offline")
+
+
+@dataclass
+class LMTrainSettings:
+    """How a student trains; `objective` is the divergence that `offline` uses."""
+
+    epochs: int = 4
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    ce_weight: float = 0.5
+    temperature: float = 1.0
+    beta: float = 0.5
+    objective: str = "forward_kl"
+    seed: int = 0
+
+
+def _logits(model, batch: LMBatch) -> torch.Tensor:
+    return model(input_ids=batch.ids, attention_mask=batch.attention.long()).logits[:, :-1]
+
+
+def _step_loss(method, student, batch, settings, teacher, signal, rows) -> torch.Tensor:
+    logits = _logits(student, batch)
+    targets, mask = batch.targets()
+    ce = masked_token_ce(logits, targets, mask)
+    if method in ("sft", "seq_kd"):
+        return ce
+    if method == "offline":
+        length = logits.shape[1]
+        indices = signal["indices"][rows, :length].long().to(logits.device)
+        log_probs = signal["log_probs"][rows, :length].to(logits.device)
+        kd = topk_kd_loss(logits, indices, log_probs, mask, settings.objective, settings.temperature, settings.beta)
+    else:
+        with torch.no_grad():
+            teacher_logits = _logits(teacher, batch)
+        kd = token_kd_loss(logits, teacher_logits, mask, method, settings.temperature, settings.beta)
+    return settings.ce_weight * ce + (1 - settings.ce_weight) * kd
+
+
+@torch.no_grad()
+def mean_nll(model, data: LMBatch, batch_size: int = 64) -> float:
+    """Mean next-token negative log-likelihood over the completion tokens (log-perplexity)."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        batch = data.rows(torch.arange(start, min(start + batch_size, len(data))))
+        batch = LMBatch(batch.ids.to(device), batch.attention.to(device), batch.completion.to(device))
+        targets, mask = batch.targets()
+        if not bool(mask.any()):
+            continue
+        logits = _logits(model, batch).float()
+        nll = torch.nn.functional.cross_entropy(logits[mask], targets[mask], reduction="sum")
+        total += float(nll)
+        count += int(mask.sum())
+    return total / max(1, count)
+
+
+def train_lm(
+    student, data: LMBatch, validation: LMBatch, method: str, settings: LMTrainSettings, teacher=None, signal=None
+) -> list[dict]:
+    """Train `student` in place by `method`; its best epoch's weights are kept; the per-epoch history."""
+    if method not in METHODS:
+        raise EngineError("invalid_config", f"unknown method {method!r}; one of {METHODS}")
+    if method in OBJECTIVES and teacher is None:
+        raise EngineError("invalid_config", f"online {method} needs the teacher")
+    if method == "offline" and signal is None:
+        raise EngineError("invalid_config", "offline KD needs the teacher's cached signal")
+    device = next(student.parameters()).device
+    optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(settings.seed)
+    best, best_state, history = float("inf"), copy.deepcopy(student.state_dict()), []
+    for epoch in range(settings.epochs):
+        student.train()
+        losses = []
+        for rows in torch.randperm(len(data), generator=generator).split(settings.batch_size):
+            batch = data.rows(rows)
+            batch = LMBatch(batch.ids.to(device), batch.attention.to(device), batch.completion.to(device))
+            loss = _step_loss(method, student, batch, settings, teacher, signal, rows)
+            if not torch.isfinite(loss):
+                raise EngineError("non_finite", f"the {method} loss became {float(loss)} at epoch {epoch + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            optimizer.step()
+            losses.append(float(loss))
+        validation_nll = mean_nll(student, validation)
+        history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses), "validation_nll": validation_nll})
+        logger.info("%s epoch %d: %s", method, epoch + 1, history[-1])
+        if validation_nll < best:
+            best, best_state = validation_nll, copy.deepcopy(student.state_dict())
+    student.load_state_dict(best_state)
+    student.eval()
+    return history
