@@ -75,8 +75,8 @@ def _consume_class_queues(sender=None, instance=None, **_kwargs) -> None:
         queues.deselect(drop)
     visible = visible_gpu_count()
     if gpus > visible:
-        logger.warning("DISTILLERY_WORKER_GPUS=%d but %d GPUs are visible: jobs train on what is there", gpus, visible)
-    logger.info("worker advertises %d GPUs; job queues: %s", gpus, ", ".join(queues.consume_from))
+        logger.warning("DISTILLERY_WORKER_GPUS=%d but %d GPUs are visible: its GPU jobs run on the CPU", gpus, visible)
+    logger.info("worker advertises %d GPUs; consuming %s", gpus, ", ".join(queues.consume_from))
 
 
 @worker_ready.connect
