@@ -135,7 +135,7 @@ class DirectUpload(Base):
     __tablename__ = "direct_uploads"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # models | datasets
+    kind: Mapped[str] = mapped_column(String(16))  # model | dataset
     object_id: Mapped[str] = mapped_column(String(40))
     name: Mapped[str] = mapped_column(String(255))
     path: Mapped[str] = mapped_column(Text)  # store-relative path of the object being uploaded
