@@ -73,7 +73,9 @@ def test_a_gpu_job_with_only_cpu_workers_waits_saying_so_and_runs_when_a_gpu_wor
         inputs = upload_digits(client, digits)
         gpu_job = _submit(client, inputs, 1)
         assert gpu_job["resources"] == {"gpus": 1}
+        submitted = time.monotonic()
         [waiting] = _waiting(client, gpu_job["id"], timeout=60)
+        print(f"waiting event seen {time.monotonic() - submitted:.1f} s after the submit answered")
         assert waiting["message"] == "waiting for a GPU worker: no live worker advertises a GPU (live workers: 1 CPU)"
         assert waiting["data"] == {"gpus": 1, "class": "gpu", "queue": "jobs.gpu"}
 
@@ -95,7 +97,9 @@ def test_a_gpu_job_with_only_cpu_workers_waits_saying_so_and_runs_when_a_gpu_wor
         assert len([e for e in job_events(client, gpu_job["id"]) if e["type"] == "waiting"]) == 1
 
         svc.start_worker("gpu", queues="jobs", extra_env={"DISTILLERY_WORKER_GPUS": "1"})
+        joined = time.monotonic()
         job = client.wait_job(gpu_job["id"], timeout=300)
+        print(f"GPU job ended ({job['status']}) {time.monotonic() - joined:.1f} s after the GPU-class worker started")
         assert job["status"] == "succeeded", (job, svc.log_tail())
         assert _worker_of(svc, job["id"]).endswith(f":{svc.procs['worker-gpu'].pid}")
         with service_db(svc).connect() as conn:
