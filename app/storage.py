@@ -85,6 +85,13 @@ class LocalStorage:
         """Per-tenant cache of teacher outputs: never shared across tenants."""
         return self.path(f"{tenant_id}/cache/teacher_outputs")
 
+    def teacher_cache_dir(self, tenant_id: str, teacher_sha256: str) -> Path:
+        """The tenant's cached outputs of one teacher (by its bytes' sha256): what a job's child may read and
+        write, and what an object store keeps for workers on other machines."""
+        if len(teacher_sha256) != 64 or not all(c in "0123456789abcdef" for c in teacher_sha256):
+            raise ValueError(f"not a sha256: {teacher_sha256!r}")
+        return self.cache_dir(tenant_id) / teacher_sha256
+
     def relative(self, full: Path) -> str:
         """The store-relative form of an absolute path inside the root."""
         return str(Path(full).resolve().relative_to(self.root))

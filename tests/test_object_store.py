@@ -38,6 +38,8 @@ def test_the_job_path_runs_on_the_object_store(tmp_path, postgres_url, redis_url
             assert any(k.endswith("/model.pt") and f"/models/{teacher['id']}/" in k for k in stored), stored
             assert any(f"/datasets/{train['id']}/" in k for k in stored), stored
             assert any(k.endswith("/student.pt") and f"/jobs/{job['id']}/" in k for k in stored), stored
+            # The teacher's outputs, cached for jobs on any machine, under the tenant and the teacher's sha256.
+            assert any("/cache/teacher_outputs/" in k and "/teacher-" in k for k in stored), stored
             # The local store holds the uploads only as the worker's fetched copies, never as the stored files.
             local = svc.data_dir / "storage" / tenant
             assert not (local / "models").exists() and not (local / "datasets").exists()
@@ -122,3 +124,7 @@ def test_a_worker_on_another_disk_resumes_a_killed_job_from_the_checkpoint_in_th
             # Machine B had nothing of the job but what it fetched: the inputs into its cache, the checkpoint.
             assert any((elsewhere / "s" / "store-cache").rglob("model.pt"))
             assert any("/checkpoints/" in k for k in keys(s3, PREFIX + "/"))
+            # ... and the teacher's outputs that machine A computed before the kill: B ran no teacher pass.
+            report = client.http.get(f"/v1/jobs/{job_id}/report").json()
+            assert report["teacher_outputs_cache"] == "hit", report["teacher_outputs_cache"]
+            assert any((elsewhere / "s").rglob("cache/teacher_outputs/*/teacher-*.npy"))

@@ -28,8 +28,8 @@ def checkpoint_dir(storage: LocalStorage, tenant_id: str, job_id: str) -> Path:
     return storage.job_dir(tenant_id, job_id) / "checkpoints"
 
 
-def _files(folder: Path) -> list[Path]:
-    """The folder's plain files (no links, no hard links), at most MAX_FILES."""
+def plain_files(folder: Path, limit: int = MAX_FILES) -> list[Path]:
+    """The folder's plain files (no links, no hard links, no unfinished .tmp/.part), at most `limit`."""
     found: list[Path] = []
     for root, dirs, names in os.walk(folder, followlinks=False):
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
@@ -38,7 +38,7 @@ def _files(folder: Path) -> list[Path]:
             info = path.lstat()
             if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and not name.endswith((".tmp", ".part")):
                 found.append(path)
-    return sorted(found)[:MAX_FILES]
+    return sorted(found)[:limit]
 
 
 def push(storage: LocalStorage, tenant_id: str, job_id: str) -> int:
@@ -47,7 +47,7 @@ def push(storage: LocalStorage, tenant_id: str, job_id: str) -> int:
         return 0
     folder = checkpoint_dir(storage, tenant_id, job_id)
     for _ in range(ATTEMPTS):
-        files = _files(folder) if folder.is_dir() else []
+        files = plain_files(folder) if folder.is_dir() else []
         before = _stamps(files)
         # The child writes the tensors, then the JSON naming their generation: uploading in the same order, and
         # again if either changed meanwhile, keeps the pair in the store from one epoch.

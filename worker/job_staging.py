@@ -64,7 +64,7 @@ def stage_job(job: Job, storage: LocalStorage, gpus: int = 0) -> tuple[StagedJob
         evaluation=spec(eval_) if eval_ else None,
         config=config,
         student_model=storage.local_path(student.path) if student else None,
-        cache_dir=storage.cache_dir(job.tenant_id),
+        cache_dir=storage.teacher_cache_dir(job.tenant_id, teacher.sha256),
         extra={
             "max_student_parameters": settings.max_student_parameters,
             "data_limits": data_limits(settings),

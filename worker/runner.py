@@ -17,7 +17,7 @@ from app.models import Job, utcnow
 from app.settings import get_settings
 from app.storage import LocalStorage
 from app.stores import open_storage
-from worker import checkpoint_sync
+from worker import cache_sync, checkpoint_sync
 from worker.celery_app import HANDOFF, WORKER_ID
 from worker.job_artifacts import record_artifacts
 from worker.job_progress import METRIC_KEYS, JobRecorder, keep_lease
@@ -88,16 +88,22 @@ def _supervise(job: Job, recorder: JobRecorder) -> None:
     if problem:
         finish(recorder.lease, "failed", error=problem)
         return
+    cache = staged.writable_dirs[0]  # the tenant's cache folder of this teacher
+    cache_sync.pull(storage, cache)  # what jobs on other machines computed
     # The child sees the GPUs only when the job gets some: a CPU job on a GPU worker trains with them hidden.
     gpu = gpus > 0 and host_has_gpu() and not str(job.hyperparameters.get("device") or "").startswith("cpu")
     supervisor = Supervisor(
         staged,
         job_limits(_wall_s(job, settings), settings.job_memory_bytes, gpu),
-        emit=checkpoint_sync.pushing_after_epochs(recorder, storage, job.tenant_id, job.id),
+        emit=cache_sync.pushing_after_teacher_pass(
+            checkpoint_sync.pushing_after_epochs(recorder, storage, job.tenant_id, job.id), storage, cache
+        ),
         stop_reason=recorder.child_stop_reason,
         grace_s=settings.stuck_job_grace_s,
     )
-    _record_outcome(job, recorder, supervisor.run(), staged, storage)
+    outcome = supervisor.run()
+    cache_sync.safely_push(storage, cache)  # the augmented batches it computed, for later jobs anywhere
+    _record_outcome(job, recorder, outcome, staged, storage)
 
 
 def _stuck_message() -> str:
