@@ -240,6 +240,9 @@ def _real_path_parameters(svc, key: str, seed: dict) -> dict:
         "model_id": seed["model"],
         "dataset_id": seed["dataset"],
         "name": listed.json()["data"][0]["name"],
+        # No upload in progress can exist on the embedded (local) store, which answers POST /v1/uploads with 409:
+        # these operations answer 404 here, and tests/test_direct_upload.py proves them on an object store.
+        "upload_id": "upl_none",
     }
 
 
@@ -285,7 +288,8 @@ def test_api_conforms_statefully_and_keeps_tenants_apart(live, tmp_path):
     print("\n\n".join(tally.failures[:20]))
     (tmp_path / "schemathesis-counts.json").write_text(json.dumps({k: dict(v) for k, v in tally.statuses.items()}))
     operations = {op.ok().label for op in schema.get_all_operations()}
-    by_id = {label for label in operations if "{" in label}
+    # Direct uploads (POST /v1/uploads) need an object store: on this local one no id of theirs is ever real.
+    by_id = {label for label in operations if "{" in label and "{upload_id}" not in label}
     assert tally.failures == []
     assert operations - set(tally.statuses) == set(), "operations never called"
     assert {label for label in by_id if tally.real[label] == 0} == set(), "operations never reached with a real id"
