@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from htmlreport.latency import latency_notes
+from htmlreport.lm import lm_section
 from htmlreport.numbers import esc, finite_numbers, fmt
 from htmlreport.recipe import recipe_section
 from htmlreport.sections import bars, confusion, curves, json_value, kv_table, summary
@@ -97,7 +98,7 @@ def render_report_html(report: dict, job: dict | None = None, artifacts: Sequenc
         f"<title>Distillery report {esc(job_id)}</title><style>{CSS}</style></head><body><main>"
         f"<h1>Distillation report</h1>{_headline(report)}"
         f"<section><h2>Teacher vs student</h2>{summary(report)}{latency_notes(report)}"
-        f"{kv_table(_meta(report, job, job_id))}</section>"
+        f"{kv_table(_meta(report, job, job_id))}</section>{lm_section(report)}"
         f"{curves(report)}{recipe_section(report)}{student_search_section(report)}{bars(report)}"
         f"{confusion(report)}{_configuration(job)}{_artifacts(artifacts)}"
         "</main></body></html>"

@@ -47,6 +47,7 @@ class LMConfig:
     seq_kd_samples: int = 0
     speed: bool = True
     export: bool = True
+    device: str = "cpu"
 
 
 class _Job:
@@ -79,7 +80,7 @@ def _same(teacher: CausalLM, student: CausalLM) -> bool:
 
 def _student(spec: dict, teacher: CausalLM) -> CausalLM:
     if spec.get("path"):
-        return load_causal_lm(str(spec["path"]), "cpu", role="student")
+        return load_causal_lm(str(spec["path"]), str(next(teacher.model.parameters()).device), role="student")
     if spec.get("architecture", "hf") != "hf":
         raise EngineError("invalid_student", "a causal-LM student is the teacher's family ('hf') or an upload")
     return build_causal_student(spec, teacher)
@@ -103,7 +104,7 @@ def distill_lm(teacher_path: str, train_path: str, eval_path: str, config: LMCon
     if config.method not in METHODS or config.method == "sft":
         raise EngineError("invalid_config", f"method must be one of {[m for m in METHODS if m != 'sft']}")
     os.makedirs(out_dir, exist_ok=True)
-    teacher = load_causal_lm(teacher_path)
+    teacher = load_causal_lm(teacher_path, config.device)
     student = _student(config.student, teacher)
     check_method_fits(config.method, teacher, student)  # before any teacher pass or training
     job = _Job(teacher, student, config, SignalCache(cache_dir))
@@ -165,7 +166,7 @@ def _train_both(job: _Job, rows: LMRows, validation_rows: LMRows) -> dict:
         "planned_signal_bytes": planned,
         "rows": {"train": len(rows.prompts), "with_completion": len(labelled), "validation": len(validation)},
         "_models": (student, baseline),
-        "history": {"student": history, "baseline": baseline_history},
+        "lm_history": {"student": history, "baseline": baseline_history},
     }
 
 
@@ -193,9 +194,11 @@ def _evaluate(job: _Job, rows: LMRows, models: tuple[CausalLM, CausalLM]) -> dic
         out["teacher"]["speed"] = job.cache.json(
             speed_key, lambda: generation_speed(teacher.model, teacher.tokenizer, prompts)
         )
+    # Perplexities per token of different tokenizers do not compare, so the gap needs the teacher's vocabulary.
+    comparable = _same(teacher, models[0])
     out["gap_recovered"] = {
-        "on": "log-perplexity (mean next-token NLL)",
-        "value": gap_recovered(out["student"]["nll"], out["baseline"]["nll"], teacher_nll),
+        "on": "log-perplexity (mean next-token NLL)" if comparable else "not comparable: another tokenizer",
+        "value": gap_recovered(out["student"]["nll"], out["baseline"]["nll"], teacher_nll) if comparable else None,
     }
     return out
 

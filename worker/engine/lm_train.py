@@ -106,7 +106,7 @@ def train_lm(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         validation_nll = mean_nll(student, validation)
         history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses), "validation_nll": validation_nll})
         logger.info("%s epoch %d: %s", method, epoch + 1, history[-1])
