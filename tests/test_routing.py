@@ -129,3 +129,23 @@ def test_a_gpu_job_with_only_cpu_workers_waits_saying_so_and_runs_when_a_gpu_wor
         assert any_job["status"] == "succeeded" and _worker_of(svc, any_job["id"]) == _worker_of(svc, job["id"])
         assert client.http.get(f"/v1/jobs/{cpu_job['id']}").json()["status"] == "queued"
         assert value(scrape(svc.url), "distillery_queue_depth", **{"class": "cpu"}) == 1
+
+
+def test_a_two_gpu_job_runs_as_two_ranks_on_a_worker_that_advertises_two(postgres_url, redis_url, tmp_path, digits):
+    """The whole chain for `gpus: 2` (issue 13, points 3 and 4): the API routes it to the 2-GPU class, a worker of
+    that class hands the child gpus 2, and the child trains as two ranks. No GPU here: the worker is told it has
+    two by DISTILLERY_WORKER_GPUS, sees none, and the ranks meet on gloo on the CPU."""
+    with running_service(tmp_path, postgres_url, redis_url, extra_env=FAST) as svc:
+        client = Client(svc.url, svc.new_key("acme"))
+        inputs = upload_digits(client, digits)
+        job = _submit(client, inputs, 2)
+        [waiting] = _waiting(client, job["id"], timeout=60)
+        assert waiting["data"]["gpus"] == 2
+        svc.start_worker("gpu2", queues="jobs", extra_env={"DISTILLERY_WORKER_GPUS": "2"})
+        done = client.wait_job(job["id"], timeout=300)
+        assert done["status"] == "succeeded", (done, svc.log_tail())
+        assert _worker_of(svc, job["id"]).endswith(f":{svc.procs['worker-gpu2'].pid}")
+        messages = [e["message"] for e in job_events(client, job["id"])]
+        assert "running as 2 ranks (gloo)" in messages, messages
+        report = client.http.get(f"/v1/jobs/{job['id']}/report").json()
+        assert report["device"] == "cpu" and report["student"]["accuracy"] > 0.5
