@@ -7,6 +7,7 @@ import logging
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, NotFound, Unprocessable
+from app.lm_inputs import check_lm_job, is_causal_lm, is_prompts, refuse_lm_options
 from app.models import Dataset, Model, Tenant
 from app.settings import get_settings
 from app.webhooks import WebhookTargetError, check_target
@@ -60,10 +61,10 @@ def _check_teacher_fit(t_info: dict, d_info: dict) -> None:
 
 def _check_hf_teacher_fit(t_info: dict, d_info: dict) -> None:
     """A Hugging Face teacher: a sequence classifier, on token ids from its own tokenizer's vocabulary."""
-    if t_info.get("task") != "sequence_classification":
+    if t_info.get("task") != "sequence_classification":  # a causal LM never gets here (app/lm_inputs.py)
         raise Unprocessable(
-            f"this teacher is a Hugging Face {t_info.get('task')} model; distilling causal language models is not "
-            "available yet (a …ForSequenceClassification teacher is)",
+            f"this teacher is a Hugging Face {t_info.get('task')} model; a …ForSequenceClassification or "
+            "…ForCausalLM teacher is",
             code="unsupported_model_format",
         )
     dtype = (d_info.get("input") or {}).get("dtype")
@@ -200,11 +201,16 @@ def job_inputs(session: Session, tenant: Tenant, body: JobCreate) -> tuple[Model
     eval_ = (
         ready_input(session, Dataset, body.eval_dataset_id, tenant, "eval dataset") if body.eval_dataset_id else None
     )
+    student = None
     if body.student.model_id:
         student = ready_input(session, Model, body.student.model_id, tenant, "student model")
         check_student_size(student)
-        if student.format == "hf":
-            _check_hf_student(student.info or {}, teacher)
+    if is_causal_lm(teacher) or is_prompts(train):
+        check_lm_job(body, teacher, train, eval_, student)
+        return teacher, train, eval_
+    refuse_lm_options(body, teacher)
+    if student is not None and student.format == "hf":
+        _check_hf_student(student.info or {}, teacher)
     if "student" not in body.model_fields_set:
         # The data kind decides the default: an MLP cannot read token ids.
         dtype = ((train.info or {}).get("input") or {}).get("dtype")

@@ -26,6 +26,9 @@ def report_table(report: dict) -> Table:
         table.add_row(label, t, s, *([b] if baseline else []))
 
     b = baseline or {}
+    if report.get("task") == "causal_lm":  # a language model: held-out perplexity and token agreement instead
+        row("perplexity", num(teacher.get("perplexity")), num(student.get("perplexity")), num(b.get("perplexity")))
+        row("top-1 agreement", "—", num(student.get("top1_agreement")), num(b.get("top1_agreement")))
     row("accuracy", num(teacher.get("accuracy")), num(student.get("accuracy")), num(b.get("accuracy")))
     row("agreement with teacher", "—", num(student.get("agreement")), num(b.get("agreement")))
     row("parameters", num(teacher.get("num_parameters")), num(student.get("num_parameters")))

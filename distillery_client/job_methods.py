@@ -31,11 +31,13 @@ class JobMethods(Connection):
         baseline: bool | None = None,
         gpus: int | None = None,
         idempotency_key: str | None = None,
+        lm: dict | None = None,
         **extra: Any,
     ) -> Job:
         """Submit a job; `student` is a dict or the short syntax `'mlp:hidden_sizes=[32]'` (or JSON text).
 
         `gpus`: 0 runs it on a CPU worker, N on a worker with at least N GPUs; None lets any worker take it.
+        `lm`: a causal-LM teacher's settings (contract.wire.LMOptions: method, epochs, temperature, ...).
         """
         body: dict[str, Any] = {"teacher_id": teacher_id, "train_dataset_id": train_dataset_id}
         if eval_dataset_id:
@@ -50,6 +52,8 @@ class JobMethods(Connection):
             body["baseline"] = baseline
         if gpus is not None:
             body["resources"] = {"gpus": gpus}
+        if lm is not None:
+            body["lm"] = lm
         body.update({k: v for k, v in extra.items() if v is not None})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return Job.model_validate(self._json("POST", "/v1/jobs", json=body, headers=headers))

@@ -62,8 +62,8 @@ def test_unsafe_or_impossible_folders_are_refused_naming_why(case, tmp_path):
 
 @pytest.mark.slow
 def test_hf_uploads_through_the_service(tmp_path):
-    """Name-level refusals answer 422 at once; content-level ones end `invalid` with the reason; a job on an hf
-    teacher is refused until distilling them lands; the canary pickle is never loaded anywhere."""
+    """Name-level refusals answer 422 at once; content-level ones end `invalid` with the reason; a job whose data
+    does not fit its hf teacher is refused; the canary pickle is never loaded anywhere."""
     with running_service(tmp_path / "svc") as svc:
         client = Client(svc.url, svc.new_key("alice"))
         folder, parameters = hf.bert_classifier(tmp_path / "bert")
@@ -94,7 +94,7 @@ def test_hf_uploads_through_the_service(tmp_path):
         floats = tmp_path / "floats.npz"
         np.savez(floats, x=np.zeros((20, 8), np.float32), y=np.zeros(20, np.int64))
         train = client.ready_upload("datasets", floats)
-        for teacher, code in ((lm, "unsupported_model_format"), (ready, "input_mismatch")):
+        for teacher, code in ((lm, "input_mismatch"), (ready, "input_mismatch")):  # an LM needs prompts
             resp = client.http.post("/v1/jobs", json={"teacher_id": teacher["id"], "train_dataset_id": train["id"]})
             assert resp.status_code == 422 and resp.json()["error"]["code"] == code, resp.text
 

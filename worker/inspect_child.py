@@ -81,7 +81,7 @@ def _describe_columns(spec, info: dict) -> dict:
     from worker.engine.columns import TABLE_FORMATS, sample_table
     from worker.engine.dataset_hints import dataset_warnings
 
-    if spec.format not in TABLE_FORMATS:
+    if spec.format not in TABLE_FORMATS or info.get("kind") == "prompts":
         return {"warnings": []}
     try:
         sample = sample_table(spec.path, spec.format)

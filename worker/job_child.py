@@ -67,6 +67,10 @@ def run_request(request: dict, emit: Callable[[dict], None], should_stop: StopFi
     # Scratch space on the job's disk, not the sandbox's RAM-backed /tmp (an unpacked Hugging Face teacher).
     os.environ["DISTILLERY_SCRATCH_DIR"] = os.path.dirname(os.path.abspath(request["out_dir"]))
     try:
+        if request.get("task") == "causal_lm":  # the worker's word, from the teacher's validated info
+            from worker.job_lm import run_lm
+
+            return {"report": run_lm(request, emit)}
         config = DistillConfig.from_dict(request["config"])
         train = DatasetSpec(**request["train"])
         evaluation = DatasetSpec(**request["eval"]) if request.get("eval") else None

@@ -69,6 +69,8 @@ def stage_job(job: Job, storage: LocalStorage, gpus: int = 0) -> tuple[StagedJob
             "max_student_parameters": settings.max_student_parameters,
             "data_limits": data_limits(settings),
             "gpus": gpus,
+            # Which engine path the child takes, from the teacher's validated info (not from the job's settings).
+            "task": (teacher.info or {}).get("task") if teacher.format == "hf" else None,
         },
     )
     return staged, None

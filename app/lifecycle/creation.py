@@ -75,7 +75,8 @@ def _new_job(tenant: Tenant, body: JobCreate, idempotency_key: str | None, diges
         train_dataset_id=train.id,
         eval_dataset_id=eval_.id if eval_ else None,
         student=body.student.model_dump(exclude_none=True),
-        hyperparameters=body.hyperparameters.model_dump(),
+        # A causal-LM job's settings (job_inputs fills them in) travel with the hyperparameters, under `lm`.
+        hyperparameters={**body.hyperparameters.model_dump(), **({"lm": body.lm.model_dump()} if body.lm else {})},
         export=list(body.export),
         baseline=body.baseline,
         gpus=body.resources.gpus,

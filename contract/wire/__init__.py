@@ -30,6 +30,7 @@ from contract.wire.jobs import (
     ResolvedHyperparameters,
     Resources,
 )
+from contract.wire.lm import LM_METHODS, LOGIT_METHODS, LMOptions
 from contract.wire.report import (
     REPORT_EXAMPLE,
     BaselineScores,
@@ -52,6 +53,9 @@ from contract.wire.students import (
 from contract.wire.uploads import DatasetPublic, ModelPublic, UploadPublic
 
 __all__ = [
+    "LM_METHODS",
+    "LOGIT_METHODS",
+    "LMOptions",
     "REPORT_EXAMPLE",
     "STUDENT_VARIANTS",
     "ArtifactPublic",

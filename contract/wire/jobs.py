@@ -19,6 +19,7 @@ from contract import DEFAULT_EXPORTS, EXPORT_FORMATS, HYPERPARAMETERS, Hyperpara
 from contract.jobs import JobStatus, Phase
 from contract.resources import MAX_GPUS
 from contract.wire.common import ErrorDetail, OutModel, Timestamp, webhook_url_problem
+from contract.wire.lm import LMOptions
 from contract.wire.students import StudentSpec, default_student
 
 ExportFormatName = Literal[EXPORT_FORMATS]  # type: ignore[valid-type]  # the tuple's values, dynamic to mypy
@@ -116,6 +117,11 @@ class JobCreate(BaseModel):
     eval_dataset_id: str | None = None
     student: StudentSpec = Field(default_factory=default_student)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    lm: LMOptions | None = Field(
+        None,
+        description="Causal-LM teachers only: how the language model is distilled (defaults when left out); "
+        "stored with the job's hyperparameters under `lm`",
+    )
     export: list[ExportFormatName] = Field(default_factory=lambda: list(DEFAULT_EXPORTS))
     baseline: bool = False
     resources: Resources = Field(default_factory=Resources)

@@ -221,6 +221,10 @@ def inspect_dataset(spec: DatasetSpec, limits: DataLimits | None = None) -> dict
     """
     if spec.tokenizer_from and not spec.tokenizer_path:
         return _describe_untokenised(spec, limits)
+    from worker.engine.lm_inspect import describe_prompts, is_prompts
+
+    if is_prompts(spec):  # for a causal-LM teacher, whose tokenizer renders it at job time
+        return describe_prompts(spec)
     data = load_dataset(spec, limits)
     columns = data.columns
     info = {

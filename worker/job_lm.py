@@ -1,0 +1,90 @@
+"""The job child's causal-LM path: a request whose `task` is "causal_lm" (the worker takes it from the teacher's
+validated info, never from the job's own settings) runs worker/engine/lm_distill.py's distill_lm.
+
+The settings are the job's `lm` object (contract/wire/lm.py), the student its `student` (a smaller copy of the
+teacher's family, or an uploaded hf causal LM). The engine's report gets the keys every job's report has
+(contract/wire/report.py: device, train_seconds, eval_examples, classes, compression_ratio, speedup, history),
+so that the API, the dashboard and the CLI read it as they read a classifier's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+CAUSAL_LM = "causal_lm"
+
+
+def lm_config(request: dict):
+    """The engine's LMConfig from the request's config (its `lm` settings, student, export and device)."""
+    from contract.wire import LMOptions
+    from worker.engine.lm_distill import LMConfig
+    from worker.engine.lm_train import LMTrainSettings
+
+    config = request.get("config") or {}
+    options = LMOptions.model_validate(config.get("lm") or {})
+    spec = dict(config.get("student") or {"architecture": "hf"})
+    student = {"path": spec["model_path"]} if spec.get("model_path") else spec
+    fields = options.model_dump(exclude={"method", *options.train_fields()})
+    return LMConfig(
+        method=options.method,
+        student=student,
+        train=LMTrainSettings(**options.train_fields()),
+        export=True,  # the student's Hugging Face folder is what an LM job delivers
+        device="cuda" if request.get("gpus") else "cpu",  # the GPUs the worker gave the job, else the CPU
+        **fields,
+    )
+
+
+def run_lm(request: dict, emit: Callable[[dict], None]) -> dict:
+    """Run one causal-LM job; its report, shaped as every job's report (EngineError when the job cannot run)."""
+    from worker.engine.errors import EngineError
+    from worker.engine.lm_distill import distill_lm
+
+    def phase(name: str, message: str) -> None:
+        emit({"event": {"type": "phase", "message": message, "data": {"phase": name}}})
+
+    if not request.get("eval"):
+        raise EngineError("invalid_config", "a causal-LM job needs an eval dataset with completions (eval_dataset_id)")
+    config = lm_config(request)
+    phase("training", f"distilling the language model ({config.method}) beside its SFT baseline")
+    started = time.monotonic()
+    report = distill_lm(
+        request["teacher"], request["train"]["path"], request["eval"]["path"], config, request["out_dir"],
+        request["cache_dir"],
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+    phase("exporting", "the student is exported as a Hugging Face folder")
+    for name in ("student", "baseline"):
+        figures = report.get(name) or {}
+        emit({"event": {"type": "metrics", "message": f"{name} held-out perplexity", "data": {
+            "model": name, "perplexity": figures.get("perplexity"), "top1_agreement": figures.get("top1_agreement"),
+        }}})  # fmt: skip
+    return as_job_report(report, config.device, seconds, _eval_rows(request["eval"]))
+
+
+def as_job_report(report: dict, device: str, seconds: float, eval_examples: int) -> dict:
+    """The engine's LM report with the keys every job's report has; the LM's own figures are kept as they are."""
+    teacher, student = report.get("teacher") or {}, report.get("student") or {}
+    t_params, s_params = teacher.get("num_parameters"), student.get("num_parameters")
+    ratio = t_params / s_params if isinstance(t_params, int) and isinstance(s_params, int) and s_params else None
+    exports = report.get("exports") or {}
+    return {
+        **report,
+        "device": device,
+        "train_seconds": round(seconds, 3),
+        "eval_examples": eval_examples,
+        "classes": [],
+        "compression_ratio": ratio,
+        "speedup": {},
+        "history": [],
+        "exports": {"hf": exports["hf"]} if exports.get("hf") else {},
+    }
+
+
+def _eval_rows(spec: dict) -> int:
+    """How many held-out rows the figures were measured on: those of the eval dataset with a completion."""
+    from worker.engine.config import DatasetSpec
+    from worker.engine.lm_inspect import describe_prompts
+
+    return int(describe_prompts(DatasetSpec(path=spec["path"], format="jsonl"))["with_completion"])
