@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import time
 import zipfile
 
 import numpy as np
@@ -91,6 +92,28 @@ def test_a_causal_lm_is_distilled_over_http(tmp_path):
         page = client.http.get(f"/v1/jobs/{job['id']}/report.html")
         assert page.status_code == 200 and "perplexity" in page.text.lower()
         _generate_with_the_download(client, job["id"], tmp_path / "student", report)
+        _cancel_a_long_job(svc, client, {**body, "lm": {**body["lm"], "epochs": 500}})
+
+
+def _cancel_a_long_job(svc, client: Client, body: dict) -> None:
+    """A cancelled LM job's child stops at once (it answers `stopped`), not after the 300 s stuck grace."""
+    resp = client.http.post("/v1/jobs", json=body)
+    assert resp.status_code == 201, resp.text
+    job_id = resp.json()["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until the child is training
+        events = client.http.get(f"/v1/jobs/{job_id}/events").json()["data"]
+        if any(e["type"] == "phase" and e["data"].get("phase") == "training" for e in events):
+            break
+        time.sleep(0.3)
+    assert client.http.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+    assert client.wait_job(job_id, timeout=60)["status"] == "cancelled"  # the API's word, at once
+    deadline = time.monotonic() + 60  # the worker's: its child has ended (500 epochs take far longer)
+    while f"job {job_id} stopped: cancelled" not in svc.log_tail(200_000) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert f"job {job_id} stopped: cancelled" in svc.log_tail(200_000)
+    events = client.http.get(f"/v1/jobs/{job_id}/events").json()["data"]
+    assert not [e for e in events if (e.get("data") or {}).get("reason") == "stuck"], events
 
 
 def _refusals(client: Client, tmp_path, body: dict, files: dict) -> None:

@@ -70,7 +70,7 @@ def run_request(request: dict, emit: Callable[[dict], None], should_stop: StopFi
         if request.get("task") == "causal_lm":  # the worker's word, from the teacher's validated info
             from worker.job_lm import run_lm
 
-            return {"report": run_lm(request, emit)}
+            return {"report": run_lm(request, emit, should_stop)}
         config = DistillConfig.from_dict(request["config"])
         train = DatasetSpec(**request["train"])
         evaluation = DatasetSpec(**request["eval"]) if request.get("eval") else None

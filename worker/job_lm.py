@@ -9,6 +9,8 @@ so that the API, the dashboard and the CLI read it as they read a classifier's.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -36,10 +38,26 @@ def lm_config(request: dict):
     )
 
 
-def run_lm(request: dict, emit: Callable[[dict], None]) -> dict:
+def watch_stop(should_stop: Callable[[], bool], emit: Callable[[dict], None], poll_s: float = 0.2) -> None:
+    """Answer `stopped` and end the process once the parent asks: distill_lm has no stop check of its own, and
+    an LM job keeps no checkpoint to salvage (a daemon thread; the answer is the process's last line)."""
+
+    def watch() -> None:
+        while not should_stop():
+            time.sleep(poll_s)
+        emit({"stopped": {"reason": getattr(should_stop, "reason", None) or "stop", "salvaged": False}})
+        os._exit(0)
+
+    threading.Thread(target=watch, name="lm-stop", daemon=True).start()
+
+
+def run_lm(request: dict, emit: Callable[[dict], None], should_stop: Callable[[], bool] | None = None) -> dict:
     """Run one causal-LM job; its report, shaped as every job's report (EngineError when the job cannot run)."""
     from worker.engine.errors import EngineError
     from worker.engine.lm_distill import distill_lm
+
+    if should_stop is not None:
+        watch_stop(should_stop, emit)
 
     def phase(name: str, message: str) -> None:
         emit({"event": {"type": "phase", "message": message, "data": {"phase": name}}})
