@@ -105,8 +105,9 @@ def create_job(session: Session, tenant: Tenant, body: JobCreate, idempotency_ke
     job = _new_job(tenant, body, idempotency_key, digest, job_inputs(session, tenant, body))
     session.add(job)
     add_event(session, job.id, STATUS_EVENT, "job queued", {"status": JobStatus.QUEUED.value})
-    note_if_waiting(session, job)
     try:
+        # Inside the try: its query flushes the insert, which is where a concurrent same-key insert collides.
+        note_if_waiting(session, job)
         session.commit()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.
