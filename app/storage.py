@@ -14,6 +14,17 @@ from pathlib import Path
 
 from app.settings import Settings
 
+# The stored file's name by format: the routes name uploads so, and the validating worker finds them so (kept here,
+# not in the routes, whose sniffers import numpy, which the worker process must never import).
+MODEL_FILES = {"torchscript": "model.pt", "pt2": "model.pt2", "onnx": "model.onnx", "hf": "model.hf"}
+DATASET_FILES = {
+    "npz": "data.npz",
+    "csv": "data.csv",
+    "jsonl": "data.jsonl",
+    "parquet": "data.parquet",
+    "image_folder": "data.zip",
+}
+
 
 class ChecksumMismatch(Exception):
     """A stored file's bytes hash to another sha256 than the one declared for them."""

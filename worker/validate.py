@@ -17,10 +17,8 @@ from sqlalchemy import or_, update
 
 from app.db import get_sessionmaker
 from app.models import PENDING_FORMAT, Dataset, Model, utcnow
-from app.routes.datasets import EXTENSIONS as DATASET_FILES
-from app.routes.models import EXTENSIONS as MODEL_FILES
 from app.settings import Settings, get_settings
-from app.storage import ChecksumMismatch, LocalStorage
+from app.storage import DATASET_FILES, MODEL_FILES, ChecksumMismatch, LocalStorage
 from app.stores import open_storage
 from worker.sandbox import SandboxLimits, inspect_sandboxed, limits_from_env
 from worker.sandbox_policy import CODE_BEARING_FORMATS, code_bearing_refusal

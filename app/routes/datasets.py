@@ -15,19 +15,14 @@ from app.models import Dataset
 from app.routes import uploads
 from app.routes.common import MAX_CURSOR, MAX_LIMIT, errors, paginate
 from app.sniff import sniff_dataset
+from app.storage import DATASET_FILES
 from app.stores import open_storage
 from app.uploads import ReceivedForm, multipart_openapi
 from contract.wire import DatasetPublic, Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-EXTENSIONS = {
-    "npz": "data.npz",
-    "csv": "data.csv",
-    "jsonl": "data.jsonl",
-    "parquet": "data.parquet",
-    "image_folder": "data.zip",
-}
+EXTENSIONS = DATASET_FILES
 UPLOAD_BODY = multipart_openapi(
     {
         "file": ".npz (arrays x, optional y), CSV, JSONL, Parquet, or a zip of class folders of PNG/JPEG images; "

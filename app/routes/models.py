@@ -13,13 +13,14 @@ from app.models import Model
 from app.routes import uploads
 from app.routes.common import MAX_CURSOR, MAX_LIMIT, errors, paginate
 from app.sniff import sniff_model
+from app.storage import MODEL_FILES
 from app.stores import open_storage
 from app.uploads import multipart_openapi
 from contract.wire import ModelPublic, Page
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-EXTENSIONS = {"torchscript": "model.pt", "pt2": "model.pt2", "onnx": "model.onnx", "hf": "model.hf"}
+EXTENSIONS = MODEL_FILES
 UPLOAD_BODY = multipart_openapi(
     {
         "file": "TorchScript archive, torch.export program (.pt2), ONNX file, or a Hugging Face model folder "
