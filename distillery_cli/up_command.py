@@ -150,10 +150,14 @@ def up(
     queues = {"jobs": "jobs,jobs.cpu", "uploads": "uploads"}
     names = list(queues)
     argvs = [worker_argv(queues[n], n, quiet=not debug, loglevel="DEBUG" if debug else "INFO") for n in names]
-    workers = Workers(argvs, names, None if debug else [logs / f"worker-{q}.log" for q in names])
     server = _server_class(uvicorn)(
         uvicorn.Config("app.main:app", host=host, port=port, log_level="info" if debug else "warning")
     )
+    # A Ctrl-C or SIGTERM from here on (a script that stops `up` as soon as the banner shows) asks the server to
+    # stop, which it does right after startup, instead of killing `up` with its workers still running.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, server.handle_exit)
+    workers = Workers(argvs, names, None if debug else [logs / f"worker-{q}.log" for q in names])
     typer.echo(_banner(f"http://{host}:{port}", settings, names, key, debug))
     try:
         server.run(sockets=[sock])  # returns on SIGINT or SIGTERM
