@@ -121,3 +121,16 @@ def encode_prompts(tokenizer, prompts: list[str], max_length: int) -> tuple[torc
             ids[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
             attention[i, length - len(row) :] = 1
     return ids, attention
+
+
+def length_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator, pool: int = 16) -> list:
+    """One epoch's batches of row indices, rows of similar length together: every row once, in a new order each
+    epoch (a random permutation cut into pools of `pool` batches, each pool sorted by length, the batches shuffled)."""
+    order = torch.randperm(len(lengths), generator=generator)
+    batches: list[torch.Tensor] = []
+    for chunk in order.split(batch_size * pool):
+        # A stable sort keeps the random order among rows of equal length, so batches differ across epochs.
+        ranked = chunk[torch.sort(lengths[chunk], stable=True).indices]
+        batches.extend(ranked.split(batch_size))
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]
