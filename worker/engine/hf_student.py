@@ -24,6 +24,7 @@ from worker.engine.hf_teacher import HFClassifier
 HF_EXPORT = "student_hf.zip"
 LAYER = re.compile(r"\.(layer|layers|h|block)\.(\d+)\.")
 SIZES = ("hidden_size", "intermediate_size", "num_attention_heads")
+WIDTHS = ("hidden_size", "intermediate_size")
 
 
 def build_hf_student(spec: dict, teacher) -> HFClassifier:
@@ -32,27 +33,8 @@ def build_hf_student(spec: dict, teacher) -> HFClassifier:
     if getattr(teacher, "format", None) != "hf" or not isinstance(module, HFClassifier):
         raise EngineError("invalid_student", "an 'hf' student needs a Hugging Face teacher (format hf)")
     t_config: Any = module.model.config
-    config: Any = copy.deepcopy(t_config)
-    t_layers = int(t_config.num_hidden_layers)
-    layers = spec.get("num_hidden_layers") or max(1, t_layers // 2)
-    if not 1 <= layers <= t_layers:
-        raise EngineError("invalid_student", f"num_hidden_layers must be 1 to the teacher's {t_layers}, got {layers}")
-    config.num_hidden_layers = layers
-    for name in SIZES:
-        if spec.get(name) is not None:
-            setattr(config, name, int(spec[name]))
-    if config.hidden_size % config.num_attention_heads:
-        raise EngineError(
-            "invalid_student",
-            f"hidden_size {config.hidden_size} must be a multiple of num_attention_heads {config.num_attention_heads}",
-        )
-    init = spec.get("init", "teacher_layers")
-    if init == "teacher_layers" and any(getattr(config, n) != getattr(t_config, n) for n in SIZES[:2]):
-        raise EngineError(
-            "invalid_student",
-            "init teacher_layers copies the teacher's layers, so hidden_size and intermediate_size must be the "
-            "teacher's; leave them out or use init random",
-        )
+    config, init = smaller_config(t_config, spec, SIZES, default_init="teacher_layers")
+    t_layers, layers = int(t_config.num_hidden_layers), int(config.num_hidden_layers)
     from transformers import AutoModelForSequenceClassification
 
     student = AutoModelForSequenceClassification.from_config(config)
@@ -61,6 +43,38 @@ def build_hf_student(spec: dict, teacher) -> HFClassifier:
     wrapped = HFClassifier(student, module.pad_id)
     wrapped.tokenizer_folder = module.folder
     return wrapped
+
+
+def smaller_config(t_config: Any, spec: dict, sizes: tuple[str, ...], default_init: str | None = None) -> tuple:
+    """(the student's config, its init): the teacher's config with the spec's fewer layers and sizes, checked.
+
+    `default_init` None means teacher_layers when the widths match, else random; EngineError("invalid_student")
+    for a spec that cannot be built or initialised.
+    """
+    config: Any = copy.deepcopy(t_config)
+    t_layers = int(t_config.num_hidden_layers)
+    layers = int(spec.get("num_hidden_layers") or max(1, t_layers // 2))
+    if not 1 <= layers <= t_layers:
+        raise EngineError("invalid_student", f"num_hidden_layers must be 1 to the teacher's {t_layers}, got {layers}")
+    config.num_hidden_layers = layers
+    for name in sizes:
+        if spec.get(name) is not None:
+            setattr(config, name, int(spec[name]))
+    if config.hidden_size % config.num_attention_heads:
+        raise EngineError(
+            "invalid_student",
+            f"hidden_size {config.hidden_size} must be a multiple of num_attention_heads {config.num_attention_heads}",
+        )
+    # Copying layers needs the same shapes: the width of the residual stream and of the feed-forward layers.
+    same_width = all(getattr(config, n, None) == getattr(t_config, n, None) for n in WIDTHS)
+    init = spec.get("init", default_init or ("teacher_layers" if same_width else "random"))
+    if init == "teacher_layers" and not same_width:
+        raise EngineError(
+            "invalid_student",
+            "init teacher_layers copies the teacher's layers, so hidden_size and intermediate_size must be the "
+            "teacher's; leave them out or use init random",
+        )
+    return config, init
 
 
 def load_hf_student(path: str, num_classes: int | None, vocab_size: int | None, pad_id: int | None) -> HFClassifier:

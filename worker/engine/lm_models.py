@@ -20,7 +20,7 @@ import torch
 
 from worker.engine.errors import EngineError
 from worker.engine.hf_inspect import inspect_hf
-from worker.engine.hf_student import copy_teacher_layers
+from worker.engine.hf_student import copy_teacher_layers, smaller_config
 from worker.engine.hf_teacher import unpack
 
 HF_LM_EXPORT = "student_hf.zip"
@@ -95,25 +95,8 @@ def build_causal_student(spec: dict, teacher: CausalLM) -> CausalLM:
     """The teacher's family with fewer layers (and optionally narrower); `init: teacher_layers` (the default when
     the widths match) copies the embeddings, head and every k-th layer from the teacher."""
     t_config: Any = teacher.model.config
-    config: Any = copy.deepcopy(t_config)
-    t_layers = int(t_config.num_hidden_layers)
-    layers = int(spec.get("num_hidden_layers") or max(1, t_layers // 2))
-    if not 1 <= layers <= t_layers:
-        raise EngineError("invalid_student", f"num_hidden_layers must be 1 to the teacher's {t_layers}, got {layers}")
-    config.num_hidden_layers = layers
-    for name in SIZES:
-        if spec.get(name) is not None:
-            setattr(config, name, int(spec[name]))
-    if config.hidden_size % config.num_attention_heads:
-        raise EngineError("invalid_student", "hidden_size must be a multiple of num_attention_heads")
-    same_width = all(getattr(config, n, None) == getattr(t_config, n, None) for n in SIZES[:2])
-    init = spec.get("init", "teacher_layers" if same_width else "random")
-    if init == "teacher_layers" and not same_width:
-        raise EngineError(
-            "invalid_student",
-            "init teacher_layers copies the teacher's layers, so hidden_size and intermediate_size must be the "
-            "teacher's; leave them out or use init random",
-        )
+    config, init = smaller_config(t_config, spec, SIZES)
+    t_layers, layers = int(t_config.num_hidden_layers), int(config.num_hidden_layers)
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(int(spec.get("seed", 0)))
