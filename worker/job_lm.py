@@ -33,6 +33,7 @@ def lm_config(request: dict):
         student=student,
         train=LMTrainSettings(**options.train_fields()),
         export=True,  # the student's Hugging Face folder is what an LM job delivers
+        onnx="onnx" in (config.get("export") or []),
         device="cuda" if request.get("gpus") else "cpu",  # the GPUs the worker gave the job, else the CPU
         **fields,
     )
@@ -96,7 +97,7 @@ def as_job_report(report: dict, device: str, seconds: float, eval_examples: int)
         "compression_ratio": ratio,
         "speedup": {},
         "history": [],
-        "exports": {"hf": exports["hf"]} if exports.get("hf") else {},
+        "exports": {k: v for k, v in exports.items() if k in ("hf", "onnx", "onnx_check", "onnx_error")},
     }
 
 

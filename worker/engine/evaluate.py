@@ -97,7 +97,7 @@ def _export_artifacts(prep, student, config, out_dir, example, measured, emit) -
     for fmt, message in failures.items():
         emit(ProgressEvent("warning", f"{fmt} export failed: {message}", {"format": fmt}))
     if failures:
-        extra["export_errors"] = failures
+        extra["export_errors"] = {**extra.get("export_errors", {}), **failures}
     ex.write_manifest(
         out_dir,
         classes=prep.classes,
@@ -132,6 +132,12 @@ def _architecture(prep, config, input_info: dict) -> dict:
 def _onnx_artifacts(student, config, out_dir, example, measured, extra: dict) -> list[str]:
     """student.onnx (checked against student.pt's logits) and, when asked, student.int8.onnx."""
     eval_x, eval_y, teacher_pred, student_logits, student_section = measured
+    from worker.engine.hf_teacher import HFClassifier
+
+    if isinstance(student, HFClassifier):  # a transformer takes input_ids and attention_mask, not one tensor
+        from worker.engine.hf_onnx import hf_classifier_onnx
+
+        return hf_classifier_onnx(student, eval_x, out_dir, config.export, extra)
     onnx_path = ex.export_onnx(student, example, out_dir)
     onnx_logits = ex.run_onnx(ex.onnx_session(onnx_path), eval_x)
     extra["onnx_max_abs_diff"] = float(np.max(np.abs(onnx_logits - student_logits)))

@@ -18,6 +18,7 @@ import random
 from dataclasses import asdict, dataclass, field
 
 from worker.engine.errors import EngineError
+from worker.engine.hf_onnx import causal_lm_onnx
 from worker.engine.lm_data import LMRows, encode, load_lm_rows
 from worker.engine.lm_evaluate import gap_recovered, student_figures
 from worker.engine.lm_generate import compare_generations, generation_speed, greedy
@@ -47,6 +48,7 @@ class LMConfig:
     seq_kd_samples: int = 0
     speed: bool = True
     export: bool = True
+    onnx: bool = False  # also student.onnx, the forward pass checked in onnxruntime (worker/engine/hf_onnx.py)
     device: str = "cpu"
 
 
@@ -126,6 +128,7 @@ def distill_lm(teacher_path: str, train_path: str, eval_path: str, config: LMCon
     }
     if config.export:
         report["exports"] = {"hf": os.path.basename(export_causal_lm(student, out_dir))}
+        report["exports"].update(causal_lm_onnx(student, eval_rows, config.max_length, out_dir) if config.onnx else {})
     report["settings"] = {**asdict(config), "student": {k: str(v) for k, v in config.student.items()}}
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
