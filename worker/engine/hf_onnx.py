@@ -47,8 +47,9 @@ class Logits(nn.Module):
 
 
 def export_hf_onnx(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, out_dir: str, causal: bool) -> str:
-    """Write student.onnx (input_ids, attention_mask -> logits; dynamic batch and sequence); its path."""
-    wrapper = Logits(copy.deepcopy(model).to("cpu").float().eval(), causal)
+    """Write student.onnx (input_ids, attention_mask -> logits; dynamic batch and sequence) of a CPU float32 model
+    in eval mode; its path."""
+    wrapper = Logits(model, causal)
     ids, mask = _example(ids, mask)
     path = os.path.join(out_dir, ONNX)
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
@@ -80,9 +81,10 @@ def _example(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch
 def check_onnx(path: str, model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, causal: bool) -> dict:
     """onnxruntime against PyTorch on the rows, at their shape and cut shorter: max abs diff, argmax agreement.
 
-    A causal LM is compared at its attended positions only (the logits at padding are not used by anyone).
+    The model is on the CPU in float32 and eval mode; a causal LM is compared at its attended positions only (the
+    logits at padding are not used by anyone).
     """
-    wrapper = Logits(copy.deepcopy(model).to("cpu").float().eval(), causal)
+    wrapper = Logits(model, causal)
     session = ex.onnx_session(path)
     short = max(1, ids.shape[1] // 2)
     cases = [(ids, mask), (ids[:3, :short], mask[:3, :short])]
@@ -118,9 +120,10 @@ def check_onnx(path: str, model: nn.Module, ids: torch.Tensor, mask: torch.Tenso
 
 def verified_onnx(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, out_dir: str, causal: bool) -> dict:
     """Export student.onnx and check it; the check's figures, or OnnxUnavailable (no file left) with the reason."""
+    cpu_model = copy.deepcopy(model).to("cpu").float().eval()  # one copy for both: an LM's weights can be large
     try:
-        path = export_hf_onnx(model, ids[:2], mask[:2], out_dir, causal)
-        figures = check_onnx(path, model, ids, mask, causal)
+        path = export_hf_onnx(cpu_model, ids[:2], mask[:2], out_dir, causal)
+        figures = check_onnx(path, cpu_model, ids, mask, causal)
     except Exception as exc:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(out_dir, ONNX))
