@@ -65,6 +65,14 @@ def check_lm_job(body: JobCreate, teacher: Model, train: Dataset, eval_: Dataset
         )
     if (body.resources.gpus or 0) > 1:
         raise Unprocessable("a causal-LM job runs on one device: ask for at most 1 GPU", code="invalid_config")
+    chats = [d for d in (train, eval_) if (d.info or {}).get("has_messages")]
+    if chats and not (teacher.info or {}).get("chat_template"):
+        raise Unprocessable(
+            "this dataset holds chat `messages`, which are rendered with the teacher's chat template, and this "
+            "teacher's tokenizer has none: upload a teacher whose tokenizer_config.json has a chat_template, or "
+            'the rows as {"prompt": "...", "completion": "..."}',
+            code="input_mismatch",
+        )
     _check_lm_student(body, teacher, student)
 
 
@@ -86,11 +94,23 @@ def _check_lm_student(body: JobCreate, teacher: Model, student: Model | None) ->
             f"{student.format} {(student.info or {}).get('task') or ''} model".rstrip(),
             code="invalid_student",
         )
-    s_vocab, t_vocab = (student.info or {}).get("vocab_size"), (teacher.info or {}).get("vocab_size")
-    if options.method in LOGIT_METHODS and s_vocab != t_vocab:
-        raise Unprocessable(
-            f"{options.method} compares the two models token by token, so they must share a vocabulary; the "
-            f"student's has {s_vocab} ids and the teacher's {t_vocab}: use method seq_kd (sequence-level KD, "
-            "any tokenizer pair) or a student with the teacher's tokenizer",
-            code="invalid_student",
-        )
+    if options.method in LOGIT_METHODS:
+        _check_same_vocabulary(options.method, teacher.info or {}, student.info or {})
+
+
+def _check_same_vocabulary(method: str, teacher: dict, student: dict) -> None:
+    """Logit KD needs one vocabulary, id for id: compared by the tokenizers' content (the fingerprint validation
+    recorded), and by size where an upload has no fingerprint."""
+    s_vocab, t_vocab = student.get("vocab_size"), teacher.get("vocab_size")
+    s_print, t_print = student.get("vocabulary_sha256"), teacher.get("vocabulary_sha256")
+    if s_vocab != t_vocab:
+        differs = f"the student's has {s_vocab} ids and the teacher's {t_vocab}"
+    elif s_print and t_print and s_print != t_print:
+        differs = f"both have {s_vocab} ids, but their tokenizers map tokens to ids differently"
+    else:
+        return
+    raise Unprocessable(
+        f"{method} compares the two models token by token, so they must share a vocabulary; {differs}: use "
+        "method seq_kd (sequence-level KD, any tokenizer pair) or a student with the teacher's tokenizer",
+        code="invalid_student",
+    )

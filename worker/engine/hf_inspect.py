@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from contract.hf_folder import folder_files, folder_problem, folder_root
 from worker.engine.errors import EngineError
+from worker.engine.lm_inspect import vocabulary_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +242,7 @@ def _info(folder: Folder, config: dict, built, task: str, architecture: str, par
         "tokenizer": "tokenizer.json" in files,
         "max_length": max_length,
         "chat_template": bool(tokenizer_config.get("chat_template")) or "chat_template.jinja" in files,
+        "vocabulary_sha256": vocabulary_fingerprint(files, folder.json),
         "weights": sorted(f for f in files if f.lower().endswith(".safetensors")),
         "input": None,  # token ids of any length up to max_length
         "sharded": "model.safetensors.index.json" in files,

@@ -1,10 +1,13 @@
-"""Language-model datasets at upload: a JSONL of `prompt` rows (optional `completion`) or chat `messages` is
+"""Language-model uploads at validation: a JSONL of `prompt` rows (optional `completion`) or chat `messages` is
 described as info.kind "prompts" (rows, how many come with a completion), checked row by row without a tokenizer
-(the teacher's renders them at job time, worker/engine/lm_data.py)."""
+(the teacher's renders them at job time, worker/engine/lm_data.py); a model folder's tokenizer gets a vocabulary
+fingerprint, so that the API can tell at submit whether two models share one vocabulary without opening either."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable
 
 from worker.engine.config import DatasetSpec
 from worker.engine.errors import EngineError
@@ -79,3 +82,39 @@ def _check_row(row, number: int) -> tuple[bool, bool]:
     if completion is not None and not isinstance(completion, str):
         raise EngineError("invalid_dataset", f"row {number}: completion must be a string")
     return completion is not None, False
+
+
+SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
+
+
+def _content(token) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string or an AddedToken's {"content": ...}."""
+    if isinstance(token, dict):
+        token = token.get("content")
+    return token if isinstance(token, str) else None
+
+
+def vocabulary_fingerprint(files: set[str], read_json: Callable[[str], object]) -> str | None:
+    """sha256 of the tokenizer's token -> id map (added tokens included) and its special tokens, from the folder's
+    tokenizer.json (or vocab.json); None when the folder has neither. Two folders with one fingerprint tokenise
+    alike id for id, which is what logit KD needs (equal sizes alone do not say so)."""
+    if "tokenizer.json" in files:
+        from tokenizers import Tokenizer  # parses the JSON in Rust; it runs no code from the folder
+
+        try:
+            vocab = Tokenizer.from_str(json.dumps(read_json("tokenizer.json"))).get_vocab(with_added_tokens=True)
+        except Exception:  # a tokenizer.json the library cannot read: no fingerprint, the sizes are compared
+            return None
+    elif "vocab.json" in files:
+        raw = read_json("vocab.json")
+        vocab = {str(k): v for k, v in raw.items() if isinstance(v, int)} if isinstance(raw, dict) else {}
+    else:
+        return None
+    special: dict = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the latter wins, as transformers reads it
+        config = read_json(name) if name in files else {}
+        if isinstance(config, dict):
+            special.update({k: _content(config[k]) for k in SPECIAL_NAMES if _content(config.get(k))})
+    text = json.dumps({"vocab": sorted(vocab.items(), key=lambda kv: (kv[1], kv[0])), "special": special},
+                      sort_keys=True, ensure_ascii=False)  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()
