@@ -91,25 +91,38 @@ class SignalCache:
 def teacher_topk(model, batch: LMBatch, k: int, temperature: float, batch_size: int = 32) -> dict[str, torch.Tensor]:
     """The teacher's top-k + tail log-probabilities at every next-token position: indices [N, L-1, k] (int32),
     log_probs [N, L-1, k+1] (float32), its log-probability of the actual next token [N, L-1] and where
-    the completion's tokens are (completion_mask [N, L-1])."""
+    the completion's tokens are (completion_mask [N, L-1]); padded positions hold zeros."""
     model.eval()
     device = next(model.parameters()).device
-    indices, log_probs, target, masks = [], [], [], []
-    for start in range(0, len(batch), batch_size):
-        ids = batch.ids[start : start + batch_size].to(device)
-        attention = batch.attention[start : start + batch_size].to(device)
-        logits = model(input_ids=ids, attention_mask=attention.long()).logits[:, :-1].float()
+    n, width = batch.ids.shape[0], max(0, batch.ids.shape[1] - 1)
+    out: dict[str, torch.Tensor] = {}
+    # Rows in order of length, each batch cut to its longest row: a causal model's outputs at the real positions
+    # do not depend on the right padding, so the padding is not computed at all.
+    order = torch.argsort(batch.attention.sum(1), stable=True)
+    for rows in order.split(batch_size):
+        part = batch.rows(rows)
+        length = part.ids.shape[1] - 1
+        if length < 1:
+            continue
+        ids = part.ids.to(device)
+        logits = model(input_ids=ids, attention_mask=part.attention.to(device).long()).logits[:, :-1].float()
         idx, lp = topk_signal(logits, k, temperature)
-        indices.append(idx.to(torch.int32).cpu())
-        log_probs.append(lp.cpu())
-        full = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
-        target.append(full.cpu())
-        masks.append(batch.completion[start : start + batch_size, 1:] & batch.attention[start : start + batch_size, 1:])
+        out = out or _empty_signal(n, width, idx.shape[-1])  # k is at most the vocabulary's size
+        out["indices"][rows, :length] = idx.to(torch.int32).cpu()
+        out["log_probs"][rows, :length] = lp.cpu()
+        out["target_log_probs"][rows, :length] = (
+            torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0].cpu()
+        )
+    out = out or _empty_signal(n, width, k)
+    out["completion_mask"] = (batch.completion[:, 1:] & batch.attention[:, 1:]).to(torch.uint8)
+    return out
+
+
+def _empty_signal(rows: int, width: int, k: int) -> dict[str, torch.Tensor]:
     return {
-        "indices": torch.cat(indices),
-        "log_probs": torch.cat(log_probs),
-        "target_log_probs": torch.cat(target),
-        "completion_mask": torch.cat(masks).to(torch.uint8),
+        "indices": torch.zeros(rows, width, k, dtype=torch.int32),
+        "log_probs": torch.zeros(rows, width, k + 1),
+        "target_log_probs": torch.zeros(rows, width),
     }
 
 

@@ -80,9 +80,11 @@ def mean_nll(model, data: LMBatch, batch_size: int = 64) -> float:
 
 
 def train_lm(
-    student, data: LMBatch, validation: LMBatch, method: str, settings: LMTrainSettings, teacher=None, signal=None
-) -> list[dict]:
-    """Train `student` in place by `method`; its best epoch's weights are kept; the per-epoch history."""
+    student, data: LMBatch, validation: LMBatch, method: str, settings: LMTrainSettings, teacher=None, signal=None,
+    on_epoch=None,
+) -> list[dict]:  # fmt: skip
+    """Train `student` in place by `method`; its best epoch's weights are kept; the per-epoch history (each entry
+    also handed to `on_epoch` as it ends)."""
     if method not in METHODS:
         raise EngineError("invalid_config", f"unknown method {method!r}; one of {METHODS}")
     if method in OBJECTIVES and teacher is None:
@@ -110,6 +112,8 @@ def train_lm(
         validation_nll = mean_nll(student, validation)
         history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses), "validation_nll": validation_nll})
         logger.info("%s epoch %d: %s", method, epoch + 1, history[-1])
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if validation_nll < best:
             best, best_state = validation_nll, copy.deepcopy(student.state_dict())
     student.load_state_dict(best_state)
