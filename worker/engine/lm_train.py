@@ -9,14 +9,16 @@ the baseline and the distilled students are chosen the same way.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
 
 from worker.engine.errors import EngineError
-from worker.engine.lm_data import LMBatch
+from worker.engine.lm_data import LMBatch, length_batches
 from worker.engine.lm_losses import OBJECTIVES, masked_token_ce, token_kd_loss, topk_kd_loss
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,11 @@ class LMTrainSettings:
     beta: float = 0.5
     objective: str = "forward_kl"
     seed: int = 0
+    # Batches of rows of similar length, so that trimming each batch to its longest row removes most padding.
+    length_bucketing: bool = True
+    # Recompute each layer's activations in the backward pass: less memory for long sequences, about a third
+    # more compute.
+    gradient_checkpointing: bool = False
 
 
 def _logits(model, batch: LMBatch) -> torch.Tensor:
@@ -79,6 +86,58 @@ def mean_nll(model, data: LMBatch, batch_size: int = 64) -> float:
     return total / max(1, count)
 
 
+def autocast(device: torch.device):
+    """bf16 autocast on a CUDA device that supports it (the losses are computed in fp32); else nothing."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _checkpointing(model, on: bool) -> None:
+    """Turn a transformers model's activation (gradient) checkpointing on or off."""
+    # transformers 5.x renamed gradient_checkpointing_* to activation_checkpointing_* (the old names warn); the
+    # non-reentrant form is the one that needs no input that requires grad.
+    if hasattr(model, "activation_checkpointing_enable") and on:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    elif hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
+def _epoch_batches(data: LMBatch, settings: LMTrainSettings, generator: torch.Generator) -> list:
+    if settings.length_bucketing:
+        return length_batches(data.attention.sum(1), settings.batch_size, generator)
+    return list(torch.randperm(len(data), generator=generator).split(settings.batch_size))
+
+
+def _train_epoch(method, student, data, settings, teacher, signal, optimizer, generator) -> torch.Tensor:
+    """One pass over the rows; the summed loss, kept on the device (no host sync per step)."""
+    device = next(student.parameters()).device
+    total = torch.zeros((), device=device)
+    for rows in _epoch_batches(data, settings, generator):
+        batch = data.rows(rows)
+        batch = LMBatch(batch.ids.to(device), batch.attention.to(device), batch.completion.to(device))
+        try:
+            with autocast(device):
+                loss = _step_loss(method, student, batch, settings, teacher, signal, rows)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            optimizer.step()  # its first call allocates the optimizer's state: it can run out of memory too
+        except torch.OutOfMemoryError:
+            raise EngineError(
+                "cuda_oom",
+                f"the GPU ran out of memory on a batch of {len(rows)} rows of up to {batch.ids.shape[1]} tokens "
+                f"(batch_size {settings.batch_size}, longest sequence {data.ids.shape[1]} tokens): lower "
+                "batch_size or max_length, or turn on gradient_checkpointing",
+            ) from None
+        total += loss.detach().float()
+    return total
+
+
 def train_lm(
     student, data: LMBatch, validation: LMBatch, method: str, settings: LMTrainSettings, teacher=None, signal=None,
     on_epoch=None,
@@ -91,31 +150,29 @@ def train_lm(
         raise EngineError("invalid_config", f"online {method} needs the teacher")
     if method == "offline" and signal is None:
         raise EngineError("invalid_config", "offline KD needs the teacher's cached signal")
-    device = next(student.parameters()).device
+    checkpointing = settings.gradient_checkpointing and getattr(student, "supports_gradient_checkpointing", False)
+    if checkpointing:
+        _checkpointing(student, True)
     optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate, weight_decay=0.01)
     generator = torch.Generator().manual_seed(settings.seed)
     best, best_state, history = float("inf"), copy.deepcopy(student.state_dict()), []
+    steps = len(_epoch_batches(data, settings, torch.Generator().manual_seed(0)))
     for epoch in range(settings.epochs):
         student.train()
-        losses = []
-        for rows in torch.randperm(len(data), generator=generator).split(settings.batch_size):
-            batch = data.rows(rows)
-            batch = LMBatch(batch.ids.to(device), batch.attention.to(device), batch.completion.to(device))
-            loss = _step_loss(method, student, batch, settings, teacher, signal, rows)
-            if not torch.isfinite(loss):
-                raise EngineError("non_finite", f"the {method} loss became {float(loss)} at epoch {epoch + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            optimizer.step()
-            losses.append(float(loss.detach()))
+        total = _train_epoch(method, student, data, settings, teacher, signal, optimizer, generator)
+        loss = float(total) / steps
+        if not math.isfinite(loss):
+            # Checked once an epoch: a per-step check would wait for the GPU at every step.
+            raise EngineError("non_finite", f"the {method} loss became {loss} in epoch {epoch + 1}")
         validation_nll = mean_nll(student, validation)
-        history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses), "validation_nll": validation_nll})
+        history.append({"epoch": epoch + 1, "loss": loss, "validation_nll": validation_nll})
         logger.info("%s epoch %d: %s", method, epoch + 1, history[-1])
         if on_epoch is not None:
             on_epoch(history[-1])
         if validation_nll < best:
             best, best_state = validation_nll, copy.deepcopy(student.state_dict())
+    if checkpointing:
+        _checkpointing(student, False)
     student.load_state_dict(best_state)
     student.eval()
     return history
