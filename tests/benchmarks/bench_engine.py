@@ -4,6 +4,7 @@
     .venv/bin/python tests/benchmarks/bench_engine.py --quick    # reduced sizes for a CPU
     .venv/bin/python tests/benchmarks/bench_engine.py --quick --workload text
     .venv/bin/python tests/benchmarks/bench_engine.py --quick --threads 1   # steadier on a shared CPU
+    .venv/bin/python tests/benchmarks/bench_engine.py --quick --workload lm  # causal LM: tests/benchmarks/bench_lm.py
 
 (a) tutorial: the plain loop a tutorial writes: fp32, the teacher's forward pass at every step, Hinton's
     loss written out, loss.item() every step.
@@ -433,7 +434,7 @@ def sync(device: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="reduced sizes, for a CPU")
-    parser.add_argument("--workload", choices=["images", "text", "both"], default="both")
+    parser.add_argument("--workload", choices=["images", "text", "both", "lm"], default="both")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--epochs", type=int, default=None, help="override the workload's epochs")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -442,6 +443,11 @@ def main() -> None:
         "--teacher-width", type=int, default=None, help="the image teacher's base width (default 16 quick, 64 full)"
     )
     args = parser.parse_args()
+    if args.workload == "lm":  # its own ways and figures (tokens/s, perplexity): tests/benchmarks/bench_lm.py
+        from tests.benchmarks.bench_lm import main as lm_main
+
+        lm_main([a for a in sys.argv[1:] if not a.startswith("--workload") and a != "lm"])
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     python = os.path.relpath(sys.executable) if sys.executable.startswith(str(ROOT)) else sys.executable
