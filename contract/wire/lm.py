@@ -11,11 +11,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-LM_METHODS = ("forward_kl", "reverse_kl", "jsd", "offline", "seq_kd")
+LM_METHODS = ("forward_kl", "reverse_kl", "jsd", "offline", "seq_kd", "on_policy")
 # Logit KD compares the two models' distributions token by token, so it needs one vocabulary; seq_kd does not.
-LOGIT_METHODS = ("forward_kl", "reverse_kl", "jsd", "offline")
+LOGIT_METHODS = ("forward_kl", "reverse_kl", "jsd", "offline", "on_policy")
 
-LMMethod = Literal["forward_kl", "reverse_kl", "jsd", "offline", "seq_kd"]
+LMMethod = Literal["forward_kl", "reverse_kl", "jsd", "offline", "seq_kd", "on_policy"]
+Objective = Literal["forward_kl", "reverse_kl", "jsd"]
 
 
 class LMOptions(BaseModel):
@@ -27,9 +28,10 @@ class LMOptions(BaseModel):
         "forward_kl",
         description="forward_kl / reverse_kl / jsd: online logit KD (the teacher runs on every batch); offline: "
         "logit KD from the teacher's cached top-k signal (`objective` names the divergence); seq_kd: fine-tuning "
-        "on the teacher's generations (any tokenizer pair)",
+        "on the teacher's generations (any tokenizer pair); on_policy: GKD, after `warm_start_epochs` of forward KL a "
+        "fraction `on_policy_fraction` of batches are the student's own samples scored by the live teacher",
     )
-    objective: Literal["forward_kl", "reverse_kl", "jsd"] = Field("forward_kl", description="offline's divergence")
+    objective: Objective = Field("forward_kl", description="offline's divergence")
     epochs: int = Field(4, ge=1, le=1000)
     batch_size: int = Field(32, ge=1, le=4096)
     learning_rate: float = Field(1e-3, gt=0, le=1)
@@ -37,6 +39,9 @@ class LMOptions(BaseModel):
     temperature: float = Field(1.0, gt=0, le=100)
     beta: float = Field(0.5, ge=0, le=1, description="jsd's mixture weight")
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    on_policy_fraction: float = Field(0.5, ge=0, le=1, description="on_policy: GKD's lambda, batches sampled")
+    on_policy_objective: Objective = Field("reverse_kl", description="on_policy: the divergence on every batch")
+    warm_start_epochs: int = Field(1, ge=0, le=1000, description="on_policy: forward-KL epochs on the data first")
     max_length: int = Field(64, ge=2, le=8192, description="tokens per row (prompt and completion)")
     max_new_tokens: int = Field(32, ge=1, le=2048, description="tokens the teacher and students generate")
     top_k: int = Field(32, ge=1, le=1024, description="offline: teacher log-probabilities kept per token")
@@ -48,5 +53,6 @@ class LMOptions(BaseModel):
 
     def train_fields(self) -> dict:
         """The fields that are the engine's LMTrainSettings."""
-        names = ("epochs", "batch_size", "learning_rate", "ce_weight", "temperature", "beta", "objective", "seed")
+        names = ("epochs", "batch_size", "learning_rate", "ce_weight", "temperature", "beta", "objective", "seed",
+                 "on_policy_fraction", "on_policy_objective", "warm_start_epochs")  # fmt: skip
         return {name: getattr(self, name) for name in names}

@@ -3,8 +3,10 @@ plain fine-tuning on the same data (the SFT baseline, since KD can lose), then r
 
 Methods: forward_kl / reverse_kl / jsd (online logit KD, the teacher run on every batch), offline (logit KD from
 the teacher's cached top-k + tail signal, `objective` naming the divergence), seq_kd (Kim and Rush 2016: SFT on
-the teacher's greedy generations for the prompts; any tokenizer pair). Rows without a completion get the
-teacher's generation (cached too); the baseline trains only on the rows that came with one.
+the teacher's greedy generations for the prompts; any tokenizer pair), on_policy (GKD: after a warm start, a
+fraction of batches are the student's own samples scored by the teacher; worker/engine/lm_onpolicy.py). Rows
+without a completion get the teacher's generation (cached too); the baseline trains only on the rows that came
+with one.
 """
 
 from __future__ import annotations
@@ -161,8 +163,9 @@ def _train_both(job: _Job, rows: LMRows, validation_rows: LMRows) -> dict:
         if config.method == "offline":
             planned = estimate_bytes(len(data), data.ids.shape[1], config.top_k)
             signal = job.topk(rows, filled, config.top_k, "train_topk")
-    teacher_model = job.teacher.model if config.method in ("forward_kl", "reverse_kl", "jsd") else None
-    history = train_lm(student.model, data, validation, config.method, config.train, teacher_model, signal)
+    teacher_model = job.teacher.model if config.method in ("forward_kl", "reverse_kl", "jsd", "on_policy") else None
+    history = train_lm(student.model, data, validation, config.method, config.train, teacher_model, signal,
+                       max_new_tokens=config.max_new_tokens)  # fmt: skip
     return {
         "task": "causal_lm",
         "method": config.method,

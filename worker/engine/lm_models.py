@@ -25,7 +25,7 @@ from worker.engine.hf_teacher import unpack
 
 HF_LM_EXPORT = "student_hf.zip"
 SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")
-LOGIT_METHODS = ("forward_kl", "reverse_kl", "jsd", "offline")
+LOGIT_METHODS = ("forward_kl", "reverse_kl", "jsd", "offline", "on_policy")
 
 
 @dataclass

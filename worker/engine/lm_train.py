@@ -20,10 +20,11 @@ import torch
 from worker.engine.errors import EngineError
 from worker.engine.lm_data import LMBatch, length_batches
 from worker.engine.lm_losses import OBJECTIVES, masked_token_ce, token_kd_loss, topk_kd_loss
+from worker.engine.lm_onpolicy import SAMPLED, OnPolicy, sampled_loss
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("sft", "seq_kd", *OBJECTIVES, "offline")
+METHODS = ("sft", "seq_kd", *OBJECTIVES, "offline", "on_policy")
 
 
 @dataclass
@@ -43,6 +44,11 @@ class LMTrainSettings:
     # Recompute each layer's activations in the backward pass: less memory for long sequences, about a third
     # more compute.
     gradient_checkpointing: bool = False
+    # on_policy (GKD): the fraction of batches that are the student's own samples (GKD's lambda), their divergence,
+    # and the epochs of forward KL on the data before them.
+    on_policy_fraction: float = 0.5
+    on_policy_objective: str = "reverse_kl"
+    warm_start_epochs: int = 1
 
 
 def _logits(model, batch: LMBatch) -> torch.Tensor:
@@ -50,6 +56,8 @@ def _logits(model, batch: LMBatch) -> torch.Tensor:
 
 
 def _step_loss(method, student, batch, settings, teacher, signal, rows) -> torch.Tensor:
+    if method == SAMPLED:  # the student's own samples: the divergence alone, on the sampled tokens
+        return sampled_loss(student, teacher, batch, settings)
     logits = _logits(student, batch)
     targets, mask = batch.targets()
     ce = masked_token_ce(logits, targets, mask)
@@ -113,7 +121,7 @@ def _epoch_batches(data: LMBatch, settings: LMTrainSettings, generator: torch.Ge
     return list(torch.randperm(len(data), generator=generator).split(settings.batch_size))
 
 
-def _train_epoch(method, student, data, settings, teacher, signal, optimizer, generator) -> torch.Tensor:
+def _train_epoch(method, student, data, settings, teacher, signal, optimizer, generator, on_policy) -> torch.Tensor:
     """One pass over the rows; the summed loss, kept on the device (no host sync per step)."""
     device = next(student.parameters()).device
     total = torch.zeros((), device=device)
@@ -122,7 +130,8 @@ def _train_epoch(method, student, data, settings, teacher, signal, optimizer, ge
         batch = LMBatch(batch.ids.to(device), batch.attention.to(device), batch.completion.to(device))
         try:
             with autocast(device):
-                loss = _step_loss(method, student, batch, settings, teacher, signal, rows)
+                step, batch = on_policy.next_batch(student, batch) if on_policy else (method, batch)
+                loss = _step_loss(step, student, batch, settings, teacher, signal, rows)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -140,13 +149,13 @@ def _train_epoch(method, student, data, settings, teacher, signal, optimizer, ge
 
 def train_lm(
     student, data: LMBatch, validation: LMBatch, method: str, settings: LMTrainSettings, teacher=None, signal=None,
-    on_epoch=None,
+    on_epoch=None, max_new_tokens: int = 32,
 ) -> list[dict]:  # fmt: skip
     """Train `student` in place by `method`; its best epoch's weights are kept; the per-epoch history (each entry
     also handed to `on_epoch` as it ends)."""
     if method not in METHODS:
         raise EngineError("invalid_config", f"unknown method {method!r}; one of {METHODS}")
-    if method in OBJECTIVES and teacher is None:
+    if method in (*OBJECTIVES, "on_policy") and teacher is None:
         raise EngineError("invalid_config", f"online {method} needs the teacher")
     if method == "offline" and signal is None:
         raise EngineError("invalid_config", "offline KD needs the teacher's cached signal")
@@ -157,9 +166,12 @@ def train_lm(
     generator = torch.Generator().manual_seed(settings.seed)
     best, best_state, history = float("inf"), copy.deepcopy(student.state_dict()), []
     steps = len(_epoch_batches(data, settings, torch.Generator().manual_seed(0)))
+    on_policy = OnPolicy(settings, max_new_tokens) if method == "on_policy" else None
     for epoch in range(settings.epochs):
         student.train()
-        total = _train_epoch(method, student, data, settings, teacher, signal, optimizer, generator)
+        if on_policy is not None:
+            on_policy.epoch = epoch
+        total = _train_epoch(method, student, data, settings, teacher, signal, optimizer, generator, on_policy)
         loss = float(total) / steps
         if not math.isfinite(loss):
             # Checked once an epoch: a per-step check would wait for the GPU at every step.
