@@ -61,6 +61,48 @@ def _notes(report: dict) -> str:
     return "".join(f'<p class="note">{n}</p>' for n in notes)
 
 
+def _preflight(report: dict) -> str:
+    """What the job checked and stated before its first teacher pass, beside what it then spent."""
+    checks = report.get("preflight") or {}
+    if not checks:
+        return ""
+    smoke, memory, fallback = checks.get("smoke") or {}, checks.get("memory") or {}, checks.get("fallback")
+    estimate = checks.get("estimate") or {}
+    actual = estimate.get("actual") or {}
+    fits = "fit" if memory.get("fits") else "do not fit"
+    notes = [
+        f"Preflight: a smoke step on {esc(fmt(smoke.get('rows')))} rows ran; teacher, student and baseline need "
+        f"{esc(fmt(memory.get('needed_bytes')))} bytes ({esc(memory.get('counted'))}) of "
+        f"{esc(fmt(memory.get('available_bytes')))} on {esc(memory.get('device'))}: they {fits} together.",
+        f"Teacher cost, estimate before the run: signal {esc(fmt(estimate.get('signal_bytes')))} bytes, teacher "
+        f"{esc(fmt(estimate.get('teacher_seconds')))} s; actual: {esc(fmt(actual.get('signal_bytes')))} bytes "
+        f"written, {esc(fmt(actual.get('teacher_seconds')))} s ({esc(estimate.get('basis'))}).",
+    ]
+    if fallback:
+        notes.append(
+            f"<b>{esc(fallback.get('from'))} fell back to {esc(fallback.get('to'))}</b>: {esc(fallback.get('reason'))}."
+        )
+    return "".join(f'<p class="note">{n}</p>' for n in notes)
+
+
+def _epochs(report: dict) -> str:
+    """Training loss and validation NLL per epoch, of the baseline and the student."""
+    history = report.get("lm_history") or {}
+    student, baseline = history.get("student") or [], history.get("baseline") or []
+    if not student and not baseline:
+        return ""
+
+    def cells(n: int) -> str:
+        entries = [h[n] if n < len(h) else {} for h in (baseline, student)]
+        return "".join(_cell(e.get(k)) for e in entries for k in ("loss", "validation_nll"))
+
+    rows = "".join(f"<tr><th>{n + 1}</th>{cells(n)}</tr>" for n in range(max(len(student), len(baseline))))
+    return (
+        "<h3>Training, per epoch</h3><table class='summary'><tr><th>epoch</th><th>baseline loss</th>"
+        f"<th>baseline validation NLL</th><th>student loss</th><th>student validation NLL</th></tr>{rows}</table>"
+    )
+
+
 def _samples(report: dict) -> str:
     student = ((report.get("student") or {}).get("generations") or {}).get("samples") or []
     baseline = ((report.get("baseline") or {}).get("generations") or {}).get("samples") or []
@@ -81,4 +123,5 @@ def lm_section(report: dict) -> str:
     """The section for a causal-LM job's report; empty for any other report."""
     if report.get("task") != "causal_lm":
         return ""
-    return f"<section><h2>Language model</h2>{_figures(report)}{_notes(report)}{_samples(report)}</section>"
+    parts = (_figures(report), _notes(report), _preflight(report), _epochs(report), _samples(report))
+    return f"<section><h2>Language model</h2>{''.join(parts)}</section>"

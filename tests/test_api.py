@@ -179,7 +179,7 @@ def test_created_objects_and_lists_match_the_contract(alice, done_job, files):
     job = done_job["job"]
     assert set(job) == JOB_KEYS
     assert set(job["progress"]) == {"epoch", "epochs", "step", "total_steps", "fraction"}
-    assert set(job["metrics"]) == {"train_loss", "validation_accuracy", "validation_agreement"}
+    assert {"train_loss", "validation_accuracy", "validation_agreement"} <= set(job["metrics"])
     assert job["attempt"] == 1 and job["finished_at"].endswith("Z")
     events = alice.http.get(f"/v1/jobs/{job['id']}/events").json()
     assert events["data"] and all(set(e) == EVENT_KEYS for e in events["data"])

@@ -91,8 +91,30 @@ def test_a_causal_lm_is_distilled_over_http(tmp_path):
         assert report["teacher_signal"]["forward_passes"] > 0
         page = client.http.get(f"/v1/jobs/{job['id']}/report.html")
         assert page.status_code == 200 and "perplexity" in page.text.lower()
+        assert "Preflight" in page.text and "estimate" in page.text and "per epoch" in page.text
+        _progress_and_metrics(client, job, report)
         _generate_with_the_download(client, job["id"], tmp_path / "student", report)
         _cancel_a_long_job(svc, client, {**body, "lm": {**body["lm"], "epochs": 500}})
+
+
+def _progress_and_metrics(client: Client, job: dict, report: dict) -> None:
+    """Per-epoch progress of both models, after the preflight and the estimate; Job.metrics carry perplexities."""
+    events = client.http.get(f"/v1/jobs/{job['id']}/events", params={"limit": 1000}).json()["data"]
+    told = [e for e in events if e["type"] in ("info", "progress")]
+    keys = [next(iter(e["data"] or {}), None) for e in told]
+    assert keys.index("preflight") < keys.index("estimate") < [e["type"] for e in told].index("progress"), keys
+    epochs = {(e["data"]["model"], e["data"]["epoch"]) for e in events if e["type"] == "progress"}
+    assert epochs == {(m, n) for m in ("baseline", "student") for n in (1, 2)}, epochs
+    assert all(e["data"]["validation_nll"] > 0 for e in events if e["type"] == "progress")
+    estimate = report["preflight"]["estimate"]
+    print("estimate", estimate)
+    assert estimate["signal_bytes"] > 0 and estimate["actual"]["teacher_seconds"] > 0
+    metrics = job["metrics"]
+    assert metrics["validation_accuracy"] is None  # an LM job has no accuracy, and none is made up
+    for name in ("teacher", "student", "baseline"):
+        assert metrics[f"{name}_perplexity"] == pytest.approx(report[name]["perplexity"]), metrics
+    assert metrics["gap_recovered"] == pytest.approx(report["gap_recovered"]["value"])
+    assert metrics["validation_nll"] == pytest.approx(report["lm_history"]["student"][-1]["validation_nll"])
 
 
 def _cancel_a_long_job(svc, client: Client, body: dict) -> None:

@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from worker.lm_metrics import lm_metrics
+
 CAUSAL_LM = "causal_lm"
 
 
@@ -63,6 +65,9 @@ def run_lm(request: dict, emit: Callable[[dict], None], should_stop: Callable[[]
     def phase(name: str, message: str) -> None:
         emit({"event": {"type": "phase", "message": message, "data": {"phase": name}}})
 
+    def progress(event) -> None:  # the engine's preflight, estimate and per-epoch events, as they happen
+        emit({"event": {"type": event.type, "message": event.message, "data": event.data}})
+
     if not request.get("eval"):
         raise EngineError("invalid_config", "a causal-LM job needs an eval dataset with completions (eval_dataset_id)")
     config = lm_config(request)
@@ -70,15 +75,16 @@ def run_lm(request: dict, emit: Callable[[dict], None], should_stop: Callable[[]
     started = time.monotonic()
     report = distill_lm(
         request["teacher"], request["train"]["path"], request["eval"]["path"], config, request["out_dir"],
-        request["cache_dir"],
+        request["cache_dir"], progress=progress,
     )  # fmt: skip
     seconds = time.monotonic() - started
     phase("exporting", "the student is exported as a Hugging Face folder")
-    for name in ("student", "baseline"):
-        figures = report.get(name) or {}
-        emit({"event": {"type": "metrics", "message": f"{name} held-out perplexity", "data": {
-            "model": name, "perplexity": figures.get("perplexity"), "top1_agreement": figures.get("top1_agreement"),
-        }}})  # fmt: skip
+    metrics = lm_metrics(report)
+    message = "held-out perplexity: " + ", ".join(
+        f"{name} {metrics[f'{name}_perplexity']:.3f}" for name in ("teacher", "student", "baseline")
+        if isinstance(metrics[f"{name}_perplexity"], float)
+    )  # fmt: skip
+    emit({"event": {"type": "metrics", "message": message, "data": metrics}})
     return as_job_report(report, config.device, seconds, _eval_rows(request["eval"]))
 
 

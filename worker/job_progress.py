@@ -9,6 +9,7 @@ import time
 from app.lifecycle import Lease, Ownership, heartbeat, ownership, record_progress
 from app.settings import get_settings
 from worker.celery_app import HANDOFF
+from worker.lm_metrics import LM_METRIC_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class JobRecorder:
             self.last_progress = now
             self.pending_progress = None
         elif event.type == "metrics":
-            values["metrics"] = {k: event.data.get(k) for k in METRIC_KEYS}
+            values["metrics"] = {k: event.data.get(k) for k in (*METRIC_KEYS, *LM_METRIC_KEYS)}
             if self.pending_progress is not None:  # epoch ends always carry the latest progress
                 values["progress"], self.pending_progress = self.pending_progress, None
         level = "warning" if event.type == "warning" else "info"

@@ -22,6 +22,7 @@ from worker.celery_app import HANDOFF, WORKER_ID
 from worker.job_artifacts import record_artifacts
 from worker.job_progress import METRIC_KEYS, JobRecorder, keep_lease
 from worker.job_staging import stage_job
+from worker.lm_metrics import CAUSAL_LM, lm_metrics
 from worker.resources import can_run, gpus_for, requested_gpus, worker_gpus
 from worker.supervisor import ChildEvent, Outcome, StagedJob, Supervisor, host_has_gpu, job_limits
 
@@ -125,7 +126,8 @@ def _record_success(job: Job, recorder: JobRecorder, report: dict, staged: Stage
         # The row holds the last progress the recorder wrote; the claim-time copy in `job` is stale.
         latest = session.get(Job, job.id)
         progress = {**((latest.progress if latest else None) or {}), "fraction": 1.0}
-        return {"report": report, "metrics": {k: last.get(k) for k in METRIC_KEYS}, "progress": progress}
+        metrics = lm_metrics(report) if report.get("task") == CAUSAL_LM else {k: last.get(k) for k in METRIC_KEYS}
+        return {"report": report, "metrics": metrics, "progress": progress}
 
     if not finish(recorder.lease, "succeeded", with_session=results):
         logger.info("job %s finished but is no longer ours; results dropped", job.id)

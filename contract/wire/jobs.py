@@ -170,6 +170,12 @@ class Metrics(BaseModel):
     validation_agreement: float | None = Field(
         None, validation_alias=AliasChoices("validation_agreement", "eval_agreement")
     )
+    # Causal-LM jobs: their numbers are next-token NLLs and perplexities, not accuracies, so they have their own.
+    validation_nll: float | None = Field(None, description="causal LM: the latest epoch's mean next-token NLL")
+    teacher_perplexity: float | None = Field(None, description="causal LM: held-out perplexity, at the end")
+    student_perplexity: float | None = Field(None, description="causal LM: held-out perplexity, at the end")
+    baseline_perplexity: float | None = Field(None, description="causal LM: the SFT baseline's, at the end")
+    gap_recovered: float | None = Field(None, description="causal LM: (student - baseline) / (teacher - baseline)")
 
 
 class JobPublic(OutModel):
