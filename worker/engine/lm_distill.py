@@ -7,24 +7,34 @@ the teacher's greedy generations for the prompts; any tokenizer pair), on_policy
 fraction of batches are the student's own samples scored by the teacher; worker/engine/lm_onpolicy.py). Rows
 without a completion get the teacher's generation (cached too); the baseline trains only on the rows that came
 with one.
+
+Before the first teacher pass a preflight (worker/engine/lm_preflight.py) runs a smoke step, checks that the
+models fit in memory together (else an online method falls back to `offline` with the teacher freed before the
+students train) and states the teacher's cost; `progress` hears of it and of every epoch of both models.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import logging
 import math
 import os
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import torch
+
+from worker.engine.config import ProgressEvent
 from worker.engine.errors import EngineError
 from worker.engine.hf_onnx import causal_lm_onnx
 from worker.engine.lm_data import LMRows, encode, load_lm_rows
 from worker.engine.lm_evaluate import gap_recovered, student_figures
 from worker.engine.lm_generate import compare_generations, generation_speed, greedy
 from worker.engine.lm_models import CausalLM, build_causal_student, check_method_fits, export_causal_lm, load_causal_lm
+from worker.engine.lm_preflight import TeacherClock, preflight
 from worker.engine.lm_signal import ForwardCounter, SignalCache, estimate_bytes, signal_key, teacher_topk
 from worker.engine.lm_train import METHODS, LMTrainSettings, train_lm
 
@@ -52,28 +62,72 @@ class LMConfig:
     export: bool = True
     onnx: bool = False  # also student.onnx, the forward pass checked in onnxruntime (worker/engine/hf_onnx.py)
     device: str = "cpu"
+    memory_bytes: int | None = None  # the memory the preflight checks against; None: what the device has free
+
+
+Progress = Callable[[ProgressEvent], None]
 
 
 class _Job:
-    """What one job holds while it runs: models, cache, the rendered rows."""
+    """What one job holds while it runs: models, cache, the rendered rows, the teacher's counter and clock."""
 
-    def __init__(self, teacher: CausalLM, student: CausalLM, config: LMConfig, cache: SignalCache):
+    def __init__(self, teacher: CausalLM, student: CausalLM, config: LMConfig, cache: SignalCache, progress=None):
         self.teacher, self.student, self.config, self.cache = teacher, student, config, cache
         self.counter = ForwardCounter(teacher.model)
+        self.clock = TeacherClock(teacher.model)
+        self.progress: Progress = progress or (lambda event: None)
+        self.memo: dict[str, object] = {}  # signals this job already read: a second read is no cache hit
+        self.released = False
+
+    def _cached(self, key: str, read: Callable):
+        if key not in self.memo:
+            self.memo[key] = read()
+        return self.memo[key]
+
+    def epoch_hook(self, name: str, done_before: int) -> Callable[[dict], None]:
+        """What train_lm calls at each epoch's end: a progress and a metrics event for model `name`."""
+        epochs = self.config.train.epochs
+
+        def hook(entry: dict) -> None:
+            loss, nll = entry["loss"], entry["validation_nll"]
+            data = {"model": name, "epoch": entry["epoch"], "epochs": epochs, "loss": loss, "validation_nll": nll,
+                    "fraction": round((done_before + entry["epoch"]) / (2 * epochs), 4)}  # fmt: skip
+            message = f"{name} epoch {entry['epoch']}/{epochs}: loss {loss:.4f}, validation NLL {nll:.4f}"
+            self.progress(ProgressEvent("progress", message, data))
+            metrics = {"model": name, "epoch": entry["epoch"], "train_loss": loss, "validation_nll": nll}
+            self.progress(ProgressEvent("metrics", message, metrics))
+
+        return hook
+
+    def filled(self, rows: LMRows) -> list[str]:
+        """The rows' completions, the teacher's generation where a row has none."""
+        missing = [p for p, c in zip(rows.prompts, rows.completions, strict=True) if c is None]
+        generated = dict(zip(missing, self.generations(missing), strict=True)) if missing else {}
+        return [c if c is not None else generated[p] for p, c in zip(rows.prompts, rows.completions, strict=True)]
+
+    def release_teacher(self) -> None:
+        """Free the teacher's weights (its signal is cached by now): the students train without it."""
+        self.teacher.model.to("meta")
+        self.released = True
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def generations(self, prompts: list[str], sample_seed: int | None = None) -> list[str]:
         """The teacher's greedy generations for `prompts` (or samples, by seed), from the cache when it has them."""
         settings = {"max_new_tokens": self.config.max_new_tokens, "sample_seed": sample_seed}
         key = signal_key(self.teacher.sha256, "generations", prompts, settings)
-        return self.cache.json(key, lambda: greedy(self.teacher.model, self.teacher.tokenizer, prompts,
-                                                   self.config.max_new_tokens, sample_seed=sample_seed))  # fmt: skip
+        return self._cached(key, lambda: self.cache.json(key, lambda: greedy(
+            self.teacher.model, self.teacher.tokenizer, prompts, self.config.max_new_tokens, sample_seed=sample_seed
+        )))  # fmt: skip
 
     def topk(self, rows: LMRows, completions: list[str], k: int, kind: str) -> dict:
         """The teacher's top-k + tail signal over the rows (teacher tokenizer), from the cache when it has it."""
         settings = {"k": k, "temperature": self.config.train.temperature, "max_length": self.config.max_length}
         key = signal_key(self.teacher.sha256, kind, [rows.prompts, completions], settings)
         data = encode(self.teacher.tokenizer, rows.prompts, completions, self.config.max_length)
-        return self.cache.tensors(key, lambda: teacher_topk(self.teacher.model, data, k, self.config.train.temperature))
+        compute = lambda: teacher_topk(self.teacher.model, data, k, self.config.train.temperature)  # noqa: E731
+        return self._cached(key, lambda: self.cache.tensors(key, compute))
 
 
 def _same(teacher: CausalLM, student: CausalLM) -> bool:
@@ -103,15 +157,18 @@ def _split(rows: LMRows, fraction: float, seed: int) -> tuple[LMRows, LMRows]:
     return pick(lambda i: i not in held), pick(lambda i: i in held)
 
 
-def distill_lm(teacher_path: str, train_path: str, eval_path: str, config: LMConfig, out_dir: str, cache_dir: str):
+def distill_lm(
+    teacher_path: str, train_path: str, eval_path: str, config: LMConfig, out_dir: str, cache_dir: str,
+    progress: Progress | None = None,
+) -> dict:  # fmt: skip
     """Run one causal-LM distillation job; the report (also written to out_dir/report.json)."""
     if config.method not in METHODS or config.method == "sft":
         raise EngineError("invalid_config", f"method must be one of {[m for m in METHODS if m != 'sft']}")
     os.makedirs(out_dir, exist_ok=True)
+    tell: Progress = progress or (lambda event: None)
     teacher = load_causal_lm(teacher_path, config.device)
     student = _student(config.student, teacher)
     check_method_fits(config.method, teacher, student)  # before any teacher pass or training
-    job = _Job(teacher, student, config, SignalCache(cache_dir))
     train_rows, validation_rows = _split(load_lm_rows(train_path, teacher.tokenizer), config.validation_fraction,
                                          config.train.seed)  # fmt: skip
     eval_rows = load_lm_rows(eval_path, teacher.tokenizer)
@@ -119,6 +176,11 @@ def distill_lm(teacher_path: str, train_path: str, eval_path: str, config: LMCon
     eval_rows = LMRows([eval_rows.prompts[i] for i in held], [eval_rows.completions[i] for i in held])
     if not eval_rows.prompts:
         raise EngineError("invalid_dataset", "the held-out data needs rows with completions")
+    config, checks = preflight(teacher, student, train_rows, eval_rows, config, tell)
+    job = _Job(teacher, student, config, SignalCache(cache_dir), tell)
+    if checks["fallback"]:
+        _teacher_signals_first(job, train_rows, eval_rows)
+        job.release_teacher()
     report = _train_both(job, train_rows, validation_rows)
     report.update(_evaluate(job, eval_rows, report.pop("_models")))
     report["teacher_signal"] = {
@@ -128,6 +190,8 @@ def distill_lm(teacher_path: str, train_path: str, eval_path: str, config: LMCon
         "bytes_written": job.cache.bytes_written,
         "cache_bytes": job.cache.size(),
     }
+    checks["estimate"]["actual"] = {"signal_bytes": job.cache.bytes_written, "teacher_seconds": job.clock.seconds}
+    report["preflight"] = checks
     if config.export:
         report["exports"] = {"hf": os.path.basename(export_causal_lm(student, out_dir))}
         report["exports"].update(causal_lm_onnx(student, eval_rows, config.max_length, out_dir) if config.onnx else {})
@@ -137,20 +201,26 @@ def distill_lm(teacher_path: str, train_path: str, eval_path: str, config: LMCon
     return report
 
 
+def _teacher_signals_first(job: _Job, rows: LMRows, eval_rows: LMRows) -> None:
+    """Every signal the job will read from the teacher, computed now (the teacher is freed next)."""
+    job.topk(rows, job.filled(rows), job.config.top_k, "train_topk")
+    job.topk(eval_rows, [c or "" for c in eval_rows.completions], job.config.eval_top_k, "eval_topk")
+    job.generations(eval_rows.prompts[: job.config.generation_prompts])
+
+
 def _train_both(job: _Job, rows: LMRows, validation_rows: LMRows) -> dict:
     """Train the SFT baseline and the distilled student; their histories and the models (under _models)."""
     config, student = job.config, job.student
     baseline = CausalLM(copy.deepcopy(student.model), student.tokenizer, student.folder)
-    missing = [p for p, c in zip(rows.prompts, rows.completions, strict=True) if c is None]
-    generated = dict(zip(missing, job.generations(missing), strict=True)) if missing else {}
-    filled = [c if c is not None else generated[p] for p, c in zip(rows.prompts, rows.completions, strict=True)]
+    filled = job.filled(rows)
     labelled = [(p, c) for p, c in zip(rows.prompts, rows.completions, strict=True) if c is not None]
     if not labelled:
         raise EngineError("invalid_dataset", "the training data needs some rows with completions for the baseline")
     tok, length = student.tokenizer, config.max_length
     validation = encode(tok, validation_rows.prompts, [c or "" for c in validation_rows.completions], length)
     sft_data = encode(tok, [p for p, _ in labelled], [c for _, c in labelled], length)
-    baseline_history = train_lm(baseline.model, sft_data, validation, "sft", config.train)
+    baseline_history = train_lm(baseline.model, sft_data, validation, "sft", config.train,
+                                on_epoch=job.epoch_hook("baseline", 0))  # fmt: skip
     signal, planned = None, None
     if config.method == "seq_kd":
         # The teacher's generations are added to the completions the data brings, not put in their place.
@@ -165,7 +235,8 @@ def _train_both(job: _Job, rows: LMRows, validation_rows: LMRows) -> dict:
             signal = job.topk(rows, filled, config.top_k, "train_topk")
     teacher_model = job.teacher.model if config.method in ("forward_kl", "reverse_kl", "jsd", "on_policy") else None
     history = train_lm(student.model, data, validation, config.method, config.train, teacher_model, signal,
-                       max_new_tokens=config.max_new_tokens)  # fmt: skip
+                       max_new_tokens=config.max_new_tokens,
+                       on_epoch=job.epoch_hook("student", config.train.epochs))  # fmt: skip
     return {
         "task": "causal_lm",
         "method": config.method,
@@ -197,9 +268,11 @@ def _evaluate(job: _Job, rows: LMRows, models: tuple[CausalLM, CausalLM]) -> dic
     if config.speed:
         out["student"]["speed"] = generation_speed(models[0].model, models[0].tokenizer, prompts)
         speed_key = signal_key(teacher.sha256, "speed", str(next(teacher.model.parameters()).device), {})
-        out["teacher"]["speed"] = job.cache.json(
+        job.clock.paused = True  # the teacher's speed is a measurement, not the signal's cost
+        out["teacher"]["speed"] = None if job.released else job.cache.json(
             speed_key, lambda: generation_speed(teacher.model, teacher.tokenizer, prompts)
-        )
+        )  # fmt: skip
+        job.clock.paused = False
     # Perplexities per token of different tokenizers do not compare, so the gap needs the teacher's vocabulary.
     comparable = _same(teacher, models[0])
     out["gap_recovered"] = {
