@@ -125,7 +125,7 @@ def completion_tokens(data: LMBatch) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rows and epochs, for a CPU")
+    parser.add_argument("--quick", action="store_true", help="600 of the training rows, for a CPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--epochs", type=int, default=None)
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     data = encode(tokenizer, rows.prompts[:cut], completions[:cut], 64)
     validation = encode(tokenizer, rows.prompts[cut:n], completions[cut:n], 64)
     evaluation = encode(tokenizer, held.prompts, [c or "" for c in held.completions], 64)
-    settings = LMTrainSettings(epochs=args.epochs or (3 if args.quick else 4), batch_size=32)
+    settings = LMTrainSettings(epochs=args.epochs or LMTrainSettings.epochs, batch_size=32)  # the job's defaults
     layers = int(teacher.model.config.num_hidden_layers)
     initial = build_causal_student({"num_hidden_layers": layers // 2, "init": "teacher_layers"}, teacher).model
     tokens = completion_tokens(data) * settings.epochs

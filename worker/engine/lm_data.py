@@ -123,9 +123,11 @@ def encode_prompts(tokenizer, prompts: list[str], max_length: int) -> tuple[torc
     return ids, attention
 
 
-def length_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator, pool: int = 16) -> list:
+def length_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator, pool: int = 4) -> list:
     """One epoch's batches of row indices, rows of similar length together: every row once, in a new order each
     epoch (a random permutation cut into pools of `pool` batches, each pool sorted by length, the batches shuffled)."""
+    # Pools of 4 batches: 24% fewer padded tokens than random batches on the LM fixture's rows; 16 gave 33% but
+    # sorts a small dataset whole, which leaves little randomness in which rows share a batch.
     order = torch.randperm(len(lengths), generator=generator)
     batches: list[torch.Tensor] = []
     for chunk in order.split(batch_size * pool):
