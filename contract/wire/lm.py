@@ -48,7 +48,9 @@ class LMOptions(BaseModel):
     eval_top_k: int = Field(64, ge=1, le=1024)
     validation_fraction: float = Field(0.1, gt=0, lt=1)
     generation_prompts: int = Field(32, ge=1, le=1024, description="held-out prompts whose generations compare")
-    seq_kd_samples: int = Field(0, ge=0, le=16, description="seq_kd: 0 greedy generations, n > 0 n samples each")
+    seq_kd_samples: int = Field(
+        4, ge=0, le=16, description="seq_kd: n > 0 teacher samples per prompt (unbiased), 0 its greedy generations"
+    )
     speed: bool = Field(True, description="measure generation speed (tokens per second at batch 1 and 32)")
 
     def train_fields(self) -> dict:

@@ -55,9 +55,11 @@ class LMConfig:
     eval_top_k: int = 64
     validation_fraction: float = 0.1
     generation_prompts: int = 32
-    # seq_kd: 0 trains on the teacher's greedy generations (Kim and Rush 2016 use beam search, the mode's
-    # stand-in); n > 0 on n unbiased samples per prompt instead. The data's own completions are kept beside them.
-    seq_kd_samples: int = 0
+    # seq_kd: n > 0 trains on n unbiased samples of the teacher per prompt, 0 on its greedy generations (Kim and
+    # Rush 2016 use beam search, the mode's stand-in). Measured on the test fixture: greedy text is overconfident
+    # and raised held-out perplexity above the SFT baseline's; 4 samples lowered it. The data's own completions
+    # are kept beside them.
+    seq_kd_samples: int = 4
     speed: bool = True
     export: bool = True
     onnx: bool = False  # also student.onnx, the forward pass checked in onnxruntime (worker/engine/hf_onnx.py)
