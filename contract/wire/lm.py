@@ -42,6 +42,10 @@ class LMOptions(BaseModel):
     on_policy_fraction: float = Field(0.5, ge=0, le=1, description="on_policy: GKD's lambda, batches sampled")
     on_policy_objective: Objective = Field("reverse_kl", description="on_policy: the divergence on every batch")
     warm_start_epochs: int = Field(1, ge=0, le=1000, description="on_policy: forward-KL epochs on the data first")
+    length_bucketing: bool = Field(True, description="batches of rows of similar length (less padding)")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, a second forward of each layer"
+    )
     max_length: int = Field(64, ge=2, le=8192, description="tokens per row (prompt and completion)")
     max_new_tokens: int = Field(32, ge=1, le=2048, description="tokens the teacher and students generate")
     top_k: int = Field(32, ge=1, le=1024, description="offline: teacher log-probabilities kept per token")
@@ -56,5 +60,6 @@ class LMOptions(BaseModel):
     def train_fields(self) -> dict:
         """The fields that are the engine's LMTrainSettings."""
         names = ("epochs", "batch_size", "learning_rate", "ce_weight", "temperature", "beta", "objective", "seed",
-                 "on_policy_fraction", "on_policy_objective", "warm_start_epochs")  # fmt: skip
+                 "on_policy_fraction", "on_policy_objective", "warm_start_epochs", "length_bucketing",
+                 "gradient_checkpointing")  # fmt: skip
         return {name: getattr(self, name) for name in names}
