@@ -128,3 +128,20 @@ def test_every_token_weighs_the_same_in_length_bucketed_batches():
     # Learning rate 0: the weights stay, so the epoch's loss is a plain function of the batches' weighting.
     history = train_lm(model, data, data, "sft", LMTrainSettings(epochs=1, batch_size=5, learning_rate=0.0))
     assert history[0]["loss"] == pytest.approx(mean_nll(model, data), rel=1e-5)  # the mean over all tokens
+
+
+@pytest.mark.parametrize("method", ["sft", "forward_kl", "offline"])
+def test_skipping_the_projection_of_prompt_positions_leaves_the_loss_as_it_was(method):
+    from worker.engine.lm_signal import teacher_topk
+    from worker.engine.lm_train import _step_loss, first_loss_position
+
+    student, teacher, data = _llama(0), _llama(1).eval(), _data()
+    signal = teacher_topk(teacher, data, k=5, temperature=1.0)
+    rows = torch.arange(8)
+    batch = data.rows(rows)
+    skip = first_loss_position(batch)
+    assert skip == 2  # the completions start at position 3: the logit at 2 is the first one learnt
+    settings = LMTrainSettings()
+    full = _step_loss(method, student, batch, settings, teacher, signal, rows)
+    skipped = _step_loss(method, student, batch, settings, teacher, signal, rows, skip)
+    torch.testing.assert_close(skipped, full, rtol=1e-5, atol=1e-6)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import logging
 import math
 from dataclasses import dataclass
@@ -51,26 +52,38 @@ class LMTrainSettings:
     warm_start_epochs: int = 1
 
 
-def _logits(model, batch: LMBatch) -> torch.Tensor:
-    return model(input_ids=batch.ids, attention_mask=batch.attention.long()).logits[:, :-1]
+def _logits(model, batch: LMBatch, skip: int = 0) -> torch.Tensor:
+    """Next-token logits [N, L-1-skip, V] at positions skip..L-2 (the first `skip` are never in the loss)."""
+    keep = batch.ids.shape[1] - skip
+    # The vocabulary projection of positions no loss reads is skipped where the model can (transformers'
+    # logits_to_keep): on short completions after long prompts it is a good part of the step.
+    extra = {"logits_to_keep": keep} if skip and "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    logits = model(input_ids=batch.ids, attention_mask=batch.attention.long(), **extra).logits
+    return logits[:, -keep:-1]
 
 
-def _step_loss(method, student, batch, settings, teacher, signal, rows) -> torch.Tensor:
+def first_loss_position(batch: LMBatch) -> int:
+    """The first next-token position any row of the batch learns (0 when none does)."""
+    learnt = (batch.completion[:, 1:] & batch.attention[:, 1:]).any(0)
+    return int(learnt.int().argmax()) if bool(learnt.any()) else 0
+
+
+def _step_loss(method, student, batch, settings, teacher, signal, rows, skip: int = 0) -> torch.Tensor:
     if method == SAMPLED:  # the student's own samples: the divergence alone, on the sampled tokens
         return sampled_loss(student, teacher, batch, settings)
-    logits = _logits(student, batch)
-    targets, mask = batch.targets()
+    logits = _logits(student, batch, skip)
+    targets, mask = (t[:, skip:] for t in batch.targets())
     ce = masked_token_ce(logits, targets, mask)
     if method in ("sft", "seq_kd"):
         return ce
     if method == "offline":
-        length = logits.shape[1]
-        indices = signal["indices"][rows, :length].long().to(logits.device)
-        log_probs = signal["log_probs"][rows, :length].to(logits.device)
+        end = skip + logits.shape[1]
+        indices = signal["indices"][rows, skip:end].long().to(logits.device)
+        log_probs = signal["log_probs"][rows, skip:end].to(logits.device)
         kd = topk_kd_loss(logits, indices, log_probs, mask, settings.objective, settings.temperature, settings.beta)
     else:
         with torch.no_grad():
-            teacher_logits = _logits(teacher, batch)
+            teacher_logits = _logits(teacher, batch, skip)
         kd = token_kd_loss(logits, teacher_logits, mask, method, settings.temperature, settings.beta)
     return settings.ce_weight * ce + (1 - settings.ce_weight) * kd
 
@@ -129,6 +142,7 @@ def _train_epoch(method, student, data, settings, teacher, signal, optimizer, ge
     per_batch = max(1, int((data.completion[:, 1:] & data.attention[:, 1:]).sum())) / len(batches)
     for rows in batches:
         batch = data.rows(rows)
+        skip = first_loss_position(batch)  # on the host copy: no wait for the device
         # Each batch's loss is a mean over its tokens, weighted by its share of the epoch's tokens: every token then
         # counts the same, as held-out perplexity counts them; else length-bucketed batches of short rows would
         # weigh each of their tokens more (LM fixture, offline: held-out perplexity 76.78 unweighted, 76.22 weighted).
@@ -136,8 +150,10 @@ def _train_epoch(method, student, data, settings, teacher, signal, optimizer, ge
         batch = LMBatch(batch.ids.to(device), batch.attention.to(device), batch.completion.to(device))
         try:
             with autocast(device):
-                step, batch = on_policy.next_batch(student, batch) if on_policy else (method, batch)
-                loss = _step_loss(step, student, batch, settings, teacher, signal, rows)
+                step, stepped = on_policy.next_batch(student, batch) if on_policy else (method, batch)
+                skip = skip if stepped is batch else 0  # another batch (the student's samples): its own positions
+                batch = stepped
+                loss = _step_loss(step, student, batch, settings, teacher, signal, rows, skip)
                 loss = loss if step == SAMPLED else loss * weight  # a sampled batch is not the data's
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
