@@ -48,7 +48,7 @@ class LMOptions(BaseModel):
     )
     max_length: int = Field(64, ge=2, le=8192, description="tokens per row (prompt and completion)")
     max_new_tokens: int = Field(32, ge=1, le=2048, description="tokens the teacher and students generate")
-    top_k: int = Field(32, ge=1, le=1024, description="offline: teacher log-probabilities kept per token")
+    top_k: int = Field(128, ge=1, le=1024, description="offline: teacher log-probabilities kept per token")
     eval_top_k: int = Field(64, ge=1, le=1024)
     validation_fraction: float = Field(0.1, gt=0, lt=1)
     generation_prompts: int = Field(32, ge=1, le=1024, description="held-out prompts whose generations compare")
