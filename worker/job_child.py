@@ -30,6 +30,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from worker.lm_metrics import CAUSAL_LM
+
 STOP_POLL_S = 0.1
 
 
@@ -67,7 +69,7 @@ def run_request(request: dict, emit: Callable[[dict], None], should_stop: StopFi
     # Scratch space on the job's disk, not the sandbox's RAM-backed /tmp (an unpacked Hugging Face teacher).
     os.environ["DISTILLERY_SCRATCH_DIR"] = os.path.dirname(os.path.abspath(request["out_dir"]))
     try:
-        if request.get("task") == "causal_lm":  # the worker's word, from the teacher's validated info
+        if request.get("task") == CAUSAL_LM:  # the worker's word, from the teacher's validated info
             from worker.job_lm import run_lm
 
             return {"report": run_lm(request, emit, should_stop)}

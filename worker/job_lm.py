@@ -16,8 +16,6 @@ from collections.abc import Callable
 
 from worker.lm_metrics import lm_metrics
 
-CAUSAL_LM = "causal_lm"
-
 
 def lm_config(request: dict):
     """The engine's LMConfig from the request's config (its `lm` settings, student, export and device)."""

@@ -36,7 +36,7 @@ from worker.engine.lm_generate import compare_generations, generation_speed, gre
 from worker.engine.lm_models import CausalLM, build_causal_student, check_method_fits, export_causal_lm, load_causal_lm
 from worker.engine.lm_preflight import TeacherClock, preflight
 from worker.engine.lm_signal import ForwardCounter, SignalCache, estimate_bytes, signal_key, teacher_topk
-from worker.engine.lm_train import METHODS, LMTrainSettings, train_lm
+from worker.engine.lm_train import LIVE_TEACHER, METHODS, LMTrainSettings, train_lm
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _train_both(job: _Job, rows: LMRows, validation_rows: LMRows) -> dict:
         if config.method == "offline":
             planned = estimate_bytes(len(data), data.ids.shape[1], config.top_k)
             signal = job.topk(rows, filled, config.top_k, "train_topk")
-    teacher_model = job.teacher.model if config.method in ("forward_kl", "reverse_kl", "jsd", "on_policy") else None
+    teacher_model = job.teacher.model if config.method in LIVE_TEACHER else None
     history = train_lm(student.model, data, validation, config.method, config.train, teacher_model, signal,
                        max_new_tokens=config.max_new_tokens,
                        on_epoch=job.epoch_hook("student", config.train.epochs))  # fmt: skip

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from contract.wire.lm import LOGIT_METHODS
 from worker.engine.errors import EngineError
 from worker.engine.hf_inspect import inspect_hf
 from worker.engine.hf_student import copy_teacher_layers, smaller_config
@@ -25,7 +26,6 @@ from worker.engine.hf_teacher import unpack
 
 HF_LM_EXPORT = "student_hf.zip"
 SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")
-LOGIT_METHODS = ("forward_kl", "reverse_kl", "jsd", "offline", "on_policy")
 
 
 @dataclass

@@ -22,13 +22,14 @@ import torch
 from worker.engine.config import ProgressEvent
 from worker.engine.errors import EngineError
 from worker.engine.lm_data import LMBatch, LMRows, encode
+from worker.engine.lm_losses import OBJECTIVES
 from worker.engine.lm_signal import estimate_bytes
 
 logger = logging.getLogger(__name__)
 
 SMOKE_ROWS = 4
 HEADROOM = 0.8  # of the free memory, for what is not counted: activations, the allocator's slack
-ONLINE = ("forward_kl", "reverse_kl", "jsd")
+ONLINE = OBJECTIVES  # the online logit methods, which can fall back to the cached signal
 
 
 def parameter_bytes(model: torch.nn.Module) -> int:

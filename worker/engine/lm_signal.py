@@ -114,7 +114,7 @@ def teacher_topk(model, batch: LMBatch, k: int, temperature: float, batch_size: 
             torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0].cpu()
         )
     out = out or _empty_signal(n, width, k)
-    out["completion_mask"] = (batch.completion[:, 1:] & batch.attention[:, 1:]).to(torch.uint8)
+    out["completion_mask"] = batch.targets()[1].to(torch.uint8)
     return out
 
 

@@ -26,6 +26,7 @@ from worker.engine.lm_onpolicy import SAMPLED, OnPolicy, sampled_loss
 logger = logging.getLogger(__name__)
 
 METHODS = ("sft", "seq_kd", *OBJECTIVES, "offline", "on_policy")
+LIVE_TEACHER = (*OBJECTIVES, "on_policy")  # the methods that run the teacher on every batch
 
 
 @dataclass
@@ -64,7 +65,7 @@ def _logits(model, batch: LMBatch, skip: int = 0) -> torch.Tensor:
 
 def first_loss_position(batch: LMBatch) -> int:
     """The first next-token position any row of the batch learns (0 when none does)."""
-    learnt = (batch.completion[:, 1:] & batch.attention[:, 1:]).any(0)
+    learnt = batch.targets()[1].any(0)
     return int(learnt.int().argmax()) if bool(learnt.any()) else 0
 
 
@@ -135,18 +136,18 @@ def _epoch_batches(data: LMBatch, settings: LMTrainSettings, generator: torch.Ge
 
 
 def _train_epoch(method, student, data, settings, teacher, signal, optimizer, generator, on_policy) -> torch.Tensor:
-    """One pass over the rows; the summed loss, kept on the device (no host sync per step)."""
+    """One pass over the rows; the loss's mean over the epoch's tokens, on the device (no host sync per step)."""
     device = next(student.parameters()).device
     total = torch.zeros((), device=device)
     batches = _epoch_batches(data, settings, generator)
-    per_batch = max(1, int((data.completion[:, 1:] & data.attention[:, 1:]).sum())) / len(batches)
+    per_batch = max(1, int(data.targets()[1].sum())) / len(batches)
     for rows in batches:
         batch = data.rows(rows)
         skip = first_loss_position(batch)  # on the host copy: no wait for the device
         # Each batch's loss is a mean over its tokens, weighted by its share of the epoch's tokens: every token then
         # counts the same, as held-out perplexity counts them; else length-bucketed batches of short rows would
         # weigh each of their tokens more (LM fixture, offline: held-out perplexity 76.78 unweighted, 76.22 weighted).
-        weight = float((batch.completion[:, 1:] & batch.attention[:, 1:]).sum()) / per_batch
+        weight = float(batch.targets()[1].sum()) / per_batch
         batch = LMBatch(batch.ids.to(device), batch.attention.to(device), batch.completion.to(device))
         try:
             with autocast(device):
@@ -167,7 +168,7 @@ def _train_epoch(method, student, data, settings, teacher, signal, optimizer, ge
                 "batch_size or max_length, or turn on gradient_checkpointing",
             ) from None
         total += loss.detach().float()
-    return total
+    return total / len(batches)
 
 
 def train_lm(
@@ -178,7 +179,7 @@ def train_lm(
     also handed to `on_epoch` as it ends)."""
     if method not in METHODS:
         raise EngineError("invalid_config", f"unknown method {method!r}; one of {METHODS}")
-    if method in (*OBJECTIVES, "on_policy") and teacher is None:
+    if method in LIVE_TEACHER and teacher is None:
         raise EngineError("invalid_config", f"online {method} needs the teacher")
     if method == "offline" and signal is None:
         raise EngineError("invalid_config", "offline KD needs the teacher's cached signal")
@@ -188,14 +189,12 @@ def train_lm(
     optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate, weight_decay=0.01)
     generator = torch.Generator().manual_seed(settings.seed)
     best, best_state, history = float("inf"), copy.deepcopy(student.state_dict()), []
-    steps = len(_epoch_batches(data, settings, torch.Generator().manual_seed(0)))
     on_policy = OnPolicy(settings, max_new_tokens) if method == "on_policy" else None
     for epoch in range(settings.epochs):
         student.train()
         if on_policy is not None:
             on_policy.epoch = epoch
-        total = _train_epoch(method, student, data, settings, teacher, signal, optimizer, generator, on_policy)
-        loss = float(total) / steps  # the mean over the epoch's tokens
+        loss = float(_train_epoch(method, student, data, settings, teacher, signal, optimizer, generator, on_policy))
         if not math.isfinite(loss):
             # Checked once an epoch: a per-step check would wait for the GPU at every step.
             raise EngineError("non_finite", f"the {method} loss became {loss} in epoch {epoch + 1}")
