@@ -105,7 +105,7 @@ def test_a_worker_on_another_disk_resumes_a_killed_job_from_the_checkpoint_in_th
             job_id = client.http.post("/v1/jobs", json=body).json()["id"]
             wait_epoch(client, job_id, 3)
             deadline = time.monotonic() + 60  # the worker copies the checkpoint after each epoch's metrics
-            while not any(k.endswith("checkpoints/checkpoint.json") for k in keys(s3, PREFIX + "/")):
+            while not any(k.endswith("checkpoints/CURRENT") for k in keys(s3, PREFIX + "/")):
                 assert time.monotonic() < deadline, "no checkpoint reached the store"
                 time.sleep(0.2)
             svc.kill_worker("w0", signal.SIGKILL)
@@ -128,3 +128,46 @@ def test_a_worker_on_another_disk_resumes_a_killed_job_from_the_checkpoint_in_th
             report = client.http.get(f"/v1/jobs/{job_id}/report").json()
             assert report["teacher_outputs_cache"] == "hit", report["teacher_outputs_cache"]
             assert any((elsewhere / "s").rglob("cache/teacher_outputs/*/teacher-*.npy"))
+
+
+def test_a_worker_killed_while_copying_a_checkpoint_leaves_the_previous_one_whole_in_the_store(tmp_path):
+    """CI once killed the worker between the upload of epoch N+1's tensors and its JSON: the store held a torn
+    pair and the next machine started over. The copy goes to the other slot and the pointer moves last."""
+    import os
+    from unittest import mock
+
+    import torch
+
+    from app.object_store import ObjectStorage
+    from worker import checkpoint_sync
+    from worker.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    with s3_server(tmp_path / "s3") as s3, mock.patch.dict(os.environ, {k: v for k, v in s3.items() if k != "bucket"}):
+        machine_a = ObjectStorage(tmp_path / "a", f"s3://{s3['bucket']}/p")
+        folder = checkpoint_sync.checkpoint_dir(machine_a, "t1", "j1")
+        for epoch in (1, 2):
+            save_checkpoint(
+                str(folder), {"w": torch.full((4,), float(epoch))}, {"epoch": epoch, "step": 0, "global_step": epoch}
+            )
+            assert checkpoint_sync.push(machine_a, "t1", "j1") == 2
+        save_checkpoint(str(folder), {"w": torch.full((4,), 3.0)}, {"epoch": 3, "step": 0, "global_step": 3})
+        real = machine_a.client.upload_file
+        calls = []
+
+        def killed_after_the_tensors(source, bucket, key):
+            calls.append(key)
+            if len(calls) > 1:
+                raise KeyboardInterrupt("SIGKILL")
+            real(source, bucket, key)
+
+        with mock.patch.object(machine_a.client, "upload_file", killed_after_the_tensors):
+            with pytest.raises(KeyboardInterrupt):
+                checkpoint_sync.push(machine_a, "t1", "j1")
+
+        machine_b = ObjectStorage(tmp_path / "b", f"s3://{s3['bucket']}/p")
+        assert checkpoint_sync.pull(machine_b, "t1", "j1") == 2
+        loaded = load_checkpoint(str(checkpoint_sync.checkpoint_dir(machine_b, "t1", "j1")))
+        assert loaded is not None, "the fetched pair is torn"
+        tensors, meta = loaded
+        assert meta["epoch"] == 2 and torch.equal(tensors["w"], torch.full((4,), 2.0))
+        assert calls[0].endswith("/slot-a/checkpoint.safetensors"), calls  # epoch 2 is in slot-b, untouched
