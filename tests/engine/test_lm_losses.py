@@ -160,3 +160,19 @@ def test_a_top_k_signal_is_never_normalised_against_the_full_student_distributio
     student_at_topk = F.log_softmax(t, dim=-1).gather(-1, idx)
     naive = (teacher_topk.exp() * (teacher_topk - student_at_topk)).sum(-1).mean()
     assert float(naive) > 0.05
+
+
+def test_the_teacher_tail_is_accurate_whether_the_top_k_hold_little_or_nearly_all_the_mass():
+    """The signal's tail takes log1p(-top-k mass) where the tail is large and the exact logsumexp where the top-k
+    hold nearly everything (there 1 - mass in float32 rounding would be mostly noise)."""
+    torch.manual_seed(5)
+    t = torch.randn(4, 200)
+    t[1, :5] = 16.0  # the top 5 hold all but ~4e-6 of the mass
+    t[2, :5] = torch.tensor([8.0, 7.5, 7.0, 6.5, 6.0])  # the tail just above the fast path's threshold
+    t[3, :5] = 12.0  # the tail ~1e-4: the exact path
+    idx, lp = topk_signal(t, 5)
+    log_probs = torch.log_softmax(t.double(), -1)
+    exact = torch.logsumexp(log_probs.scatter(-1, idx, float("-inf")), -1)
+    # float32 rounding of the log-probs alone: 1 - mass would be off by 2e-5 at row 3 and by far more at row 1.
+    assert torch.allclose(lp[:, -1].double(), exact, rtol=5e-6, atol=0), (lp[:, -1], exact)
+    assert float(exact[1]) < math.log(1e-5) and float(exact[3]) < math.log(1e-3) < float(exact[2])

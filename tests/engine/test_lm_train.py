@@ -115,6 +115,7 @@ def test_the_teacher_signal_computed_on_trimmed_batches_matches_the_padded_pass(
     reference = torch.log_softmax(logits / 2.0, -1).topk(5, -1)
     mask = signal["completion_mask"].bool()
     assert signal["indices"].shape == (24, 11, 5) and signal["log_probs"].shape == (24, 11, 6)
+    assert signal["indices"].dtype == torch.int16  # a vocabulary under 32,768 tokens: half the bytes of int32
     assert torch.equal(signal["indices"][mask].long(), reference.indices[mask])
     torch.testing.assert_close(signal["log_probs"][..., :5][mask], reference.values[mask], rtol=1e-4, atol=1e-5)
     targets = torch.log_softmax(logits, -1).gather(-1, data.ids[:, 1:, None])[..., 0]

@@ -53,7 +53,7 @@ class LMTrainSettings:
     warm_start_epochs: int = 1
 
 
-def _logits(model, batch: LMBatch, skip: int = 0) -> torch.Tensor:
+def next_token_logits(model, batch: LMBatch, skip: int = 0) -> torch.Tensor:
     """Next-token logits [N, L-1-skip, V] at positions skip..L-2 (the first `skip` are never in the loss)."""
     keep = batch.ids.shape[1] - skip
     # The vocabulary projection of positions no loss reads is skipped where the model can (transformers'
@@ -72,7 +72,7 @@ def first_loss_position(batch: LMBatch) -> int:
 def _step_loss(method, student, batch, settings, teacher, signal, rows, skip: int = 0) -> torch.Tensor:
     if method == SAMPLED:  # the student's own samples: the divergence alone, on the sampled tokens
         return sampled_loss(student, teacher, batch, settings)
-    logits = _logits(student, batch, skip)
+    logits = next_token_logits(student, batch, skip)
     targets, mask = (t[:, skip:] for t in batch.targets())
     ce = masked_token_ce(logits, targets, mask)
     if method in ("sft", "seq_kd"):
@@ -84,7 +84,7 @@ def _step_loss(method, student, batch, settings, teacher, signal, rows, skip: in
         kd = topk_kd_loss(logits, indices, log_probs, mask, settings.objective, settings.temperature, settings.beta)
     else:
         with torch.no_grad():
-            teacher_logits = _logits(teacher, batch, skip)
+            teacher_logits = next_token_logits(teacher, batch, skip)
         kd = token_kd_loss(logits, teacher_logits, mask, method, settings.temperature, settings.beta)
     return settings.ce_weight * ce + (1 - settings.ce_weight) * kd
 
@@ -101,7 +101,7 @@ def mean_nll(model, data: LMBatch, batch_size: int = 64) -> float:
         targets, mask = batch.targets()
         if not bool(mask.any()):
             continue
-        logits = _logits(model, batch).float()
+        logits = next_token_logits(model, batch).float()
         nll = torch.nn.functional.cross_entropy(logits[mask], targets[mask], reduction="sum")
         total += float(nll)
         count += int(mask.sum())
