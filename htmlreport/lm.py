@@ -52,10 +52,19 @@ def _notes(report: dict) -> str:
     notes = [
         f"Method <b>{esc(report.get('method'))}</b>; gap recovered <b>{esc(fmt(gap.get('value')))}</b> on "
         f"{esc(gap.get('on'))}: (student - baseline) / (teacher - baseline).",
-        f"Teacher forward passes in this job: {esc(fmt(signal.get('forward_passes')))}; cache hits "
+        f"Teacher forward passes in this job: {esc(fmt(signal.get('forward_passes')))}, and "
+        f"{esc(fmt(signal.get('preflight_forward_passes')))} in the preflight's smoke step; cache hits "
         f"{esc(fmt(signal.get('cache_hits')))}, bytes written {esc(fmt(signal.get('bytes_written')))}, cache size "
         f"{esc(fmt(signal.get('cache_bytes')))}.",
     ]
+    on_policy = report.get("on_policy")
+    if on_policy:
+        notes.append(
+            f"On-policy: {esc(fmt(on_policy.get('sampled_batches')))} of the student's batches were its own samples "
+            f"scored by the teacher, {esc(fmt(on_policy.get('data_batches')))} the data's completions (lambda "
+            f"{esc(fmt(on_policy.get('fraction')))}, after {esc(fmt(on_policy.get('warm_start_epochs')))} "
+            "warm-start epochs on the data)."
+        )
     if kl:
         notes.append(f"KLs are over the {esc(kl)} buckets: a lower bound of the full-vocabulary KL.")
     return "".join(f'<p class="note">{n}</p>' for n in notes)

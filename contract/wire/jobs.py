@@ -176,6 +176,12 @@ class Metrics(BaseModel):
     student_perplexity: float | None = Field(None, description="causal LM: held-out perplexity, at the end")
     baseline_perplexity: float | None = Field(None, description="causal LM: the SFT baseline's, at the end")
     gap_recovered: float | None = Field(None, description="causal LM: (student - baseline) / (teacher - baseline)")
+    sampled_batches: int | None = Field(
+        None, description="causal LM, on_policy: the student's training batches so far that were its own samples"
+    )
+    data_batches: int | None = Field(
+        None, description="causal LM, on_policy: those that were the data's completions (the warm start's included)"
+    )
 
 
 class JobPublic(OutModel):

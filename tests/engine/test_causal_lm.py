@@ -98,6 +98,7 @@ def test_a_second_student_reuses_the_cached_teacher_signal(tmp_path):
     second = _job("offline", tmp_path / "second", tmp_path / "cache", student=other, speed=True)
     print(_figures(second), second["teacher_signal"])
     assert second["teacher_signal"]["forward_passes"] == 0  # counted by a hook on the teacher's forward
+    assert second["teacher_signal"]["preflight_forward_passes"] == 2  # the smoke step's, counted apart
     assert second["teacher_signal"]["cache_misses"] == 0 and second["teacher_signal"]["bytes_written"] == 0
     assert second["teacher"]["perplexity"] == first["teacher"]["perplexity"]
 

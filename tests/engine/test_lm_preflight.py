@@ -1,17 +1,19 @@
 """The causal-LM preflight (issue 12, point 5) on a tiny GPT-2 built from a config: a smoke step and the teacher's
-cost stated before the first teacher pass, per-epoch progress of both models, and an online method that does not
-fit in memory falling back to offline KD with the teacher freed before the students train."""
+cost stated before the first teacher pass, per-epoch progress of both models, an online method that does not fit
+in memory falling back to offline KD with the teacher freed before the students train (on_policy, which needs the
+live teacher, failing instead), and the smoke step's teacher forwards counted apart from the signal's."""
 
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
 
 from htmlreport import render_report_html
-from tests.support import hf_folders as hf
+from tests.support.lm_tiny import tiny_lm_job
+from worker.engine import lm_distill
+from worker.engine.errors import EngineError
 from worker.engine.lm_distill import LMConfig, distill_lm
 from worker.engine.lm_preflight import memory_check
 from worker.engine.lm_train import LMTrainSettings
@@ -19,26 +21,16 @@ from worker.engine.lm_train import LMTrainSettings
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny-lm")
-    folder, _ = hf.gpt2_lm(out / "teacher")
-    rng = random.Random(0)
-
-    def rows(path, n):
-        lines = [{"prompt": " ".join(f"w{rng.randrange(60)}" for _ in range(3)),
-                  "completion": " ".join(f"w{rng.randrange(60)}" for _ in range(4))} for _ in range(n)]  # fmt: skip
-        path.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
-        return str(path)
-
-    return str(hf.zip_folder(folder, out / "teacher.zip")), rows(out / "train.jsonl", 48), rows(out / "eval.jsonl", 12)
+    return tiny_lm_job(tmp_path_factory.mktemp("tiny-lm"))
 
 
-def _run(tiny, out, method: str, memory_bytes: int | None) -> tuple[dict, list]:
+def _run(tiny, out, method: str, memory_bytes: int | None, job="job", events=None) -> tuple[dict, list]:
     teacher, train, eval_ = tiny
-    events: list = []
+    events = [] if events is None else events
     config = LMConfig(method=method, student={"architecture": "hf", "num_hidden_layers": 1}, speed=False,
                       train=LMTrainSettings(epochs=2, batch_size=16), max_length=16, max_new_tokens=4,
                       generation_prompts=4, memory_bytes=memory_bytes)  # fmt: skip
-    report = distill_lm(teacher, train, eval_, config, str(out / "job"), str(out / "cache"), progress=events.append)
+    report = distill_lm(teacher, train, eval_, config, str(out / job), str(out / "cache"), progress=events.append)
     return report, events
 
 
@@ -81,3 +73,47 @@ def test_the_memory_check_counts_teacher_student_baseline_and_optimizer_state():
     assert check["needed_bytes"] == 40_400 + 5 * 440 and check["fits"]
     assert not memory_check(teacher, student, limit=50_000)["fits"]  # within the limit, but not its 80%
     assert memory_check(teacher, student)["available_bytes"] > 0  # measured on this machine
+
+
+def test_on_policy_that_does_not_fit_fails_before_training_naming_the_memory_and_offline(tiny, tmp_path):
+    events: list = []
+    with pytest.raises(EngineError) as failed:
+        _run(tiny, tmp_path, "on_policy", memory_bytes=1, events=events)
+    print(failed.value.message)
+    # It needs the live teacher for the student's own samples: no fallback to a cached signal, a clear failure.
+    assert failed.value.code == "limit_exceeded"
+    assert "on_policy" in failed.value.message and "method offline" in failed.value.message
+    assert "need" in failed.value.message and "of the 1 bytes available on cpu" in failed.value.message
+    assert [(e.type, next(iter(e.data))) for e in events] == [("info", "preflight")]  # no training, no estimate
+    assert not (tmp_path / "cache").exists()  # no teacher signal made
+
+
+def test_an_offline_job_that_does_not_fit_caches_its_signals_and_frees_the_teacher(tiny, tmp_path, monkeypatch):
+    freed: list = []
+    real = lm_distill._Job.release_teacher
+    monkeypatch.setattr(lm_distill._Job, "release_teacher", lambda job: (freed.append(job.cache.misses), real(job)))
+    report, events = _run(tiny, tmp_path, "offline", memory_bytes=1)
+    assert freed == [3]  # the training and held-out signals and the generations, then the teacher went
+    assert report["method"] == "offline" and report["preflight"]["fallback"] is None
+    assert report["teacher"]["perplexity"] > 1 and report["student"]["perplexity"] > 1
+    assert any("cached first" in e.message for e in events if e.type == "warning")
+
+
+def test_the_report_counts_every_teacher_forward_the_preflight_apart(tiny, tmp_path, monkeypatch):
+    forwards: list = []
+    load = lm_distill.load_causal_lm
+
+    def counted(path, device="cpu", role="teacher"):
+        lm = load(path, device, role)
+        lm.model.register_forward_hook(lambda *_: forwards.append(role))
+        return lm
+
+    monkeypatch.setattr(lm_distill, "load_causal_lm", counted)
+    for run in ("first", "second"):  # the second student finds every signal in the cache
+        forwards.clear()
+        report, _ = _run(tiny, tmp_path, "offline", None, job=run)
+        counts = report["teacher_signal"]
+        print(run, counts, len(forwards))
+        assert counts["preflight_forward_passes"] == report["preflight"]["smoke"]["teacher_forward_passes"] == 2
+        assert counts["forward_passes"] + counts["preflight_forward_passes"] == len(forwards)
+    assert counts["forward_passes"] == 0 and counts["cache_misses"] == 0

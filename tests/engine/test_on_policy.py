@@ -8,12 +8,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from htmlreport import render_report_html
 from tests.support.lm_text import lm_fixture
+from tests.support.lm_tiny import tiny_lm_job
 from worker.engine import lm_onpolicy
 from worker.engine.lm_data import LMBatch
 from worker.engine.lm_distill import LMConfig, distill_lm
 from worker.engine.lm_onpolicy import prompts_of, sample_completions, sampled_loss
 from worker.engine.lm_train import LMTrainSettings, train_lm
+from worker.lm_metrics import lm_metrics
 
 PAD, EOS, VOCAB = 0, 1, 32
 
@@ -155,6 +158,30 @@ def test_on_policy_epochs_train_on_the_students_own_samples(monkeypatch, fractio
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
 
 
+def test_the_report_and_the_metrics_count_the_batches_sampled_and_taken_from_the_data(monkeypatch, tmp_path):
+    calls = _count_samples(monkeypatch)
+    teacher, train, eval_ = tiny_lm_job(tmp_path)
+    config = LMConfig(method="on_policy", student={"architecture": "hf", "num_hidden_layers": 1}, speed=False,
+                      train=LMTrainSettings(epochs=3, batch_size=16, on_policy_fraction=0.5), max_length=16,
+                      max_new_tokens=4, generation_prompts=4)  # fmt: skip
+    events: list = []
+    report = distill_lm(teacher, train, eval_, config, str(tmp_path / "job"), str(tmp_path / "cache"),
+                        progress=events.append)  # fmt: skip
+    counts = report["on_policy"]
+    print(counts)
+    assert 0 < counts["sampled_batches"] == len(calls)  # every batch of the student's own samples, counted
+    epochs = counts["per_epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3] and epochs[0]["sampled_batches"] == 0  # the warm start
+    assert len({e["sampled_batches"] + e["data_batches"] for e in epochs}) == 1  # each epoch is all the rows
+    assert counts["data_batches"] == sum(e["data_batches"] for e in epochs) > epochs[0]["data_batches"]
+    assert counts["fraction"] == 0.5 and counts["warm_start_epochs"] == 1
+    student = [e.data for e in events if e.type == "metrics" and e.data["model"] == "student"]
+    assert [m["sampled_batches"] for m in student][-1] == len(calls)  # so far, at each epoch's end
+    assert lm_metrics(report)["sampled_batches"] == len(calls)
+    assert lm_metrics(report)["data_batches"] == counts["data_batches"]
+    assert f"On-policy: {len(calls)} of the student's batches" in render_report_html(report)
+
+
 @pytest.mark.slow
 def test_an_on_policy_student_beats_the_sft_baseline_of_the_same_job(tmp_path):
     files = lm_fixture()
@@ -177,3 +204,4 @@ def test_an_on_policy_student_beats_the_sft_baseline_of_the_same_job(tmp_path):
     assert teacher["perplexity"] < baseline["perplexity"]
     assert student["perplexity"] < baseline["perplexity"]
     assert report["teacher_signal"]["forward_passes"] > 0  # the teacher ran online
+    assert report["on_policy"]["sampled_batches"] > 0 and report["on_policy"]["per_epoch"][0]["sampled_batches"] == 0

@@ -9,8 +9,8 @@ without a completion get the teacher's generation (cached too); the baseline tra
 with one.
 
 Before the first teacher pass a preflight (worker/engine/lm_preflight.py) runs a smoke step, checks that the
-models fit in memory together (else an online method falls back to `offline` with the teacher freed before the
-students train) and states the teacher's cost; `progress` hears of it and of every epoch of both models.
+models fit in memory together (else an online method falls back to `offline`, the teacher freed before the
+students train; on_policy fails) and states the teacher's cost; `progress` hears of it and of both models' epochs.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from worker.engine.lm_data import LMRows, encode, load_lm_rows
 from worker.engine.lm_evaluate import gap_recovered, student_figures
 from worker.engine.lm_generate import compare_generations, generation_speed, greedy
 from worker.engine.lm_models import CausalLM, build_causal_student, check_method_fits, export_causal_lm, load_causal_lm
+from worker.engine.lm_onpolicy import BatchTally, counting_batches
 from worker.engine.lm_preflight import TeacherClock, preflight
 from worker.engine.lm_signal import ForwardCounter, SignalCache, estimate_bytes, signal_key, teacher_topk
 from worker.engine.lm_train import LIVE_TEACHER, METHODS, LMTrainSettings, train_lm
@@ -88,17 +89,19 @@ class _Job:
             self.memo[key] = read()
         return self.memo[key]
 
-    def epoch_hook(self, name: str, done_before: int) -> Callable[[dict], None]:
-        """What train_lm calls at each epoch's end: a progress and a metrics event for model `name`."""
+    def epoch_hook(self, name: str, done_before: int, tally: BatchTally | None = None) -> Callable[[dict], None]:
+        """What train_lm calls at each epoch's end: a progress and a metrics event for model `name` (with the
+        on_policy batches so far by source, given their `tally`)."""
         epochs = self.config.train.epochs
 
         def hook(entry: dict) -> None:
             loss, nll = entry["loss"], entry["validation_nll"]
+            batches = tally.totals() if tally is not None else {}
             data = {"model": name, "epoch": entry["epoch"], "epochs": epochs, "loss": loss, "validation_nll": nll,
-                    "fraction": round((done_before + entry["epoch"]) / (2 * epochs), 4)}  # fmt: skip
+                    "fraction": round((done_before + entry["epoch"]) / (2 * epochs), 4), **batches}  # fmt: skip
             message = f"{name} epoch {entry['epoch']}/{epochs}: loss {loss:.4f}, validation NLL {nll:.4f}"
             self.progress(ProgressEvent("progress", message, data))
-            metrics = {"model": name, "epoch": entry["epoch"], "train_loss": loss, "validation_nll": nll}
+            metrics = {"model": name, "epoch": entry["epoch"], "train_loss": loss, "validation_nll": nll, **batches}
             self.progress(ProgressEvent("metrics", message, metrics))
 
         return hook
@@ -182,13 +185,14 @@ def distill_lm(
         raise EngineError("invalid_dataset", "the held-out data needs rows with completions")
     config, checks = preflight(teacher, student, train_rows, eval_rows, config, tell)
     job = _Job(teacher, student, config, SignalCache(cache_dir), tell)
-    if checks["fallback"]:
+    if config.method == "offline" and not checks["memory"]["fits"]:  # chosen, or the fallback of an online method
         _teacher_signals_first(job, train_rows, eval_rows)
         job.release_teacher()
     report = _train_both(job, train_rows, validation_rows)
     report.update(_evaluate(job, eval_rows, report.pop("_models")))
     report["teacher_signal"] = {
-        "forward_passes": job.counter.count,
+        "forward_passes": job.counter.count,  # for the signals and generations, after the preflight
+        "preflight_forward_passes": checks["smoke"]["teacher_forward_passes"],
         "cache_hits": job.cache.hits,
         "cache_misses": job.cache.misses,
         "bytes_written": job.cache.bytes_written,
@@ -238,12 +242,15 @@ def _train_both(job: _Job, rows: LMRows, validation_rows: LMRows) -> dict:
             planned = estimate_bytes(len(data), data.ids.shape[1], config.top_k)
             signal = job.topk(rows, filled, config.top_k, "train_topk")
     teacher_model = job.teacher.model if config.method in LIVE_TEACHER else None
-    history = train_lm(student.model, data, validation, config.method, config.train, teacher_model, signal,
-                       max_new_tokens=config.max_new_tokens,
-                       on_epoch=job.epoch_hook("student", config.train.epochs))  # fmt: skip
+    with counting_batches() as tally:
+        on_policy = tally if config.method == "on_policy" else None
+        history = train_lm(student.model, data, validation, config.method, config.train, teacher_model, signal,
+                           max_new_tokens=config.max_new_tokens,
+                           on_epoch=job.epoch_hook("student", config.train.epochs, on_policy))  # fmt: skip
     return {
         "task": "causal_lm",
         "method": config.method,
+        "on_policy": on_policy.summary(config.train) if on_policy else None,
         "planned_signal_bytes": planned,
         "rows": {"train": len(rows.prompts), "with_completion": len(labelled), "validation": len(validation)},
         "_models": (student, baseline),

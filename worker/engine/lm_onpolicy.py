@@ -11,11 +11,17 @@ A student that has never seen the task samples nonsense that the teacher's judge
 The samples' loss is the divergence alone, on the generated tokens up to and including the first EOS: the prompt,
 the padding and what generate writes after EOS are masked out, and no cross-entropy is taken on the student's own
 tokens (that would only reinforce them).
+
+The report says how many batches were the student's samples and how many the data's (BatchTally, per epoch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import torch
 
@@ -28,8 +34,50 @@ logger = logging.getLogger(__name__)
 SAMPLED = "on_policy_samples"  # the step method of a batch that holds the student's own samples
 
 
+@dataclass
+class BatchTally:
+    """An on_policy training's batches per epoch: the student's own samples, and the data's completions (the warm
+    start's included)."""
+
+    sampled: list[int] = field(default_factory=list)
+    data: list[int] = field(default_factory=list)
+
+    def add(self, epoch: int, sampled: bool) -> None:
+        """Count one batch of epoch `epoch` (from 0)."""
+        while len(self.sampled) <= epoch:
+            self.sampled.append(0)
+            self.data.append(0)
+        (self.sampled if sampled else self.data)[epoch] += 1
+
+    def totals(self) -> dict[str, int]:
+        """The batches so far: sampled_batches (the student's samples) and data_batches."""
+        return {"sampled_batches": sum(self.sampled), "data_batches": sum(self.data)}
+
+    def summary(self, settings) -> dict:
+        """The report's on_policy section: the totals, each epoch's, and the settings that drew them."""
+        epochs = [{"epoch": i + 1, "sampled_batches": s, "data_batches": d}
+                  for i, (s, d) in enumerate(zip(self.sampled, self.data, strict=True))]  # fmt: skip
+        fraction, warm = settings.on_policy_fraction, settings.warm_start_epochs
+        return {**self.totals(), "per_epoch": epochs, "fraction": fraction, "warm_start_epochs": warm}
+
+
+# train_lm builds its OnPolicy itself: the tally reaches the job that called it through this context variable.
+_TALLY: ContextVar[BatchTally | None] = ContextVar("on_policy_tally", default=None)
+
+
+@contextlib.contextmanager
+def counting_batches() -> Iterator[BatchTally]:
+    """Within the block, an OnPolicy counts its batches by source into the tally yielded."""
+    tally = BatchTally()
+    token = _TALLY.set(tally)
+    try:
+        yield tally
+    finally:
+        _TALLY.reset(token)
+
+
 class OnPolicy:
-    """Per batch, chooses the data's completions or the student's samples (GKD's lambda); counts the samples."""
+    """Per batch, chooses the data's completions or the student's samples (GKD's lambda); counts both in `tally`."""
 
     def __init__(self, settings, max_new_tokens: int):
         if settings.on_policy_objective not in OBJECTIVES:
@@ -41,15 +89,20 @@ class OnPolicy:
         # A generator of its own, so that the batch order is the other methods' (lambda 0 is forward KL exactly).
         self.coin = torch.Generator().manual_seed(settings.seed + 1)
         self.sampled_batches = 0
+        tally = _TALLY.get()
+        self.tally = tally if tally is not None else BatchTally()
         self.epoch = 0  # set by the training loop as each epoch begins
 
     def next_batch(self, student, batch: LMBatch) -> tuple[str, LMBatch]:
         """(the step's method, its batch): forward_kl while warming up, then SAMPLED with the student's samples or
         the objective on the data's completions."""
         if self.epoch < self.settings.warm_start_epochs:
+            self.tally.add(self.epoch, sampled=False)
             return "forward_kl", batch
         if float(torch.rand((), generator=self.coin)) >= self.settings.on_policy_fraction:
+            self.tally.add(self.epoch, sampled=False)
             return self.settings.on_policy_objective, batch
+        self.tally.add(self.epoch, sampled=True)
         self.sampled_batches += 1
         seed = self.settings.seed * 1_000_003 + self.sampled_batches
         return SAMPLED, sample_completions(student, batch, self.max_new_tokens, seed)

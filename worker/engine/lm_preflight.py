@@ -1,11 +1,13 @@
 """Before a causal-LM job's first teacher pass: a smoke step on a few rows, a memory check, and an estimate.
 
-The smoke step runs one forward and backward of the student and one timed teacher forward, so that a job that
-cannot run fails in seconds, not after the teacher pass. The memory check compares the weights, gradients and
-AdamW states the job holds (teacher, student and its SFT-baseline copy) with the memory the job may use; when
-they do not fit together, an online method falls back to `offline` (the teacher's signal cached first, the
-teacher freed before the students train). The estimate states the signal's bytes and the teacher's seconds,
-extrapolated from the timed forward; the report sets them beside what the job actually spent.
+The smoke step runs one forward and backward of the student and two teacher forwards (the second timed), so that
+a job that cannot run fails in seconds, not after the teacher pass; the report counts those forwards apart from
+the signal's. The memory check compares the weights, gradients and AdamW states the job holds (teacher, student
+and its SFT-baseline copy) with the memory the job may use; when they do not fit together, an online method falls
+back to `offline` (the teacher's signal cached first, the teacher freed before the students train), and
+`on_policy`, which needs the live teacher to score the student's own samples, fails with `limit_exceeded`. The
+estimate states the signal's bytes and the teacher's seconds, extrapolated from the timed forward; the report
+sets them beside what the job actually spent.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from worker.engine.errors import EngineError
 from worker.engine.lm_data import LMBatch, LMRows, encode
 from worker.engine.lm_losses import OBJECTIVES
 from worker.engine.lm_signal import estimate_bytes
+from worker.engine.lm_train import LIVE_TEACHER
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +123,12 @@ def smoke_step(teacher, student, teacher_rows: LMBatch, student_rows: LMBatch) -
             raise EngineError("non_finite", f"the student's loss on the first rows is {loss}")
         teacher.eval()
         t_ids, t_attention = teacher_rows.ids.to(device), teacher_rows.attention.to(device)
+        passes = 0  # the report counts them apart from the signal's passes
         with torch.no_grad():  # the second of two passes is timed: the first pays one-off allocations
             for _ in range(2):
                 started = time.perf_counter()
                 teacher(input_ids=t_ids, attention_mask=t_attention.long())
+                passes += 1
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 seconds = time.perf_counter() - started
@@ -136,6 +141,7 @@ def smoke_step(teacher, student, teacher_rows: LMBatch, student_rows: LMBatch) -
     return {
         "rows": len(student_rows),
         "student_loss": loss,
+        "teacher_forward_passes": passes,
         "teacher_forward_seconds": seconds,
         "teacher_positions_per_second": positions / seconds if seconds > 0 else None,
     }
@@ -206,7 +212,8 @@ class TeacherClock:
 
 def preflight(teacher, student, rows: LMRows, eval_rows: LMRows, config, tell: Callable[[ProgressEvent], None]):
     """(the config to run, the checks): smoke step, memory check (an online method that does not fit falls back
-    to offline), the estimate of the teacher's cost; each told as an event before the first teacher pass."""
+    to offline; on_policy fails), the estimate of the teacher's cost; each told as an event before the first
+    teacher pass."""
     labelled = [(p, c) for p, c in zip(rows.prompts, rows.completions, strict=True) if c is not None][:SMOKE_ROWS]
     if not labelled:
         raise EngineError("invalid_dataset", "the training data needs some rows with completions for the baseline")
@@ -225,8 +232,12 @@ def preflight(teacher, student, rows: LMRows, eval_rows: LMRows, config, tell: C
         config = dataclasses.replace(config, method="offline", train=train)
         tell(ProgressEvent("warning", f"{checks['fallback']['from']} falls back to offline KD: "
                            f"{checks['fallback']['reason']}", {"fallback": checks["fallback"]}))  # fmt: skip
+    elif not memory["fits"] and config.method in LIVE_TEACHER:
+        raise EngineError("limit_exceeded", _no_room(config.method, memory))
     elif not memory["fits"]:
-        tell(ProgressEvent("warning", "teacher and student may not fit in memory together", {"memory": memory}))
+        then = "its signal is cached first, the teacher freed" if config.method == "offline" else "the job may fail"
+        message = f"teacher and student may not fit in memory together: {then}"
+        tell(ProgressEvent("warning", message, {"memory": memory}))
     checks["estimate"] = _estimate(teacher, rows, eval_rows, config, smoke)
     seconds = checks["estimate"]["teacher_seconds"]
     message = f"estimate: the teacher signal stores up to {checks['estimate']['signal_bytes']} bytes and takes"
@@ -234,6 +245,28 @@ def preflight(teacher, student, rows: LMRows, eval_rows: LMRows, config, tell: C
         ProgressEvent("info", f"{message} about {seconds or 0:.1f} s of teacher time", {"estimate": checks["estimate"]})
     )
     return config, checks
+
+
+def _no_room(method: str, memory: dict) -> str:
+    """Why a method that needs the live teacher cannot run: the memory figures, and what can run instead."""
+    return (
+        f"{method} runs the teacher at every training step, so teacher and student must fit in memory together: "
+        f"teacher {_size(memory['teacher_bytes'])} and student {_size(memory['student_bytes'])} need "
+        f"{_size(memory['needed_bytes'])} with the baseline copy, gradients and AdamW states, more than "
+        f"{HEADROOM:.0%} of the {_size(memory['available_bytes'])} available on {memory['device']} (the rest is kept "
+        "for activations). Use method offline (the teacher's signal is cached first and the teacher freed before "
+        "the students train), a smaller student, or a worker with more memory"
+    )
+
+
+def _size(n: int | None) -> str:
+    """Bytes for people: '1.5 GiB (1,610,612,736 bytes)'."""
+    if n is None:
+        return "an unknown amount"
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit} ({n:,} bytes)"
+    return f"{n:,} bytes"
 
 
 def _estimate(teacher, rows: LMRows, eval_rows: LMRows, config, smoke: dict) -> dict:
