@@ -35,13 +35,15 @@ def lm_config(request: dict):
         export=True,  # the student's Hugging Face folder is what an LM job delivers
         onnx="onnx" in (config.get("export") or []),
         device="cuda" if request.get("gpus") else "cpu",  # the GPUs the worker gave the job, else the CPU
+        checkpoint_dir=request.get("checkpoint_dir"),  # both trainings' epochs: a handed-back job resumes there
         **fields,
     )
 
 
 def watch_stop(should_stop: Callable[[], bool], emit: Callable[[dict], None], poll_s: float = 0.2) -> None:
-    """Answer `stopped` and end the process once the parent asks: distill_lm has no stop check of its own, and
-    an LM job keeps no checkpoint to salvage (a daemon thread; the answer is the process's last line)."""
+    """Answer `stopped` and end the process once the parent asks: distill_lm has no stop check of its own. Its
+    trainings checkpoint every epoch (a handed-back job resumes from there), but there is no student to salvage
+    for a cancel (a daemon thread; the answer is the process's last line)."""
 
     def watch() -> None:
         while not should_stop():

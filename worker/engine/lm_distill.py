@@ -15,7 +15,6 @@ students train; on_policy fails) and states the teacher's cost; `progress` hears
 
 from __future__ import annotations
 
-import copy
 import gc
 import json
 import logging
@@ -34,10 +33,11 @@ from worker.engine.lm_data import LMRows, encode, load_lm_rows
 from worker.engine.lm_evaluate import gap_recovered, student_figures
 from worker.engine.lm_generate import compare_generations, generation_speed, greedy
 from worker.engine.lm_models import CausalLM, build_causal_student, check_method_fits, export_causal_lm, load_causal_lm
-from worker.engine.lm_onpolicy import BatchTally, counting_batches
+from worker.engine.lm_onpolicy import BatchTally
 from worker.engine.lm_preflight import TeacherClock, preflight
-from worker.engine.lm_signal import ForwardCounter, SignalCache, estimate_bytes, signal_key, teacher_topk
-from worker.engine.lm_train import LIVE_TEACHER, METHODS, LMTrainSettings, train_lm
+from worker.engine.lm_signal import ForwardCounter, SignalCache, signal_key, teacher_topk
+from worker.engine.lm_students import train_both
+from worker.engine.lm_train import METHODS, LMTrainSettings
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class LMConfig:
     onnx: bool = False  # also student.onnx, the forward pass checked in onnxruntime (worker/engine/hf_onnx.py)
     device: str = "cpu"
     memory_bytes: int | None = None  # the memory the preflight checks against; None: what the device has free
+    checkpoint_dir: str | None = None  # each training phase's epochs checkpointed there, and resumed (lm_resume.py)
 
 
 Progress = Callable[[ProgressEvent], None]
@@ -188,7 +189,7 @@ def distill_lm(
     if config.method == "offline" and not checks["memory"]["fits"]:  # chosen, or the fallback of an online method
         _teacher_signals_first(job, train_rows, eval_rows)
         job.release_teacher()
-    report = _train_both(job, train_rows, validation_rows)
+    report = train_both(job, train_rows, validation_rows)
     report.update(_evaluate(job, eval_rows, report.pop("_models")))
     report["teacher_signal"] = {
         "forward_passes": job.counter.count,  # for the signals and generations, after the preflight
@@ -214,48 +215,6 @@ def _teacher_signals_first(job: _Job, rows: LMRows, eval_rows: LMRows) -> None:
     job.topk(rows, job.filled(rows), job.config.top_k, "train_topk")
     job.topk(eval_rows, [c or "" for c in eval_rows.completions], job.config.eval_top_k, "eval_topk")
     job.generations(eval_rows.prompts[: job.config.generation_prompts])
-
-
-def _train_both(job: _Job, rows: LMRows, validation_rows: LMRows) -> dict:
-    """Train the SFT baseline and the distilled student; their histories and the models (under _models)."""
-    config, student = job.config, job.student
-    baseline = CausalLM(copy.deepcopy(student.model), student.tokenizer, student.folder)
-    filled = job.filled(rows)
-    labelled = [(p, c) for p, c in zip(rows.prompts, rows.completions, strict=True) if c is not None]
-    if not labelled:
-        raise EngineError("invalid_dataset", "the training data needs some rows with completions for the baseline")
-    tok, length = student.tokenizer, config.max_length
-    validation = encode(tok, validation_rows.prompts, [c or "" for c in validation_rows.completions], length)
-    sft_data = encode(tok, [p for p, _ in labelled], [c for _, c in labelled], length)
-    baseline_history = train_lm(baseline.model, sft_data, validation, "sft", config.train,
-                                on_epoch=job.epoch_hook("baseline", 0))  # fmt: skip
-    signal, planned = None, None
-    if config.method == "seq_kd":
-        # The teacher's generations are added to the completions the data brings, not put in their place.
-        prompts, generations = [p for p, _ in labelled], [c for _, c in labelled]
-        for seed in range(config.seq_kd_samples) if config.seq_kd_samples else [None]:
-            prompts, generations = prompts + rows.prompts, generations + job.generations(rows.prompts, seed)
-        data = encode(tok, prompts, generations, length)
-    else:
-        data = encode(tok, rows.prompts, filled, length)
-        if config.method == "offline":
-            planned = estimate_bytes(len(data), data.ids.shape[1], config.top_k)
-            signal = job.topk(rows, filled, config.top_k, "train_topk")
-    teacher_model = job.teacher.model if config.method in LIVE_TEACHER else None
-    with counting_batches() as tally:
-        on_policy = tally if config.method == "on_policy" else None
-        history = train_lm(student.model, data, validation, config.method, config.train, teacher_model, signal,
-                           max_new_tokens=config.max_new_tokens,
-                           on_epoch=job.epoch_hook("student", config.train.epochs, on_policy))  # fmt: skip
-    return {
-        "task": "causal_lm",
-        "method": config.method,
-        "on_policy": on_policy.summary(config.train) if on_policy else None,
-        "planned_signal_bytes": planned,
-        "rows": {"train": len(rows.prompts), "with_completion": len(labelled), "validation": len(validation)},
-        "_models": (student, baseline),
-        "lm_history": {"student": history, "baseline": baseline_history},
-    }
 
 
 def _evaluate(job: _Job, rows: LMRows, models: tuple[CausalLM, CausalLM]) -> dict:

@@ -22,6 +22,7 @@ from worker.engine.errors import EngineError
 from worker.engine.lm_data import LMBatch, length_batches
 from worker.engine.lm_losses import OBJECTIVES, masked_token_ce, token_kd_loss, topk_kd_loss
 from worker.engine.lm_onpolicy import SAMPLED, OnPolicy, sampled_loss
+from worker.engine.lm_resume import PhaseCheckpoint, Resumed
 
 logger = logging.getLogger(__name__)
 
@@ -173,10 +174,10 @@ def _train_epoch(method, student, data, settings, teacher, signal, optimizer, ge
 
 def train_lm(
     student, data: LMBatch, validation: LMBatch, method: str, settings: LMTrainSettings, teacher=None, signal=None,
-    on_epoch=None, max_new_tokens: int = 32,
+    on_epoch=None, max_new_tokens: int = 32, resume: PhaseCheckpoint | None = None,
 ) -> list[dict]:  # fmt: skip
     """Train `student` in place by `method`; its best epoch's weights are kept; the per-epoch history (each entry
-    also handed to `on_epoch` as it ends)."""
+    also handed to `on_epoch` as it ends). With `resume`, each epoch is checkpointed and a saved one continued."""
     if method not in METHODS:
         raise EngineError("invalid_config", f"unknown method {method!r}; one of {METHODS}")
     if method in LIVE_TEACHER and teacher is None:
@@ -188,9 +189,11 @@ def train_lm(
         _checkpointing(student, True)
     optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate, weight_decay=0.01)
     generator = torch.Generator().manual_seed(settings.seed)
-    best, best_state, history = float("inf"), copy.deepcopy(student.state_dict()), []
     on_policy = OnPolicy(settings, max_new_tokens) if method == "on_policy" else None
-    for epoch in range(settings.epochs):
+    start = resume.restore(student, optimizer, generator, on_policy) if resume is not None else Resumed()
+    best, history = start.best, start.history
+    best_state = start.best_state if start.best_state is not None else copy.deepcopy(student.state_dict())
+    for epoch in range(start.epoch, settings.epochs):
         student.train()
         if on_policy is not None:
             on_policy.epoch = epoch
@@ -201,10 +204,12 @@ def train_lm(
         validation_nll = mean_nll(student, validation)
         history.append({"epoch": epoch + 1, "loss": loss, "validation_nll": validation_nll})
         logger.info("%s epoch %d: %s", method, epoch + 1, history[-1])
-        if on_epoch is not None:
-            on_epoch(history[-1])
         if validation_nll < best:
             best, best_state = validation_nll, copy.deepcopy(student.state_dict())
+        if resume is not None:  # before the epoch's events: the worker copies the checkpoint on its metrics event
+            resume.save(epoch + 1, student, optimizer, generator, on_policy, best, best_state, history)
+        if on_epoch is not None:
+            on_epoch(history[-1])
     if checkpointing:
         _checkpointing(student, False)
     student.load_state_dict(best_state)
