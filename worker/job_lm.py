@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 from worker.lm_metrics import lm_metrics
 
+STOP_SAVE_WAIT_S = 60.0  # the longest a stop waits for a checkpoint being written (the supervisor's grace is longer)
+
 
 def lm_config(request: dict):
     """The engine's LMConfig from the request's config (its `lm` settings, student, export and device)."""
@@ -48,6 +50,9 @@ def watch_stop(should_stop: Callable[[], bool], emit: Callable[[dict], None], po
     def watch() -> None:
         while not should_stop():
             time.sleep(poll_s)
+        from worker.engine.lm_resume import SAVING
+
+        SAVING.acquire(timeout=STOP_SAVE_WAIT_S)  # a checkpoint being written is finished first; never released
         emit({"stopped": {"reason": getattr(should_stop, "reason", None) or "stop", "salvaged": False}})
         os._exit(0)
 

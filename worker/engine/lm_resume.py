@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +23,10 @@ import torch
 from worker.engine.checkpoint import load_checkpoint, optimizer_tensors, restore_optimizer, save_checkpoint
 
 logger = logging.getLogger(__name__)
+
+# Held while a checkpoint is written: the job child's stop watcher (worker/job_lm.py) takes it before it ends the
+# process, so a stop never falls between the tensors' file and the JSON that names their generation.
+SAVING = threading.Lock()
 
 
 @dataclass
@@ -60,7 +65,8 @@ class PhaseCheckpoint:
         meta = {"epoch": epoch, "step": 0, "global_step": epoch, "phase": self.phase, "fingerprint": self.fingerprint,
                 "best": best if best != float("inf") else None, "history": history, "param_groups": groups,
                 "on_policy": _on_policy_state(on_policy)}  # fmt: skip
-        save_checkpoint(self.directory, tensors, meta)
+        with SAVING:
+            save_checkpoint(self.directory, tensors, meta)
 
     def restore(self, student, optimizer, generator, on_policy) -> Resumed:
         """Load the phase's last checkpoint into the student, optimizer and generators; a fresh start if none fits."""
