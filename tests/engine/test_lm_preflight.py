@@ -88,13 +88,18 @@ def test_on_policy_that_does_not_fit_fails_before_training_naming_the_memory_and
     assert not (tmp_path / "cache").exists()  # no teacher signal made
 
 
-def test_an_offline_job_that_does_not_fit_caches_its_signals_and_frees_the_teacher(tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("method", "misses"), [("offline", 3), ("seq_kd", 6)])
+def test_a_job_that_does_not_fit_caches_the_teachers_outputs_and_frees_the_teacher(
+    tiny, tmp_path, monkeypatch, method, misses
+):
     freed: list = []
     real = lm_distill._Job.release_teacher
     monkeypatch.setattr(lm_distill._Job, "release_teacher", lambda job: (freed.append(job.cache.misses), real(job)))
-    report, events = _run(tiny, tmp_path, "offline", memory_bytes=1)
-    assert freed == [3]  # the training and held-out signals and the generations, then the teacher went
-    assert report["method"] == "offline" and report["preflight"]["fallback"] is None
+    report, events = _run(tiny, tmp_path, method, memory_bytes=1)
+    # offline: the training and held-out signals and the generations; seq_kd: its 4 seeds' samples of the training
+    # prompts instead of the training signal. Then the teacher went, and nothing asked for it again.
+    assert freed == [misses] and report["teacher_signal"]["cache_misses"] == misses
+    assert report["method"] == method and report["preflight"]["fallback"] is None
     assert report["teacher"]["perplexity"] > 1 and report["student"]["perplexity"] > 1
     assert any("cached first" in e.message for e in events if e.type == "warning")
 

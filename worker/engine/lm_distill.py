@@ -34,7 +34,7 @@ from worker.engine.lm_evaluate import gap_recovered, student_figures
 from worker.engine.lm_generate import compare_generations, generation_speed, greedy
 from worker.engine.lm_models import CausalLM, build_causal_student, check_method_fits, export_causal_lm, load_causal_lm
 from worker.engine.lm_onpolicy import BatchTally
-from worker.engine.lm_preflight import TeacherClock, preflight
+from worker.engine.lm_preflight import TEACHER_FIRST, TeacherClock, preflight
 from worker.engine.lm_signal import ForwardCounter, SignalCache, signal_key, teacher_topk
 from worker.engine.lm_students import train_both
 from worker.engine.lm_train import METHODS, LMTrainSettings
@@ -186,7 +186,8 @@ def distill_lm(
         raise EngineError("invalid_dataset", "the held-out data needs rows with completions")
     config, checks = preflight(teacher, student, train_rows, eval_rows, config, tell)
     job = _Job(teacher, student, config, SignalCache(cache_dir), tell)
-    if config.method == "offline" and not checks["memory"]["fits"]:  # chosen, or the fallback of an online method
+    # offline (chosen, or an online method's fallback) and seq_kd need the teacher only for its outputs.
+    if config.method in TEACHER_FIRST and not checks["memory"]["fits"]:
         _teacher_signals_first(job, train_rows, eval_rows)
         job.release_teacher()
     report = train_both(job, train_rows, validation_rows)
@@ -212,7 +213,13 @@ def distill_lm(
 
 def _teacher_signals_first(job: _Job, rows: LMRows, eval_rows: LMRows) -> None:
     """Every signal the job will read from the teacher, computed now (the teacher is freed next)."""
-    job.topk(rows, job.filled(rows), job.config.top_k, "train_topk")
+    config = job.config
+    filled = job.filled(rows)
+    if config.method == "seq_kd":  # the generations it trains on, each seed's (train_both asks for the same)
+        for seed in range(config.seq_kd_samples) if config.seq_kd_samples else [None]:
+            job.generations(rows.prompts, seed)
+    else:
+        job.topk(rows, filled, config.top_k, "train_topk")
     job.topk(eval_rows, [c or "" for c in eval_rows.completions], job.config.eval_top_k, "eval_topk")
     job.generations(eval_rows.prompts[: job.config.generation_prompts])
 

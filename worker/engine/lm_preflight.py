@@ -30,6 +30,8 @@ from worker.engine.lm_train import LIVE_TEACHER
 
 logger = logging.getLogger(__name__)
 
+TEACHER_FIRST = ("offline", "seq_kd")  # methods whose teacher can be freed once its outputs are cached
+
 SMOKE_ROWS = 4
 HEADROOM = 0.8  # of the free memory, for what is not counted: activations, the allocator's slack
 ONLINE = OBJECTIVES  # the online logit methods, which can fall back to the cached signal
@@ -235,7 +237,8 @@ def preflight(teacher, student, rows: LMRows, eval_rows: LMRows, config, tell: C
     elif not memory["fits"] and config.method in LIVE_TEACHER:
         raise EngineError("limit_exceeded", _no_room(config.method, memory))
     elif not memory["fits"]:
-        then = "its signal is cached first, the teacher freed" if config.method == "offline" else "the job may fail"
+        first = config.method in TEACHER_FIRST
+        then = "the teacher's outputs are cached first, the teacher freed" if first else "the job may fail"
         message = f"teacher and student may not fit in memory together: {then}"
         tell(ProgressEvent("warning", message, {"memory": memory}))
     checks["estimate"] = _estimate(teacher, rows, eval_rows, config, smoke)
@@ -254,8 +257,8 @@ def _no_room(method: str, memory: dict) -> str:
         f"teacher {_size(memory['teacher_bytes'])} and student {_size(memory['student_bytes'])} need "
         f"{_size(memory['needed_bytes'])} with the baseline copy, gradients and AdamW states, more than "
         f"{HEADROOM:.0%} of the {_size(memory['available_bytes'])} available on {memory['device']} (the rest is kept "
-        "for activations). Use method offline (the teacher's signal is cached first and the teacher freed before "
-        "the students train), a smaller student, or a worker with more memory"
+        "for activations). Use method offline or seq_kd (the teacher's outputs are cached first and the teacher "
+        "freed before the students train), a smaller student, or a worker with more memory"
     )
 
 
