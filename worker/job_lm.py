@@ -36,10 +36,28 @@ def lm_config(request: dict):
         train=LMTrainSettings(**options.train_fields()),
         export=True,  # the student's Hugging Face folder is what an LM job delivers
         onnx="onnx" in (config.get("export") or []),
-        device="cuda" if request.get("gpus") else "cpu",  # the GPUs the worker gave the job, else the CPU
+        device=lm_device(request),
         checkpoint_dir=request.get("checkpoint_dir"),  # both trainings' epochs: a handed-back job resumes there
         **fields,
     )
+
+
+def lm_device(request: dict) -> str:
+    """CUDA when the job's process sees a GPU (as a classifier job's device), else the CPU; a job given GPUs that
+    it cannot see fails with a message naming the worker's declaration, not deep inside torch."""
+    import torch
+
+    from worker.engine.errors import EngineError
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if request.get("gpus"):
+        raise EngineError(
+            "invalid_config",
+            f"the worker gave this job {request['gpus']} GPU(s) but CUDA is not available in the job's process: "
+            "check the worker's DISTILLERY_WORKER_GPUS, its CUDA_VISIBLE_DEVICES and the GPU driver",
+        )
+    return "cpu"
 
 
 def watch_stop(should_stop: Callable[[], bool], emit: Callable[[dict], None], poll_s: float = 0.2) -> None:

@@ -1,5 +1,6 @@
 """A causal-LM training checkpointed at every epoch resumes where it stopped, to the same weights bit for bit
-(on the CPU), for the data's methods and for on-policy KD (whose coin and samples draw from random states)."""
+(on the CPU), for the data's methods and for on-policy KD (whose coin and samples draw from random states); and
+what the job child hands the LM engine (its checkpoint folder, its device)."""
 
 from __future__ import annotations
 
@@ -105,3 +106,16 @@ def test_the_job_child_hands_the_jobs_checkpoint_folder_to_the_lm_engine():
 
     config = lm_config({"config": {"lm": {"method": "offline"}}, "checkpoint_dir": "/job/checkpoints"})
     assert config.checkpoint_dir == "/job/checkpoints" and config.method == "offline"
+
+
+def test_an_lm_job_given_gpus_its_process_cannot_see_fails_naming_the_workers_declaration(monkeypatch):
+    from worker.engine.errors import EngineError
+    from worker.job_lm import lm_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert lm_device({}) == "cpu"
+    with pytest.raises(EngineError) as raised:
+        lm_device({"gpus": 1})
+    assert raised.value.code == "invalid_config" and "DISTILLERY_WORKER_GPUS" in raised.value.message
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert lm_device({}) == "cuda" and lm_device({"gpus": 1}) == "cuda"
