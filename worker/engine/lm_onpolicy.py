@@ -17,10 +17,7 @@ The report says how many batches were the student's samples and how many the dat
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -61,25 +58,10 @@ class BatchTally:
         return {**self.totals(), "per_epoch": epochs, "fraction": fraction, "warm_start_epochs": warm}
 
 
-# train_lm builds its OnPolicy itself: the tally reaches the job that called it through this context variable.
-_TALLY: ContextVar[BatchTally | None] = ContextVar("on_policy_tally", default=None)
-
-
-@contextlib.contextmanager
-def counting_batches() -> Iterator[BatchTally]:
-    """Within the block, an OnPolicy counts its batches by source into the tally yielded."""
-    tally = BatchTally()
-    token = _TALLY.set(tally)
-    try:
-        yield tally
-    finally:
-        _TALLY.reset(token)
-
-
 class OnPolicy:
     """Per batch, chooses the data's completions or the student's samples (GKD's lambda); counts both in `tally`."""
 
-    def __init__(self, settings, max_new_tokens: int):
+    def __init__(self, settings, max_new_tokens: int, tally: BatchTally | None = None):
         if settings.on_policy_objective not in OBJECTIVES:
             raise EngineError("invalid_config", f"on_policy_objective must be one of {OBJECTIVES}")
         if not 0 <= settings.on_policy_fraction <= 1 or settings.warm_start_epochs < 0 or max_new_tokens < 1:
@@ -89,8 +71,7 @@ class OnPolicy:
         # A generator of its own, so that the batch order is the other methods' (lambda 0 is forward KL exactly).
         self.coin = torch.Generator().manual_seed(settings.seed + 1)
         self.sampled_batches = 0
-        tally = _TALLY.get()
-        self.tally = tally if tally is not None else BatchTally()
+        self.tally = tally if tally is not None else BatchTally()  # the caller's, to report it
         self.epoch = 0  # set by the training loop as each epoch begins
 
     def next_batch(self, student, batch: LMBatch) -> tuple[str, LMBatch]:

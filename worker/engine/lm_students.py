@@ -12,7 +12,7 @@ from worker.engine.config import ProgressEvent
 from worker.engine.errors import EngineError
 from worker.engine.lm_data import LMBatch, LMRows, encode
 from worker.engine.lm_models import CausalLM
-from worker.engine.lm_onpolicy import counting_batches
+from worker.engine.lm_onpolicy import BatchTally
 from worker.engine.lm_resume import PhaseCheckpoint
 from worker.engine.lm_signal import estimate_bytes
 from worker.engine.lm_train import LIVE_TEACHER, train_lm
@@ -71,12 +71,11 @@ def train_both(job, rows: LMRows, validation_rows: LMRows) -> dict:
             planned = estimate_bytes(len(data), data.ids.shape[1], config.top_k)
             signal = job.topk(rows, filled, config.top_k, "train_topk")
     teacher_model = job.teacher.model if config.method in LIVE_TEACHER else None
-    with counting_batches() as tally:
-        on_policy = tally if config.method == "on_policy" else None
-        history = train_lm(student.model, data, validation, config.method, config.train, teacher_model, signal,
-                           max_new_tokens=config.max_new_tokens,
-                           on_epoch=job.epoch_hook("student", config.train.epochs, on_policy),
-                           resume=_phase(job, "student", data))  # fmt: skip
+    on_policy = BatchTally() if config.method == "on_policy" else None
+    history = train_lm(student.model, data, validation, config.method, config.train, teacher_model, signal,
+                       max_new_tokens=config.max_new_tokens, tally=on_policy,
+                       on_epoch=job.epoch_hook("student", config.train.epochs, on_policy),
+                       resume=_phase(job, "student", data))  # fmt: skip
     return {
         "task": "causal_lm",
         "method": config.method,

@@ -21,7 +21,7 @@ import torch
 from worker.engine.errors import EngineError
 from worker.engine.lm_data import LMBatch, length_batches
 from worker.engine.lm_losses import OBJECTIVES, masked_token_ce, token_kd_loss, topk_kd_loss
-from worker.engine.lm_onpolicy import SAMPLED, OnPolicy, sampled_loss
+from worker.engine.lm_onpolicy import SAMPLED, BatchTally, OnPolicy, sampled_loss
 from worker.engine.lm_resume import PhaseCheckpoint, Resumed
 
 logger = logging.getLogger(__name__)
@@ -174,10 +174,11 @@ def _train_epoch(method, student, data, settings, teacher, signal, optimizer, ge
 
 def train_lm(
     student, data: LMBatch, validation: LMBatch, method: str, settings: LMTrainSettings, teacher=None, signal=None,
-    on_epoch=None, max_new_tokens: int = 32, resume: PhaseCheckpoint | None = None,
+    on_epoch=None, max_new_tokens: int = 32, resume: PhaseCheckpoint | None = None, tally: BatchTally | None = None,
 ) -> list[dict]:  # fmt: skip
     """Train `student` in place by `method`; its best epoch's weights are kept; the per-epoch history (each entry
-    also handed to `on_epoch` as it ends). With `resume`, each epoch is checkpointed and a saved one continued."""
+    also handed to `on_epoch` as it ends). With `resume`, each epoch is checkpointed and a saved one continued;
+    on_policy counts its batches by source into `tally`."""
     if method not in METHODS:
         raise EngineError("invalid_config", f"unknown method {method!r}; one of {METHODS}")
     if method in LIVE_TEACHER and teacher is None:
@@ -189,7 +190,7 @@ def train_lm(
         _checkpointing(student, True)
     optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate, weight_decay=0.01)
     generator = torch.Generator().manual_seed(settings.seed)
-    on_policy = OnPolicy(settings, max_new_tokens) if method == "on_policy" else None
+    on_policy = OnPolicy(settings, max_new_tokens, tally) if method == "on_policy" else None
     start = resume.restore(student, optimizer, generator, on_policy) if resume is not None else Resumed()
     best, history = start.best, start.history
     best_state = start.best_state if start.best_state is not None else copy.deepcopy(student.state_dict())
