@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 TEACHER_FIRST = ("offline", "seq_kd")  # methods whose teacher can be freed once its outputs are cached
 
 SMOKE_ROWS = 4
+TEACHER_ROWS = 32  # teacher_topk's batch
 HEADROOM = 0.8  # of the free memory, for what is not counted: activations, the allocator's slack
 ONLINE = OBJECTIVES  # the online logit methods, which can fall back to the cached signal
 
@@ -110,8 +111,8 @@ def memory_check(teacher, student, limit: int | None = None) -> dict:
 
 
 def smoke_step(teacher, student, teacher_rows: LMBatch, student_rows: LMBatch) -> dict:
-    """One student forward and backward and one timed teacher forward on a few rows; EngineError when one fails
-    for a reason the user can act on (out of GPU memory)."""
+    """One student forward and backward on a few rows and one timed teacher forward on a batch; EngineError when
+    one fails for a reason the user can act on (out of GPU memory)."""
     device = next(student.parameters()).device
     try:
         student.train()
@@ -166,11 +167,12 @@ def teacher_positions(method: str, epochs: int, train: tuple[int, ...], eval_: t
     return total
 
 
-def estimate(method: str, config, train: tuple[int, ...], eval_: tuple[int, ...], smoke: dict) -> dict:
-    """The job's teacher cost before it runs: signal bytes and teacher seconds (from the smoke step's rate)."""
-    signal = estimate_bytes(eval_[0], eval_[1], config.eval_top_k)
+def estimate(method: str, config, train: tuple[int, ...], eval_: tuple[int, ...], smoke: dict, vocab=None) -> dict:
+    """The job's teacher cost before it runs: signal bytes (the token ids' width from `vocab`) and teacher seconds
+    (from the smoke step's rate)."""
+    signal = estimate_bytes(eval_[0], eval_[1], config.eval_top_k, vocab)
     if method == "offline":
-        signal += estimate_bytes(train[0], train[2], config.top_k)
+        signal += estimate_bytes(train[0], train[2], config.top_k, vocab)
     gen = {
         "max_new_tokens": config.max_new_tokens,
         "samples": config.seq_kd_samples,
@@ -216,11 +218,13 @@ def preflight(teacher, student, rows: LMRows, eval_rows: LMRows, config, tell: C
     """(the config to run, the checks): smoke step, memory check (an online method that does not fit falls back
     to offline; on_policy fails), the estimate of the teacher's cost; each told as an event before the first
     teacher pass."""
-    labelled = [(p, c) for p, c in zip(rows.prompts, rows.completions, strict=True) if c is not None][:SMOKE_ROWS]
+    labelled = [(p, c) for p, c in zip(rows.prompts, rows.completions, strict=True) if c is not None]
     if not labelled:
         raise EngineError("invalid_dataset", "the training data needs some rows with completions for the baseline")
-    few = ([p for p, _ in labelled], [c for _, c in labelled])
-    smoke = smoke_step(teacher.model, student.model, encode(teacher.tokenizer, *few, config.max_length),
+    few = ([p for p, _ in labelled[:SMOKE_ROWS]], [c for _, c in labelled[:SMOKE_ROWS]])
+    # The teacher is timed on a batch of the signal pass's size: its rate on 4 rows put the estimate 2-3x over.
+    many = ([p for p, _ in labelled[:TEACHER_ROWS]], [c for _, c in labelled[:TEACHER_ROWS]])
+    smoke = smoke_step(teacher.model, student.model, encode(teacher.tokenizer, *many, config.max_length),
                        encode(student.tokenizer, *few, config.max_length))  # fmt: skip
     memory = memory_check(teacher.model, student.model, config.memory_bytes)
     checks: dict = {"smoke": smoke, "memory": memory, "fallback": None}
@@ -286,7 +290,7 @@ def _estimate(teacher, rows: LMRows, eval_rows: LMRows, config, smoke: dict) -> 
     else:
         train = (len(rows.prompts), missing, int(length.ids.shape[1]), _mean_length(length))
     eval_ = (len(eval_data), int(eval_data.ids.shape[1]), _mean_length(eval_data))
-    return estimate(config.method, config, train, eval_, smoke)
+    return estimate(config.method, config, train, eval_, smoke, getattr(teacher.model.config, "vocab_size", None))
 
 
 def _mean_length(data: LMBatch) -> int:

@@ -68,7 +68,8 @@ def train_both(job, rows: LMRows, validation_rows: LMRows) -> dict:
     else:
         data = encode(tok, rows.prompts, filled, length)
         if config.method == "offline":
-            planned = estimate_bytes(len(data), data.ids.shape[1], config.top_k)
+            vocab = getattr(job.teacher.model.config, "vocab_size", None)
+            planned = estimate_bytes(len(data), data.ids.shape[1], config.top_k, vocab)
             signal = job.topk(rows, filled, config.top_k, "train_topk")
     teacher_model = job.teacher.model if config.method in LIVE_TEACHER else None
     on_policy = BatchTally() if config.method == "on_policy" else None
