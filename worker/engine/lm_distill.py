@@ -36,7 +36,7 @@ from worker.engine.lm_models import CausalLM, build_causal_student, check_method
 from worker.engine.lm_onpolicy import BatchTally
 from worker.engine.lm_preflight import TEACHER_FIRST, TeacherClock, preflight
 from worker.engine.lm_signal import ForwardCounter, SignalCache, signal_key, teacher_topk
-from worker.engine.lm_students import train_both
+from worker.engine.lm_students import seq_kd_seeds, train_both
 from worker.engine.lm_train import METHODS, LMTrainSettings
 
 logger = logging.getLogger(__name__)
@@ -215,8 +215,8 @@ def _teacher_signals_first(job: _Job, rows: LMRows, eval_rows: LMRows) -> None:
     """Every signal the job will read from the teacher, computed now (the teacher is freed next)."""
     config = job.config
     filled = job.filled(rows)
-    if config.method == "seq_kd":  # the generations it trains on, each seed's (train_both asks for the same)
-        for seed in range(config.seq_kd_samples) if config.seq_kd_samples else [None]:
+    if config.method == "seq_kd":  # the generations it trains on (train_both asks for the same)
+        for seed in seq_kd_seeds(config):
             job.generations(rows.prompts, seed)
     else:
         job.topk(rows, filled, config.top_k, "train_topk")

@@ -70,7 +70,6 @@ class OnPolicy:
         self.settings, self.max_new_tokens = settings, max_new_tokens
         # A generator of its own, so that the batch order is the other methods' (lambda 0 is forward KL exactly).
         self.coin = torch.Generator().manual_seed(settings.seed + 1)
-        self.sampled_batches = 0
         self.tally = tally if tally is not None else BatchTally()  # the caller's, to report it
         self.epoch = 0  # set by the training loop as each epoch begins
 
@@ -84,8 +83,7 @@ class OnPolicy:
             self.tally.add(self.epoch, sampled=False)
             return self.settings.on_policy_objective, batch
         self.tally.add(self.epoch, sampled=True)
-        self.sampled_batches += 1
-        seed = self.settings.seed * 1_000_003 + self.sampled_batches
+        seed = self.settings.seed * 1_000_003 + sum(self.tally.sampled)  # this batch's number among the sampled
         return SAMPLED, sample_completions(student, batch, self.max_new_tokens, seed)
 
 

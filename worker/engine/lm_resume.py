@@ -85,7 +85,6 @@ class PhaseCheckpoint:
         if on_policy is not None and "rng.coin" in tensors:
             on_policy.coin.set_state(tensors["rng.coin"])
             state = meta.get("on_policy") or {}
-            on_policy.sampled_batches = int(state.get("sampled_batches", 0))
             on_policy.tally.sampled[:] = state.get("tally_sampled", [])
             on_policy.tally.data[:] = state.get("tally_data", [])
         if "rng.cuda" in tensors and torch.cuda.is_available():
@@ -102,4 +101,4 @@ def _on_policy_state(on_policy) -> dict | None:
     if on_policy is None:
         return None
     tally = on_policy.tally
-    return {"sampled_batches": on_policy.sampled_batches, "tally_sampled": tally.sampled, "tally_data": tally.data}
+    return {"tally_sampled": tally.sampled, "tally_data": tally.data}  # the samples' seeds count from the tally

@@ -100,7 +100,7 @@ def teacher_topk(model, batch: LMBatch, k: int, temperature: float, batch_size: 
     # Rows in order of length, each batch cut to its longest row: a causal model's outputs at the real positions
     # do not depend on the right padding, so the padding is not computed at all. Only the completion's positions
     # are read by a loss or a figure (LMBatch.targets' mask): the prompt's are neither projected onto the
-    # vocabulary nor ranked (on the LM fixture 0.69 s -> 0.45 s for the pass).
+    # vocabulary nor ranked (on the LM fixture, with the tail below, 0.69 s -> 0.58 s for the pass).
     order = torch.argsort(batch.attention.sum(1), stable=True)
     for rows in order.split(batch_size):
         part = batch.rows(rows)

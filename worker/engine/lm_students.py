@@ -18,6 +18,11 @@ from worker.engine.lm_signal import estimate_bytes
 from worker.engine.lm_train import LIVE_TEACHER, train_lm
 
 
+def seq_kd_seeds(config) -> list[int | None]:
+    """The teacher-sample seeds seq_kd trains on (None: its greedy generations)."""
+    return list(range(config.seq_kd_samples)) if config.seq_kd_samples else [None]
+
+
 def _phase(job, name: str, data: LMBatch) -> PhaseCheckpoint | None:
     """The phase's checkpoint, fingerprinted by what shapes its training: a checkpoint of other data or settings
     is not resumed."""
@@ -62,7 +67,7 @@ def train_both(job, rows: LMRows, validation_rows: LMRows) -> dict:
     if config.method == "seq_kd":
         # The teacher's generations are added to the completions the data brings, not put in their place.
         prompts, generations = [p for p, _ in labelled], [c for _, c in labelled]
-        for seed in range(config.seq_kd_samples) if config.seq_kd_samples else [None]:
+        for seed in seq_kd_seeds(config):
             prompts, generations = prompts + rows.prompts, generations + job.generations(rows.prompts, seed)
         data = encode(tok, prompts, generations, length)
     else:
